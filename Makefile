@@ -1,0 +1,31 @@
+# The study's two commands: `make study` (set up, run everything on config.yaml) and `make test`.
+# CONSTRAINTS pins torch to the CPU build available on the project's machines; `make setup CONSTRAINTS=` drops it.
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= config.yaml
+CORES ?= all
+CONSTRAINTS ?= constraints/cpu.txt
+SNAKEMAKE_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup study test lint clean-ci
+
+$(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/influence-study check-config $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile workflow/profiles/default $(SNAKEMAKE_ARGS)
+	$(BIN)/influence-study summary $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint --configfile $(CONFIG)

@@ -1,0 +1,34 @@
+# The influence study: corpus -> tokenizer -> model family -> (factors -> scores -> analyses -> figures).
+# All logic lives in src/influence_study; the rules under workflow/rules only wire files to its steps.
+import sys
+
+from influence_study.config import ConfigError, validate_config
+
+
+# config.yaml is the default study; `--configfile other.yaml` replaces it (no merging of the two).
+if not workflow.configfiles:
+
+    configfile: "config.yaml"
+
+
+try:
+    _validated = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+except ConfigError as error:
+    sys.exit(f"influence_study: invalid configuration: {error}")
+config.clear()
+config.update(_validated)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        corpus_outputs().values(),
+        model_dirs(),
+        learning_table_outputs().values(),
+        loss_figure_outputs().values(),
+    default_target: True

@@ -1,0 +1,79 @@
+"""The ``influence-study`` command: check a config, and summarise what a study run produced."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ConfigError, load_config
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: valid ({len(config['models'])} models, corpus {config['corpus']['name']!r}, "
+          f"outputs under {config['output_dir']}/)")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    root = Path(config["output_dir"])
+    if not root.exists():
+        print(f"nothing produced yet: {root}/ does not exist", file=sys.stderr)
+        return 1
+    print(f"Study outputs under {root}/")
+    for sub in ("corpus", "queries", "tokenizer", "models", "evaluation", "tables", "figures", "logs"):
+        path = root / sub
+        if path.exists():
+            entries = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+            print(f"  {sub + '/':<12} {', '.join(entries)}")
+    docs = root / "corpus" / f"{config['corpus']['name']}.parquet"
+    if docs.exists():
+        frame = pd.read_parquet(docs, columns=["split", "family"])
+        print("\nCorpus documents by family (train split):")
+        print(frame[frame.split == "train"].groupby("family").size().to_string())
+    table = root / "tables" / "learning.csv"
+    if table.exists():
+        learning = pd.read_csv(table)
+        columns = [c for c in ("model", "parameters", "train_seconds", "heldout_loss", "fact_accuracy_well_seen",
+                               "n_facts_well_seen") if c in learning]
+        print(f"\nLearning table ({table}):")
+        print(learning[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        scratch = learning[learning["source"] == "scratch"].sort_values("parameters")
+        if len(scratch) >= 2:
+            falling = bool(scratch["heldout_loss"].is_monotonic_decreasing)
+            print(f"\nheld-out loss falls with size: {'yes' if falling else 'NO'}")
+            best = scratch.iloc[-1]
+            print(f"largest model ({best['model']}) completes {best['fact_accuracy_well_seen']:.1%} of the facts "
+                  f"seen at least {config['evaluation']['min_exposures']} times")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (subcommands ``check-config`` and ``summary``)."""
+    parser = argparse.ArgumentParser(prog="influence-study", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="validate a study config and report the first bad key")
+    check.add_argument("config", help="path to a YAML config (e.g. config.yaml)")
+    check.set_defaults(run=_check_config)
+    summary = commands.add_parser("summary", help="list what a study run produced and its learning table")
+    summary.add_argument("config", nargs="?", default="config.yaml", help="the config the study ran with")
+    summary.set_defaults(run=_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``influence-study`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(f"influence-study: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Study configuration: load, validate against the schema, fill defaults, check cross-references.
+
+The schema (``workflow/schemas/config.schema.yaml``) types, ranges, defaults and describes every key. This module
+turns the first violation into one message that names the key, e.g.::
+
+    config.yaml: models[1].n_layer: expected an integer >= 1, got 0
+
+and adds the checks a JSON schema cannot express (files that must exist, unique model names, divisibility).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HUB_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# JSON Schema counts 2.0 as an integer; a config that says `steps: 1200.0` is a typo here, not an integer.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft7Validator,
+    type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)),
+)
+_SIZE_KEYS = ("architecture", "n_layer", "d_model", "n_head", "d_mlp")
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the offending key."""
+
+
+def load_schema(path: str | os.PathLike | None = None) -> dict:
+    """Read the configuration schema (YAML) from ``path`` or the packaged default."""
+    schema_path = Path(path) if path is not None else SCHEMA_PATH
+    if not schema_path.is_file():
+        raise ConfigError(f"configuration schema not found: {schema_path}")
+    with open(schema_path) as handle:
+        return yaml.safe_load(handle)
+
+
+def load_config(path: str | os.PathLike, schema: Mapping | None = None) -> dict:
+    """Read a YAML config file and return it validated, with defaults filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return validate_config(raw, schema=schema, source=str(path))
+
+
+def validate_config(raw: Any, schema: Mapping | None = None, source: str = "config") -> dict:
+    """Validate ``raw`` against the schema, fill defaults and run the cross-checks.
+
+    Returns a new dict; ``raw`` is not modified. Raises :class:`ConfigError` naming the first bad key.
+    """
+    schema = load_schema() if schema is None else schema
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    config = copy.deepcopy(dict(raw))
+    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(f"{source}: {_describe(error)}")
+    _check_models_raw(config.get("models", []), source)
+    _fill_defaults(config, schema)
+    for entry in config.get("models", []):
+        if entry.get("checkpoint") is not None:  # a checkpoint brings its own architecture and sizes
+            for key in _SIZE_KEYS:
+                entry.pop(key, None)
+    _check_semantics(config, source)
+    return config
+
+
+def training_settings(config: Mapping, model_name: str) -> dict:
+    """The effective training settings of one model: top-level ``training`` updated by the model's overrides."""
+    entry = model_entry(config, model_name)
+    return {**config["training"], **entry.get("training", {})}
+
+
+def model_entry(config: Mapping, model_name: str) -> dict:
+    """The config entry of model ``model_name``; a clear error lists the known names otherwise."""
+    for entry in config["models"]:
+        if entry["name"] == model_name:
+            return entry
+    known = ", ".join(m["name"] for m in config["models"])
+    raise ConfigError(f"unknown model name {model_name!r}; the config defines: {known}")
+
+
+def model_names(config: Mapping) -> list[str]:
+    """Names of the model family, in config order."""
+    return [m["name"] for m in config["models"]]
+
+
+# --- internals -------------------------------------------------------------------------------------------------
+
+
+def _key(path: Iterable) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    schema = error.schema
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(str(k) for k in set(error.instance) - set(allowed))
+        bad = extra[0] if extra else "?"
+        full = f"{key}.{bad}" if error.absolute_path else bad
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"unknown key {full!r}{did_you_mean} (allowed here: {', '.join(allowed)})"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        where = f"{key}.{missing}" if error.absolute_path else missing
+        return f"missing required key {where!r}"
+    got = f", got {error.instance!r}"
+    text = {
+        "type": lambda: f"expected {_type_words(error.validator_value)}",
+        "enum": lambda: f"expected one of {', '.join(map(repr, error.validator_value))}",
+        "minimum": lambda: f"expected a value >= {error.validator_value}",
+        "maximum": lambda: f"expected a value <= {error.validator_value}",
+        "exclusiveMinimum": lambda: f"expected a value > {error.validator_value}",
+        "exclusiveMaximum": lambda: f"expected a value < {error.validator_value}",
+        "minItems": lambda: f"expected at least {error.validator_value} item(s)",
+        "uniqueItems": lambda: "expected items without repeats",
+        "pattern": lambda: f"expected text matching {error.validator_value}",
+        "minLength": lambda: "expected a non-empty string",
+    }.get(error.validator, lambda: error.message)()
+    description = schema.get("description")
+    suffix = f" ({description.strip()})" if isinstance(description, str) else ""
+    return f"{key}: {text}{got}{suffix}"
+
+
+def _type_words(value: Any) -> str:
+    names = value if isinstance(value, list) else [value]
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list",
+             "object": "a mapping", "boolean": "true/false", "null": "null"}
+    return " or ".join(words.get(n, n) for n in names)
+
+
+def _fill_defaults(instance: Any, schema: Mapping) -> None:
+    """Fill schema defaults into ``instance`` in place, recursing into objects and arrays of objects."""
+    if schema.get("x-fill-defaults") is False:
+        return
+    if isinstance(instance, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name not in instance and "default" in sub:
+                instance[name] = copy.deepcopy(sub["default"])
+            if name in instance:
+                _fill_defaults(instance[name], sub)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), Mapping):
+        for item in instance:
+            _fill_defaults(item, schema["items"])
+
+
+def _check_models_raw(models: list, source: str) -> None:
+    for i, entry in enumerate(models):
+        if entry.get("checkpoint") is not None:
+            given = [k for k in _SIZE_KEYS if k in entry]
+            if given:
+                raise ConfigError(
+                    f"{source}: models[{i}] ({entry['name']!r}) names a checkpoint and also "
+                    f"{', '.join(given)}; a checkpoint model takes its architecture from the checkpoint"
+                )
+
+
+def _check_semantics(config: dict, source: str) -> None:
+    corpus = config["corpus"]
+    if corpus["source"] == "synthetic":
+        if "en" not in corpus["synthetic"]["languages"]:
+            raise ConfigError(f"{source}: corpus.synthetic.languages: must include 'en' (queries are in English)")
+    else:
+        path = corpus.get("path")
+        if not path:
+            raise ConfigError(f"{source}: corpus.path: required when corpus.source is {corpus['source']!r}")
+        if corpus["source"] != "hf_dataset" and not Path(path).exists():
+            raise ConfigError(f"{source}: corpus.path: file or directory not found: {path}")
+        if corpus["source"] == "hf_dataset" and not Path(path).exists() and not _HUB_DATASET.match(path):
+            raise ConfigError(
+                f"{source}: corpus.path: {path!r} is neither an existing local dataset directory nor a hub name"
+            )
+
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(config["models"]):
+        name = entry["name"]
+        if name in seen:
+            raise ConfigError(f"{source}: models[{i}].name: {name!r} repeats models[{seen[name]}].name")
+        seen[name] = i
+        checkpoint = entry.get("checkpoint")
+        if checkpoint is not None:
+            if not Path(checkpoint).exists() and not _looks_like_hub_id(checkpoint):
+                raise ConfigError(
+                    f"{source}: models[{i}].checkpoint: {checkpoint!r} is neither an existing local directory "
+                    "nor a hub id of the form 'org/name'"
+                )
+            if Path(checkpoint).exists() and not (Path(checkpoint) / "config.json").is_file():
+                raise ConfigError(
+                    f"{source}: models[{i}].checkpoint: {checkpoint} has no config.json "
+                    "(expected a directory written by save_pretrained)"
+                )
+            continue
+        if entry["d_model"] % entry["n_head"]:
+            raise ConfigError(
+                f"{source}: models[{i}].d_model: {entry['d_model']} is not divisible by "
+                f"n_head = {entry['n_head']}"
+            )
+    for where, settings in [("training", config["training"])] + [
+        (f"models[{i}].training", {**config["training"], **m.get("training", {})})
+        for i, m in enumerate(config["models"])
+    ]:
+        if settings["warmup_steps"] >= settings["steps"]:
+            raise ConfigError(
+                f"{source}: {where}.warmup_steps: {settings['warmup_steps']} must be below "
+                f"steps = {settings['steps']}"
+            )
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and not text.startswith((".", "/"))

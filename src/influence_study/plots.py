@@ -1,0 +1,35 @@
+"""Figures of the study: each function takes a table and returns a matplotlib figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
+    """Training and validation loss (nats per token) against tokens seen, one line per model.
+
+    ``history`` has columns ``model, tokens, train_loss, valid_loss`` (one row per logged step).
+    """
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True, constrained_layout=True)
+    for ax, column, title in zip(axes, ("train_loss", "valid_loss"), ("training loss", "held-out loss")):
+        sns.lineplot(data=history, x="tokens", y=column, hue="model", marker="o", markersize=3, ax=ax)
+        ax.set(title=title, xlabel="tokens seen", ylabel="nats per token", yscale="log")
+    if axes[0].get_legend() is not None:
+        axes[0].get_legend().remove()
+    return fig
+
+
+def save_figure(fig: plt.Figure, *paths) -> None:
+    """Save ``fig`` to each path (format from the suffix) and close it."""
+    from .io import atomic_path
+
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)
+    plt.close(fig)

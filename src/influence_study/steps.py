@@ -1,0 +1,192 @@
+"""One function per workflow rule. Each takes the validated config and the rule's named inputs and outputs.
+
+The Snakemake rules only wire files to these functions (through ``workflow/scripts/step.py``), so every step can
+also be called from Python or from the ``influence-study`` command line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from .config import model_entry, training_settings
+from .io import atomic_path, read_json, write_json, write_parquet
+from .provenance import provenance, write_provenance
+from .runtime import get_logger, resolve_device
+
+EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
+
+
+def make_corpus(config: Mapping, documents: str, queries: str, relations: str, probes: str,
+                progress: bool = True) -> None:
+    """Generate the synthetic world (or load the user's corpus) and write documents, queries, relations, probes."""
+    log = get_logger()
+    corpus = config["corpus"]
+    if corpus["source"] == "synthetic":
+        from .corpus.synthetic import generate_world, write_world
+
+        world = generate_world(corpus["synthetic"], seed=config["seed"], valid_fraction=corpus["valid_fraction"],
+                               progress=progress)
+        write_world(world, documents, queries, relations, probes)
+        frames = {"documents": world.documents, "queries": world.queries}
+    else:
+        from .corpus.loaders import load_documents
+
+        docs = load_documents(corpus["source"], corpus["path"], text_field=corpus["text_field"],
+                              hf_split=corpus["hf_split"], max_documents=corpus["max_documents"],
+                              valid_fraction=corpus["valid_fraction"], seed=config["seed"])
+        write_parquet(docs, documents)
+        for path in (queries, relations, probes):
+            write_parquet(EMPTY_QUERIES, path)
+        frames = {"documents": docs, "queries": EMPTY_QUERIES}
+    counts = frames["documents"].groupby("split").size().to_dict()
+    log.info("corpus %s: %s documents %s, %d queries", corpus["name"], len(frames["documents"]), counts,
+             len(frames["queries"]))
+    for path in (documents, queries, relations, probes):
+        write_provenance(path, config)
+
+
+def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:
+    """Train the byte-level BPE tokenizer on the training split and save it with ``save_pretrained``."""
+    from .tokenizer import save_tokenizer, train_tokenizer
+
+    docs = pd.read_parquet(documents)
+    texts = docs.loc[docs["split"] == "train", "text"].tolist()
+    settings = config["tokenizer"]
+    tokenizer = train_tokenizer(texts, settings["vocab_size"], settings["min_frequency"], progress=progress)
+    with atomic_path(tokenizer_dir, directory=True) as tmp:
+        save_tokenizer(tokenizer, tmp)
+        write_json(provenance(config, [documents], vocab_size=len(tokenizer)), tmp / "provenance.json")
+    get_logger().info("tokenizer: %d tokens, saved to %s", len(tokenizer), tokenizer_dir)
+
+
+def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir: str, model_dir: str,
+                progress: bool = True) -> None:
+    """Train one model of the family from scratch (or import its checkpoint) and save it to ``model_dir``
+    with ``save_pretrained``, its tokenizer, ``history.csv`` (loss curve) and ``training.json``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .models import build_model, build_model_config, count_parameters, load_checkpoint
+    from .tokenizer import encode_documents
+    from .training import train_language_model
+
+    log = get_logger()
+    entry = model_entry(config, model_name)
+    device = resolve_device(config["device"])
+    if entry.get("checkpoint"):
+        model, tokenizer = load_checkpoint(entry["checkpoint"])
+        history, info = pd.DataFrame(columns=["step", "tokens", "train_loss", "valid_loss"]), {
+            "source": "checkpoint", "checkpoint": entry["checkpoint"], "seconds": 0.0, "tokens": 0}
+        inputs = []
+    else:
+        settings = training_settings(config, model_name)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        docs = pd.read_parquet(documents)
+        train_ids = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
+        valid_ids = [d[:settings["seq_len"] - 1] for d in
+                     encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
+        model_config = build_model_config(entry, vocab_size=len(tokenizer), max_positions=settings["seq_len"],
+                                          eos_token_id=tokenizer.eos_token_id)
+        seed = config["seed"] + 1000 * config["models"].index(entry)
+        model = build_model(model_config, seed)
+        log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
+        result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
+                                      device=device, progress=progress, log=log.info)
+        history = result.history
+        info = {"source": "scratch", "seconds": result.seconds, "tokens": result.tokens, "settings": settings,
+                "seed": seed, "threads": torch.get_num_threads(), "device": str(device)}
+        inputs = [documents, tokenizer_dir]
+    info.update(count_parameters(model), architecture=model.config.model_type, name=model_name)
+    with atomic_path(model_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        history.assign(model=model_name).to_csv(tmp / "history.csv", index=False)
+        write_json(info, tmp / "training.json")
+        write_json(provenance(config, inputs, model=model_name), tmp / "provenance.json")
+    log.info("saved %s to %s", model_name, model_dir)
+
+
+def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: str, queries: str,
+                   scores: str, summary: str) -> None:
+    """Held-out loss and completion accuracy of every query for one model; per-query table + summary JSON."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import completion_scores, heldout_loss
+    from .tokenizer import encode_documents
+
+    device = resolve_device(config["device"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_len = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    batch_size = config["evaluation"]["batch_size"]
+    docs = pd.read_parquet(documents)
+    valid = [d[:max_len - 1] for d in encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
+    loss = heldout_loss(model, valid, tokenizer.eos_token_id, batch_size, device) if valid else float("nan")
+    table = pd.read_parquet(queries)
+    if len(table):
+        table = pd.concat([table.reset_index(drop=True), completion_scores(
+            model, tokenizer, table["prompt"], table["completion"], batch_size, device)], axis=1)
+    table.insert(0, "model", model_name)
+    write_parquet(table, scores)
+    stats = {"model": model_name, "heldout_loss": loss, "n_valid_documents": len(valid),
+             **fact_accuracy(table, config["evaluation"]["min_exposures"])}
+    write_json(stats, summary)
+    write_provenance(scores, config, [model_dir, documents, queries])
+    get_logger().info("evaluation of %s: %s", model_name, json.dumps(stats))
+
+
+def fact_accuracy(scored: pd.DataFrame, min_exposures: int) -> dict:
+    """Top-1 completion accuracy on English fact queries: of facts seen at least ``min_exposures`` times, per
+    number of exposures, and per fact group (held-out, flipped-only, single-language ...)."""
+    if "analysis" not in scored or "correct" not in scored:
+        return {}
+    facts = scored[scored["analysis"] == "facts"]
+    seen = facts[facts["exposures"] >= min_exposures]
+    return {
+        "min_exposures": min_exposures,
+        "fact_accuracy_well_seen": float(seen["correct"].mean()) if len(seen) else float("nan"),
+        "n_facts_well_seen": int(len(seen)),
+        "fact_accuracy_by_exposures": {int(k): float(v) for k, v in facts.groupby("exposures")["correct"].mean().items()},
+        "fact_accuracy_by_group": {str(k): float(v) for k, v in facts.groupby("fact_group")["correct"].mean().items()},
+        "accuracy_by_analysis": {str(k): float(v) for k, v in scored.groupby("analysis")["correct"].mean().items()},
+    }
+
+
+def learning_table(config: Mapping, model_dirs: Sequence[str], summaries: Sequence[str], table: str,
+                   table_csv: str) -> pd.DataFrame:
+    """One row per model: size, training cost, held-out loss and fact accuracy (the learning table)."""
+    rows = []
+    for model_dir, summary in zip(model_dirs, summaries):
+        info, stats = read_json(Path(model_dir) / "training.json"), read_json(summary)
+        rows.append({
+            "model": info["name"], "architecture": info["architecture"], "parameters": info["parameters"],
+            "non_embedding_parameters": info["non_embedding_parameters"], "source": info["source"],
+            "train_tokens": info["tokens"], "train_seconds": round(info["seconds"], 1),
+            "heldout_loss": stats["heldout_loss"],
+            "fact_accuracy_well_seen": stats.get("fact_accuracy_well_seen"),
+            "n_facts_well_seen": stats.get("n_facts_well_seen"),
+            **{f"fact_accuracy_exposures_{k}": v for k, v in stats.get("fact_accuracy_by_exposures", {}).items()},
+            **{f"fact_accuracy_{k}": v for k, v in stats.get("fact_accuracy_by_group", {}).items()},
+            **{f"accuracy_{k}": v for k, v in stats.get("accuracy_by_analysis", {}).items()},
+        })
+    frame = pd.DataFrame(rows)
+    write_parquet(frame, table)
+    with atomic_path(table_csv) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
+    write_provenance(table, config, list(summaries))
+    return frame
+
+
+def loss_figure(config: Mapping, model_dirs: Sequence[str], png: str, pdf: str) -> None:
+    """The loss-curve figure of every trained model."""
+    from .plots import plot_loss_curves, save_figure
+
+    history = pd.concat([pd.read_csv(Path(d) / "history.csv") for d in model_dirs], ignore_index=True)
+    history = history.dropna(subset=["train_loss"])
+    save_figure(plot_loss_curves(history), png, pdf)
+
+

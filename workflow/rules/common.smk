@@ -1,0 +1,37 @@
+# Paths shared by the rules. Every output lives under config["output_dir"].
+STEP_SCRIPT = "../scripts/step.py"
+CORPUS = config["corpus"]["name"]
+
+
+def out(path):
+    """A path under the study's output directory."""
+    return f"{config['output_dir']}/{path}"
+
+
+def corpus_outputs():
+    return {
+        "documents": out(f"corpus/{CORPUS}.parquet"),
+        "queries": out(f"queries/{CORPUS}.parquet"),
+        "relations": out(f"queries/{CORPUS}-relations.parquet"),
+        "probes": out(f"queries/{CORPUS}-probes.parquet"),
+    }
+
+
+def model_names():
+    return [m["name"] for m in config["models"]]
+
+
+def model_dirs():
+    return expand(out("models/{model}"), model=model_names())
+
+
+def evaluation_summaries():
+    return expand(out("evaluation/{model}/summary.json"), model=model_names())
+
+
+def learning_table_outputs():
+    return {"table": out("tables/learning.parquet"), "table_csv": out("tables/learning.csv")}
+
+
+def loss_figure_outputs():
+    return {"png": out("figures/loss_curves.png"), "pdf": out("figures/loss_curves.pdf")}

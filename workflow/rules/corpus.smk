@@ -1,0 +1,25 @@
+# Stage 1: the corpus (synthetic world or the user's files) and its tokenizer.
+
+
+rule corpus:
+    output:
+        **corpus_outputs(),
+    params:
+        step="make_corpus",
+    log:
+        out("logs/corpus.log"),
+    script:
+        STEP_SCRIPT
+
+
+rule tokenizer:
+    input:
+        documents=corpus_outputs()["documents"],
+    output:
+        tokenizer_dir=directory(out(f"tokenizer/{CORPUS}")),
+    params:
+        step="make_tokenizer",
+    log:
+        out("logs/tokenizer.log"),
+    script:
+        STEP_SCRIPT

@@ -1,0 +1,14 @@
+# Figures: one target rule per figure, so `snakemake --cores all fig_loss_curves` rebuilds just that one.
+
+
+rule fig_loss_curves:
+    input:
+        model_dirs=model_dirs(),
+    output:
+        **loss_figure_outputs(),
+    params:
+        step="loss_figure",
+    log:
+        out("logs/fig_loss_curves.log"),
+    script:
+        STEP_SCRIPT

@@ -1,0 +1,51 @@
+# Stage 2: the model family (trained from scratch, or imported checkpoints) and what each has learned.
+
+
+rule train_model:
+    input:
+        documents=corpus_outputs()["documents"],
+        tokenizer_dir=out(f"tokenizer/{CORPUS}"),
+    output:
+        model_dir=directory(out("models/{model}")),
+    params:
+        step="train_model",
+        model_name=lambda wildcards: wildcards.model,
+    threads: lambda wildcards: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+    log:
+        out("logs/train_model/{model}.log"),
+    script:
+        STEP_SCRIPT
+
+
+rule evaluate_model:
+    input:
+        model_dir=out("models/{model}"),
+        documents=corpus_outputs()["documents"],
+        queries=corpus_outputs()["queries"],
+    output:
+        scores=out("evaluation/{model}/queries.parquet"),
+        summary=out("evaluation/{model}/summary.json"),
+    params:
+        step="evaluate_model",
+        model_name=lambda wildcards: wildcards.model,
+    threads: 1
+    log:
+        out("logs/evaluate_model/{model}.log"),
+    script:
+        STEP_SCRIPT
+
+
+rule learning_table:
+    input:
+        model_dirs=model_dirs(),
+        summaries=evaluation_summaries(),
+    output:
+        **learning_table_outputs(),
+    params:
+        step="learning_table",
+    log:
+        out("logs/learning_table.log"),
+    script:
+        STEP_SCRIPT
