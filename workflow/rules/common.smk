@@ -1,5 +1,7 @@
 # Paths shared by the rules. Every output lives under config["output_dir"].
 STEP_SCRIPT = "../scripts/step.py"
+# The software of every rule: the study's one environment (used with `--software-deployment-method conda`).
+STUDY_ENV = "../../environment.yml"
 CORPUS = config["corpus"]["name"]
 
 

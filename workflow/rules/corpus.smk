@@ -8,6 +8,8 @@ rule corpus:
         step="make_corpus",
     log:
         out("logs/corpus.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT
 
@@ -21,5 +23,7 @@ rule tokenizer:
         step="make_tokenizer",
     log:
         out("logs/tokenizer.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT

@@ -10,5 +10,7 @@ rule fig_loss_curves:
         step="loss_figure",
     log:
         out("logs/fig_loss_curves.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT

@@ -15,6 +15,8 @@ rule train_model:
         mem_mb=4000,
     log:
         out("logs/train_model/{model}.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT
 
@@ -33,6 +35,8 @@ rule evaluate_model:
     threads: 1
     log:
         out("logs/evaluate_model/{model}.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT
 
@@ -47,5 +51,7 @@ rule learning_table:
         step="learning_table",
     log:
         out("logs/learning_table.log"),
+    conda:
+        STUDY_ENV
     script:
         STEP_SCRIPT
