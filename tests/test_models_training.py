@@ -117,6 +117,21 @@ def test_completion_scores_match_unbatched_reference(tokenizer, documents, arch)
     assert scores["correct"].iloc[:6].mean() >= 0.5  # it learned capitals it was trained on (untrained: 0)
 
 
+def test_completion_scores_truncate_long_sequences_from_the_left(tokenizer):
+    model = tiny_model(tokenizer, "gpt2", seed=6)
+    prompt, completion = "The capital of Land1 is City3. " * 4, " It is a quiet place. The capital of Land2"
+    p, c = encode_documents(tokenizer, [prompt])[0], encode_documents(tokenizer, [completion])[0]
+    full = [tokenizer.eos_token_id, *p, *c]
+    for max_length in (len(full), len(c) + 5, len(c) - 2):
+        scores = completion_scores(model, tokenizer, [prompt], [completion], max_length=max_length)
+        kept = full[-max_length:]
+        start = max(len(kept) - len(c), 1)  # the completion's first kept position (position 0 is not predicted)
+        ref, _ = _reference_logprob(model, kept, start)
+        assert scores.loc[0, "logprob"] == pytest.approx(ref, abs=1e-4)
+        assert scores.loc[0, "n_tokens"] == len(kept) - start
+        assert bool(scores.loc[0, "truncated"]) == (max_length < len(full))
+
+
 def test_heldout_loss_matches_transformers_loss(tokenizer, documents):
     model = tiny_model(tokenizer, "gpt2", seed=2)
     docs = documents[:5]

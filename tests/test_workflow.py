@@ -88,7 +88,8 @@ def test_rerun_has_nothing_to_do_and_outputs_are_deterministic(study, tmp_path):
     config["models"] = config["models"][:1]
     path = tmp_path / "again.yaml"
     path.write_text(yaml.safe_dump(config))
-    snakemake("--cores", "2", "--configfile", str(path), str(tmp_path / "again" / "models" / config["models"][0]["name"]))
+    target = tmp_path / "again" / "models" / config["models"][0]["name"]
+    snakemake(str(target), "--cores", "2", "--configfile", str(path))  # --configfile takes every later word
     corpus = config["corpus"]["name"]
     pd.testing.assert_frame_equal(pd.read_parquet(study["root"] / "corpus" / f"{corpus}.parquet"),
                                   pd.read_parquet(tmp_path / "again" / "corpus" / f"{corpus}.parquet"))

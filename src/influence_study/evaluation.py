@@ -60,12 +60,15 @@ def heldout_loss(model, documents: Sequence[Sequence[int]], eos_id: int, batch_s
 
 @torch.no_grad()
 def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
-                      device: torch.device | str = "cpu") -> pd.DataFrame:
+                      device: torch.device | str = "cpu", max_length: int | None = None) -> pd.DataFrame:
     """Score each completion given its prompt (read as ``BOS prompt completion``).
 
-    Returns one row per pair: ``logprob`` (log p(completion | prompt), nats), ``n_tokens`` (completion tokens),
-    ``token_accuracy`` (share of completion tokens that are the model's top-1 prediction) and ``correct``
-    (every completion token is top-1, i.e. greedy decoding reproduces the completion exactly).
+    Returns one row per pair: ``logprob`` (log p(completion | prompt), nats), ``n_tokens`` (completion tokens
+    scored), ``token_accuracy`` (share of those tokens that are the model's top-1 prediction), ``correct``
+    (every one is top-1, i.e. greedy decoding reproduces the completion exactly) and ``truncated``.
+    A sequence longer than ``max_length`` (the model's context) keeps only its last ``max_length`` tokens
+    (``truncated`` is true): the prompt loses its beginning, and if the completion alone does not fit, its first
+    tokens are not scored (``n_tokens`` is then smaller than the completion).
     """
     model.eval()
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -74,6 +77,14 @@ def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Seq
     completion_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     sequences = [[bos, *p, *c] for p, c in zip(prompt_ids, completion_ids)]
     starts = [1 + len(p) for p in prompt_ids]
+    truncated = np.zeros(len(sequences), dtype=bool)
+    if max_length is not None:
+        for i, seq in enumerate(sequences):
+            cut = len(seq) - max_length
+            if cut > 0:
+                sequences[i] = seq[cut:]
+                starts[i] = max(starts[i] - cut, 1)
+                truncated[i] = True
     out = np.zeros((len(sequences), 4))
     for idx, batch in padded_batches(sequences, starts, pad, batch_size):
         logprobs, top1, mask = _token_logprobs(model, batch, device)
@@ -83,4 +94,4 @@ def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Seq
         out[idx, 2] = (top1.sum(1) / n.clamp(min=1)).cpu().numpy()
         out[idx, 3] = (top1.sum(1) == n).cpu().numpy()
     return pd.DataFrame({"logprob": out[:, 0], "n_tokens": out[:, 1].astype(int),
-                         "token_accuracy": out[:, 2], "correct": out[:, 3].astype(bool)})
+                         "token_accuracy": out[:, 2], "correct": out[:, 3].astype(bool), "truncated": truncated})

@@ -129,7 +129,8 @@ def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: 
     table = pd.read_parquet(queries)
     if len(table):
         table = pd.concat([table.reset_index(drop=True), completion_scores(
-            model, tokenizer, table["prompt"], table["completion"], batch_size, device)], axis=1)
+            model, tokenizer, table["prompt"], table["completion"], batch_size, device, max_length=max_len)],
+            axis=1)
     table.insert(0, "model", model_name)
     write_parquet(table, scores)
     stats = {"model": model_name, "heldout_loss": loss, "n_valid_documents": len(valid),
