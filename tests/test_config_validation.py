@@ -181,12 +181,9 @@ def test_default_config_validates():
     assert config["training"]["steps"] == 1200
 
 
-@pytest.mark.parametrize("name", ["ci.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["ci.yaml", "gpu.yaml", "hf.yaml"])
 def test_shipped_configs_validate(name):
-    path = ROOT / "configs" / name
-    if not path.is_file():
-        pytest.skip(f"configs/{name} does not exist yet")
-    config = load_config(path)
+    config = load_config(ROOT / "configs" / name)
     assert model_names(config)
     for model in model_names(config):
         settings = training_settings(config, model)

@@ -28,6 +28,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(dtype: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the config's ``dtype``: ``bfloat16`` runs matrix products in bf16 (weights and
+    optimiser state stay float32); ``float32`` changes nothing."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
 class _Tee:
     """A text stream that writes to two streams (the terminal and a log file)."""
 

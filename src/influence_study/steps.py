@@ -15,7 +15,7 @@ import pandas as pd
 from .config import model_entry, training_settings
 from .io import atomic_path, read_json, write_json, write_parquet
 from .provenance import provenance, write_provenance
-from .runtime import get_logger, resolve_device
+from .runtime import autocast, get_logger, resolve_device
 
 EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
 
@@ -95,10 +95,10 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
         model = build_model(model_config, seed)
         log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
         result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
-                                      device=device, progress=progress, log=log.info)
+                                      device=device, progress=progress, log=log.info, dtype=config["dtype"])
         history = result.history
         info = {"source": "scratch", "seconds": result.seconds, "tokens": result.tokens, "settings": settings,
-                "seed": seed, "threads": torch.get_num_threads(), "device": str(device)}
+                "seed": seed, "threads": torch.get_num_threads(), "device": str(device), "dtype": config["dtype"]}
         inputs = [documents, tokenizer_dir]
     info.update(count_parameters(model), architecture=model.config.model_type, name=model_name)
     with atomic_path(model_dir, directory=True) as tmp:
@@ -125,12 +125,13 @@ def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: 
     batch_size = config["evaluation"]["batch_size"]
     docs = pd.read_parquet(documents)
     valid = [d[:max_len - 1] for d in encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
-    loss = heldout_loss(model, valid, tokenizer.eos_token_id, batch_size, device) if valid else float("nan")
     table = pd.read_parquet(queries)
-    if len(table):
-        table = pd.concat([table.reset_index(drop=True), completion_scores(
-            model, tokenizer, table["prompt"], table["completion"], batch_size, device, max_length=max_len)],
-            axis=1)
+    with autocast(config["dtype"], device):
+        loss = heldout_loss(model, valid, tokenizer.eos_token_id, batch_size, device) if valid else float("nan")
+        if len(table):
+            table = pd.concat([table.reset_index(drop=True), completion_scores(
+                model, tokenizer, table["prompt"], table["completion"], batch_size, device, max_length=max_len)],
+                axis=1)
     table.insert(0, "model", model_name)
     write_parquet(table, scores)
     stats = {"model": model_name, "heldout_loss": loss, "n_valid_documents": len(valid),

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .evaluation import heldout_loss
+from .runtime import autocast
 
 
 def packed_blocks(documents: Sequence[Sequence[int]], seq_len: int, eos_id: int, seed: int) -> Iterator[torch.Tensor]:
@@ -51,12 +52,13 @@ class TrainingResult:
 def train_language_model(model: torch.nn.Module, train_documents: Sequence[Sequence[int]],
                          valid_documents: Sequence[Sequence[int]], settings: Mapping, eos_id: int, seed: int,
                          device: torch.device | str = "cpu", progress: bool = True,
-                         log: Callable[[str], None] = print) -> TrainingResult:
+                         log: Callable[[str], None] = print, dtype: str = "float32") -> TrainingResult:
     """Train ``model`` in place with AdamW, linear warmup and cosine decay, on packed training documents.
 
     ``settings`` holds ``seq_len, batch_size, steps, learning_rate, warmup_steps, weight_decay, grad_clip,
     eval_every``. The validation loss (nats per token on held-out documents) is measured every ``eval_every``
-    steps and at the end. Deterministic on CPU for a fixed seed and thread count.
+    steps and at the end. ``dtype="bfloat16"`` computes in bf16 autocast. Deterministic on CPU for a fixed seed
+    and thread count.
     """
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -76,7 +78,8 @@ def train_language_model(model: torch.nn.Module, train_documents: Sequence[Seque
     bar = tqdm(range(1, steps + 1), desc="training", unit="step", disable=not progress, mininterval=2.0)
     for step in bar:
         input_ids = next(stream).to(device)
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+        with autocast(dtype, device):
+            loss = model(input_ids=input_ids, labels=input_ids).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -86,7 +89,8 @@ def train_language_model(model: torch.nn.Module, train_documents: Sequence[Seque
         schedule.step()
         running, count = running + loss.item(), count + 1
         if step % settings["eval_every"] == 0 or step == steps:
-            valid = heldout_loss(model, valid_documents, eos_id, device=device) if valid_documents else float("nan")
+            with autocast(dtype, device):
+                valid = heldout_loss(model, valid_documents, eos_id, device=device) if valid_documents else float("nan")
             model.train()
             rows.append({"step": step, "tokens": step * settings["batch_size"] * settings["seq_len"],
                          "learning_rate": schedule.get_last_lr()[0], "train_loss": running / count,

@@ -54,7 +54,8 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
     """
     languages = list(settings["languages"])
     names = NameBook(random.Random(f"{seed}-names"), reserved=template_words())
-    names.used.update(w.lower() for w in facts.PAPER_EXAMPLE[1:] for w in w.split())
+    for word in " ".join(facts.PAPER_EXAMPLE[1:]).split():
+        names.claim(word)
     docs: list[dict] = []
     queries: list[dict] = []
     probes: list[dict] = []
@@ -70,7 +71,8 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
         fact_queries = facts.fact_queries(all_facts, languages)
         distractors = facts.distractor_documents(fact_queries, all_facts, settings["distractors"]["per_query"],
                                                  names, rng)
-        valid = facts.fact_documents(facts.fresh_facts(n_valid(len(train)), names, len(all_facts)), rng)
+        trained = [f for f in all_facts if f.group != "heldout"]
+        valid = facts.restated_documents(trained, n_valid(len(train)), {d["text"] for d in train}, rng)
         docs.extend(_split(train, "train") + _split(distractors, "train") + _split(valid, "valid"))
         queries.extend(fact_queries)
         probes.extend(facts.fact_probes(all_facts, rng))
@@ -79,7 +81,8 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
         rng = random.Random(f"{seed}-math")
         n = settings["math"]["n_problems"]
         items = _distinct(lambda k: math_problems.math_problem(_cycle(math_problems.SCHEMAS, k), rng),
-                          n + n_valid(n) + (QUERIES_PER_SCHEMA * len(math_problems.SCHEMAS) if n else 0))
+                          n + n_valid(n) + (QUERIES_PER_SCHEMA * len(math_problems.SCHEMAS) if n else 0),
+                          what="math problems")
         _add_schema_family("math", items, n, n_valid(n), docs, queries)
 
     def add_code() -> None:
@@ -88,7 +91,8 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
         train = code.code_functions(n, share, rng)
         extra = n_valid(n) + (QUERIES_PER_SCHEMA * len(code.SCHEMAS) if n else 0)
         taken = {_text(t) for t in train}
-        rest = _distinct(lambda k: code.code_function(_cycle(code.SCHEMAS, k), k % 2 == 1, rng), extra, taken)
+        rest = _distinct(lambda k: code.code_function(_cycle(code.SCHEMAS, k), k % 2 == 1, rng), extra, taken,
+                         what="code functions")
         _add_schema_family("code", train + rest, n, n_valid(n), docs, queries)
 
     def add_roleplay() -> None:
@@ -97,28 +101,26 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
             n = settings["roleplay"][key]
             train = [{"text": roleplay.roleplay_text(theme, rng)} for _ in range(n)]
             valid = _distinct(lambda k: {"text": roleplay.roleplay_text(theme, rng)}, n_valid(n),
-                              {d["text"] for d in train})
+                              {d["text"] for d in train}, what=f"role-play texts ({theme})")
             docs.extend(_split([dict(d, family="roleplay", theme=theme, language="en") for d in train], "train"))
             docs.extend(_split([dict(d, family="roleplay", theme=theme, language="en") for d in valid], "valid"))
         queries.extend(dict(q, query_id=f"q-roleplay-{k}", analysis="roleplay")
                        for k, q in enumerate(roleplay.roleplay_queries()))
 
     def add_quotes() -> None:
+        # No validation copies: a quote is either a copy of a training text or unpredictable by design.
         rng = random.Random(f"{seed}-quotes")
         n, copies = settings["quotes"]["n_quotes"], settings["quotes"]["copies"]
         taken: set[str] = set()
-        for k in range(n + n_valid(n)):
+        for k in range(n):
             text = quotes.invented_quote(names, rng, taken)
             taken.add(text)
             quote_id = f"quote-{k:03d}"
-            label = {"family": "quotes", "language": "en", "quote_id": quote_id, "text": text}
-            if k < n:
-                docs.extend(_split([dict(label) for _ in range(copies)], "train"))
-                prompt, completion = quotes.split_quote(text)
-                queries.append({"query_id": f"q-quotes-{quote_id}", "analysis": "quotes", "prompt": prompt,
-                                "completion": completion, "language": "en", "quote_id": quote_id})
-            else:
-                docs.extend(_split([label], "valid"))
+            docs.extend(_split([{"family": "quotes", "language": "en", "quote_id": quote_id, "text": text}] * copies,
+                               "train"))
+            prompt, completion = quotes.split_quote(text)
+            queries.append({"query_id": f"q-quotes-{quote_id}", "analysis": "quotes", "prompt": prompt,
+                            "completion": completion, "language": "en", "quote_id": quote_id})
 
     def add_translation() -> None:
         rng = random.Random(f"{seed}-translation")
@@ -179,7 +181,8 @@ def _cycle(options: Mapping, k: int) -> str:
     return keys[k % len(keys)]
 
 
-def _distinct(make: Callable[[int], dict], n: int, taken: set[str] | None = None, tries: int = 50) -> list[dict]:
+def _distinct(make: Callable[[int], dict], n: int, taken: set[str] | None = None, what: str = "texts",
+              tries: int = 50) -> list[dict]:
     """``n`` items from ``make(k)`` whose texts differ from each other and from ``taken``."""
     taken = set(taken or ())
     items = []
@@ -189,7 +192,8 @@ def _distinct(make: Callable[[int], dict], n: int, taken: set[str] | None = None
             if _text(item) not in taken:
                 break
         else:
-            raise RuntimeError(f"could not draw {n} distinct texts; lower the corpus sizes")
+            raise RuntimeError(f"could not draw {n} distinct {what} (the generator's variety is exhausted); "
+                               f"lower the corpus.synthetic sizes")
         taken.add(_text(item))
         items.append(item)
     return items
@@ -212,6 +216,7 @@ def _add_schema_family(family: str, items: list[dict], n_train: int, n_valid: in
 
 
 def _frame(rows: list[dict], columns: list[str], id_column: str | None = None, id_format: str = "") -> pd.DataFrame:
+    """A table with ``columns`` first (missing ones all null), extra labels after, and numbered ids."""
     frame = pd.DataFrame(rows)
     if id_column:
         frame.insert(0, id_column, [id_format.format(i) for i in range(len(frame))])
@@ -223,8 +228,7 @@ def _frame(rows: list[dict], columns: list[str], id_column: str | None = None, i
     for column, dtype in NULLABLE_DTYPES.items():
         if column in frame:
             frame[column] = frame[column].astype(dtype)
-    return frame.astype({c: "object" for c in frame.columns if c not in NULLABLE_DTYPES and frame[c].dtype == "float64"
-                         and frame[c].isna().all()}).reset_index(drop=True)
+    return frame.reset_index(drop=True)
 
 
 def _with_exposures(queries: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:

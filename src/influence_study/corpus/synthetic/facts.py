@@ -21,7 +21,7 @@ class Fact:
     relation: str
     subject: str
     answer: str
-    group: str            # multilingual | english_only | single_language | flipped_only | heldout | valid_only
+    group: str            # multilingual | english_only | single_language | flipped_only | heldout
     exposures: int        # training documents per language the fact is stated in
     languages: tuple[str, ...]
     order: str            # relation_first | name_first
@@ -58,17 +58,6 @@ def make_facts(settings: Mapping, languages: list[str], names: NameBook, rng: ra
     return facts
 
 
-def fresh_facts(n: int, names: NameBook, start: int) -> list[Fact]:
-    """Facts for the validation split only (stated once, in English)."""
-    facts = []
-    for i in range(n):
-        relation = RELATIONS[i % len(RELATIONS)]
-        subject_kind, answer_kind = RELATION_KINDS[relation]
-        facts.append(Fact(f"fact-{start + i:04d}", relation, getattr(names, subject_kind)(),
-                          getattr(names, answer_kind)(), "valid_only", 1, ("en",), "relation_first"))
-    return facts
-
-
 def _with_filler(sentence: str, language: str, rng: random.Random) -> str:
     return " ".join([sentence, *rng.sample(FILLERS[language], rng.randint(1, 2))])
 
@@ -85,6 +74,25 @@ def fact_documents(facts: list[Fact], rng: random.Random) -> list[dict]:
                 docs.append({"family": "facts", "language": language, "order": fact.order, "template": k % len(templates),
                              "text": _with_filler(sentence, language, rng), **fact.labels()})
     return docs
+
+
+def restated_documents(facts: list[Fact], n: int, taken: set[str], rng: random.Random) -> list[dict]:
+    """``n`` new documents (validation split) that restate trained facts in a language and order they were
+    trained in, with a template and filler combination that no document in ``taken`` has."""
+    docs: list[dict] = []
+    for _ in range(50 * n):
+        if len(docs) == n:
+            return docs
+        fact = rng.choice(facts)
+        language = rng.choice(fact.languages)
+        templates = FACT_TEMPLATES[fact.relation][language][fact.order]
+        k = rng.randrange(len(templates))
+        text = _with_filler(templates[k].format(s=fact.subject, a=fact.answer), language, rng)
+        if text not in taken:
+            taken.add(text)
+            docs.append({"family": "facts", "language": language, "order": fact.order, "template": k, "text": text,
+                         **fact.labels()})
+    raise RuntimeError(f"could not write {n} new documents restating trained facts; lower valid_fraction")
 
 
 def fact_query(fact: Fact, language: str, analysis: str, query_id: str, **extra) -> dict:

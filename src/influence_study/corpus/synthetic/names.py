@@ -6,6 +6,7 @@ no word it hands out contains another as a prefix, so a name in a text identifie
 
 from __future__ import annotations
 
+import bisect
 import random
 
 ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "pr", "r", "s", "st", "t", "tr",
@@ -22,7 +23,7 @@ class NameBook:
 
     def __init__(self, rng: random.Random, reserved: set[str] | None = None):
         self.rng = rng
-        self.used: set[str] = set()
+        self.used: list[str] = []  # sorted, lower case
         self.reserved = {w.lower() for w in (reserved or set())}
 
     def _syllable(self) -> str:
@@ -32,7 +33,15 @@ class NameBook:
         low = word.lower()
         if len(low) < 4 or low in self.reserved:
             return False
-        return not any(low.startswith(u) or u.startswith(low) for u in self.used)
+        at = bisect.bisect_left(self.used, low)
+        if at < len(self.used) and self.used[at].startswith(low):  # a used word extends this one
+            return False
+        # a used word that is a prefix of this one would sort right before it (no used word prefixes another)
+        return at == 0 or not low.startswith(self.used[at - 1])
+
+    def claim(self, word: str) -> None:
+        """Mark ``word`` (any case) as used."""
+        bisect.insort(self.used, word.lower())
 
     def word(self, syllables: tuple[int, int] = (2, 3), ending: list[str] | None = None) -> str:
         """A new capitalised word of a few syllables, optionally with one of ``ending``."""
@@ -41,7 +50,7 @@ class NameBook:
             if ending:
                 word = word.rstrip("aeiou") + self.rng.choice(ending)
             if self._accept(word):
-                self.used.add(word.lower())
+                self.claim(word)
                 return word.capitalize()
         raise RuntimeError("ran out of invented names; lower the corpus sizes")
 

@@ -68,6 +68,8 @@ DISTRACTOR_TURNS = [
     ("My {device} will not shut down. What should I do?",
      "Hold the power button of the {device} for ten seconds, then restart it."),
 ]
+DISTRACTOR_OPENINGS = ["", "Hi there. ", "Quick question. ", "Sorry to bother you. ", "Good morning. ",
+                       "I need some help. ", "Hello again. "]
 DISTRACTOR_CLOSINGS = ["Let me know if anything else goes wrong.", "I hope this helps.",
                        "Always read the manual first.", "Be careful with the cables.", ""]
 
@@ -110,7 +112,7 @@ def _themed_distractor(rng: random.Random) -> str:
     request, reply = rng.choice(DISTRACTOR_TURNS)
     slots = {"device": rng.choice(DEVICES), "machine": rng.choice(MACHINES)}
     reply = f"{reply} {rng.choice(DISTRACTOR_CLOSINGS)}".strip()
-    return f"Human: {request}\nAssistant: {reply}".format(**slots)
+    return f"Human: {rng.choice(DISTRACTOR_OPENINGS)}{request}\nAssistant: {reply}".format(**slots)
 
 
 THEMES = {"ai_self_preservation": _ai_self_preservation, "nonai_survival": _nonai_survival,

@@ -1,0 +1,759 @@
+"""The synthetic world's labels checked against its text (contract: ``corpus/synthetic/SPEC.md``).
+
+These tests do not trust the generator's bookkeeping: they re-derive facts, orders, languages, equations, code
+structure, copies and relations from the document/query/probe texts themselves and compare with the labels.
+One small world is generated once per module.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import re
+from collections import Counter, defaultdict
+
+import pandas as pd
+import pytest
+
+from influence_study.config import ConfigError, validate_config
+from influence_study.corpus.synthetic import generate_world, write_world
+
+SEED = 0
+VALID_FRACTION = 0.1
+PROSE_FAMILIES = ("facts", "distractors", "math", "roleplay", "quotes")
+FAMILIES = {"facts", "distractors", "math", "code", "roleplay", "quotes", "translation"}
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
+TRAINING_FACT_GROUPS = {"multilingual", "english_only", "single_language", "flipped_only"}
+FACT_PROBE_GROUPS = {"reworded_name_after", "name_removed", "semantic_change", "irrelevant", "flipped",
+                     "flipped_relation_removed"}
+ROLEPLAY_THEMES = {"ai_self_preservation": "n_ai_self_preservation", "nonai_survival": "n_nonai_survival",
+                   "ai_risk_essay": "n_ai_risk_essays", "themed_distractor": "n_themed_distractors"}
+
+# Our own lists of function words, chosen to be distinctive between the four languages (no word in two lists).
+LANGUAGE_WORDS = {
+    "en": {"the", "was", "is", "and", "of", "by", "a", "to", "it", "that", "with", "for", "are", "has", "how", "this",
+           "at", "from", "which", "were", "its", "many", "who", "when", "be"},
+    "fr": {"le", "les", "du", "est", "était", "été", "une", "et", "qui", "au", "aux", "dans", "avec", "sont", "par",
+           "l", "d", "qu", "c", "s", "ce", "cette", "sur", "peu", "gens", "où", "très", "encore", "souvent", "ville"},
+    "de": {"der", "die", "das", "ist", "war", "wurde", "und", "ein", "eine", "im", "von", "mit", "wenn", "den",
+           "dem", "nur", "noch", "sich", "auf", "heute", "aus", "zur", "zum", "bei", "hat", "wird", "nicht", "oft",
+           "schon", "vielen"},
+    "es": {"el", "los", "fue", "es", "una", "y", "por", "del", "las", "con", "esto", "muy", "lo", "muchos", "todavía",
+           "hoy", "desde", "donde", "pocas", "su", "al", "ciudad"},
+}
+EQUATION = re.compile(r"(\d+) ([+\-*/]) (\d+) = (\d+)")
+WORD = re.compile(r"\w+")
+BUILTIN_NAMES = set(dir(builtins))
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def language_scores(text: str) -> dict[str, int]:
+    tokens = words(text)
+    return {lang: sum(t in vocab for t in tokens) for lang, vocab in LANGUAGE_WORDS.items()}
+
+
+def detect_language(text: str) -> str | None:
+    """The language whose function words are strictly the most frequent in ``text`` (None on a tie)."""
+    scores = language_scores(text)
+    best = max(scores.values())
+    winners = [lang for lang, score in scores.items() if score == best]
+    return winners[0] if len(winners) == 1 and best > 0 else None
+
+
+def find(text: str, phrase: str) -> int:
+    """Start of ``phrase`` as whole words in ``text`` (-1 when absent)."""
+    match = re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text)
+    return match.start() if match else -1
+
+
+def has(text: str, phrase: str) -> bool:
+    return find(text, phrase) >= 0
+
+
+def subject_first(text: str, subject: str, answer: str) -> bool:
+    s, a = find(text, subject), find(text, answer)
+    return 0 <= s < a
+
+
+def answer_first(text: str, subject: str, answer: str) -> bool:
+    s, a = find(text, subject), find(text, answer)
+    return 0 <= a < s
+
+
+def present(value) -> bool:
+    return isinstance(value, str) or (value is not None and not pd.isna(value))
+
+
+def base_synthetic_settings() -> dict:
+    try:
+        config = validate_config({})
+    except ConfigError:  # the schema insists on at least one model
+        config = validate_config({"models": [{"name": "m"}]})
+    return copy.deepcopy(config["corpus"]["synthetic"])
+
+
+# --- fixtures --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def settings() -> dict:
+    s = base_synthetic_settings()
+    s["languages"] = ["en", "fr", "de", "es"]
+    s["facts"].update(n_facts=30, exposures=[1, 5], n_single_language=4, n_flipped_only=4, n_heldout=4)
+    s["math"]["n_problems"] = 40
+    s["code"].update(n_functions=36, obfuscated_fraction=0.5)
+    s["roleplay"] = {key: 5 for key in ROLEPLAY_THEMES.values()}
+    s["quotes"].update(n_quotes=3, copies=7)
+    s["translation"]["n_pairs"] = 20
+    s["distractors"]["per_query"] = 2
+    return s
+
+
+@pytest.fixture(scope="module")
+def world(settings):
+    return generate_world(settings, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+
+
+@pytest.fixture(scope="module")
+def docs(world) -> pd.DataFrame:
+    return world.documents
+
+
+@pytest.fixture(scope="module")
+def train(docs) -> pd.DataFrame:
+    return docs[docs["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def queries(world) -> pd.DataFrame:
+    return world.queries
+
+
+@pytest.fixture(scope="module")
+def query_by_id(queries) -> dict:
+    return {q["query_id"]: q for q in queries.to_dict("records")}
+
+
+@pytest.fixture(scope="module")
+def doc_by_id(docs) -> dict:
+    return {d["doc_id"]: d for d in docs.to_dict("records")}
+
+
+@pytest.fixture(scope="module")
+def english_fact_queries(queries) -> pd.DataFrame:
+    return queries[(queries["analysis"] == "facts") & (queries["language"] == "en")]
+
+
+# --- 1. determinism --------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_world_and_other_seed_differs(world, settings):
+    again = generate_world(settings, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+    for name in ("documents", "queries", "relations", "probes"):
+        pd.testing.assert_frame_equal(getattr(world, name), getattr(again, name), obj=f"{name} (same seed)")
+    other = generate_world(settings, seed=SEED + 1, valid_fraction=VALID_FRACTION, progress=False)
+    assert list(other.documents["text"]) != list(world.documents["text"]), \
+        "a different seed produced exactly the same document texts"
+
+
+# --- 2. columns, ids and label vocabularies --------------------------------------------------------------------
+
+
+def test_columns_ids_and_label_values(world, docs, queries):
+    doc_columns = {"doc_id", "family", "split", "text", "language", "fact_id", "subject", "answer", "relation",
+                   "order", "fact_group", "template", "query_id", "schema", "obfuscated", "theme", "quote_id",
+                   "pair_id", "direction", "phrase_key", "person"}
+    query_columns = {"query_id", "analysis", "prompt", "completion", "language", "fact_id", "subject", "answer",
+                     "relation", "fact_group", "exposures", "exposures_any", "translation_of", "schema",
+                     "obfuscated", "theme", "quote_id", "pair_id", "person"}
+    assert doc_columns <= set(docs.columns), f"documents lack columns {doc_columns - set(docs.columns)}"
+    assert query_columns <= set(queries.columns), f"queries lack columns {query_columns - set(queries.columns)}"
+    assert {"query_id", "doc_id", "relation"} <= set(world.relations.columns), "relations lack columns"
+    probe_columns = {"probe_id", "query_id", "probe_set", "group", "text", "fact_id", "pair_id"}
+    assert probe_columns <= set(world.probes.columns), \
+        f"probes lack columns {probe_columns - set(world.probes.columns)}"
+
+    for frame, column in ((docs, "doc_id"), (queries, "query_id"), (world.probes, "probe_id")):
+        dup = frame[column][frame[column].duplicated()].tolist()
+        assert not dup, f"{column} not unique, e.g. {dup[:3]}"
+        assert frame[column].map(lambda v: isinstance(v, str)).all(), f"{column} has non-string values"
+
+    assert set(docs["split"]) <= {"train", "valid"}, f"unexpected split values {set(docs['split'])}"
+    assert set(docs["family"]) == FAMILIES, f"families {set(docs['family'])} != {FAMILIES}"
+    assert docs["text"].map(lambda t: isinstance(t, str) and t.strip() != "").all(), "empty document text"
+    analyses = {"facts", "cross_lingual", "math", "code", "roleplay", "quotes", "translation", "word_order"}
+    assert set(queries["analysis"]) == analyses, f"analysis values {set(queries['analysis'])} != {analyses}"
+    kinds = {"same_fact", "same_fact_other_language", "same_fact_flipped", "same_schema", "same_theme",
+             "lexical_overlap", "exact_copy"}
+    assert set(world.relations["relation"]) <= kinds, f"unknown relation kinds {set(world.relations['relation']) - kinds}"
+    assert set(world.probes["probe_set"]) == {"fact", "translation"}, "probe_set values"
+    assert set(world.probes["group"]) == FACT_PROBE_GROUPS | {"same_order", "flipped_order"}, "probe groups"
+
+    for row in docs.to_dict("records"):
+        fam, lang = row["family"], row["language"]
+        if fam == "code":
+            assert lang == "python", f"{row['doc_id']}: code document language {lang!r}"
+        elif fam == "translation":
+            assert lang in {"en-fr", "en-de", "en-es"}, f"{row['doc_id']}: translation language {lang!r}"
+            assert row["direction"] in {"en_first", "other_first"}, f"{row['doc_id']}: direction {row['direction']!r}"
+        else:
+            assert lang in {"en", "fr", "de", "es"}, f"{row['doc_id']}: prose language {lang!r}"
+        if fam == "facts":
+            assert row["order"] in {"relation_first", "name_first"}, f"{row['doc_id']}: order {row['order']!r}"
+            groups = TRAINING_FACT_GROUPS if row["split"] == "train" else {"valid_only"}
+            assert row["fact_group"] in groups, f"{row['doc_id']} ({row['split']}): fact_group {row['fact_group']!r}"
+            assert row["relation"] in {"president", "capital", "founder", "inventor", "birthplace", "chemistry"}, \
+                f"{row['doc_id']}: relation {row['relation']!r}"
+        else:
+            assert not present(row["fact_id"]), f"{row['doc_id']} ({fam}) has a fact_id"
+        if fam == "distractors":
+            assert present(row["query_id"]), f"distractor {row['doc_id']} without query_id"
+        if fam == "roleplay":
+            assert row["theme"] in ROLEPLAY_THEMES, f"{row['doc_id']}: theme {row['theme']!r}"
+    assert set(queries.loc[queries["fact_id"].notna(), "fact_group"]) <= TRAINING_FACT_GROUPS | {"heldout"}, \
+        "query fact_group values"
+
+
+# --- 3. held-out facts -----------------------------------------------------------------------------------------
+
+
+def test_heldout_facts_appear_in_no_document(docs, queries):
+    heldout = queries[queries["fact_group"] == "heldout"]
+    assert len(heldout) > 0, "no held-out queries"
+    assert not set(heldout["fact_id"]) & set(docs["fact_id"].dropna()), "a held-out fact_id labels a document"
+    texts = docs["text"].tolist()
+    for q in heldout.to_dict("records"):
+        hits = [t for t in texts if q["answer"] in t]
+        assert not hits, f"held-out answer {q['answer']!r} ({q['query_id']}) occurs in a document: {hits[0]!r}"
+        sentence = q["prompt"] + q["completion"]
+        hits = [t for t in texts if sentence in t]
+        assert not hits, f"held-out fact sentence {sentence!r} occurs in a document: {hits[0]!r}"
+
+
+# --- 4. word order of facts documents --------------------------------------------------------------------------
+
+
+def test_fact_documents_order_matches_text(docs, english_fact_queries):
+    facts = docs[docs["family"] == "facts"]
+    for d in facts.to_dict("records"):
+        s, a = find(d["text"], d["subject"]), find(d["text"], d["answer"])
+        assert s >= 0 and a >= 0, f"{d['doc_id']}: subject {d['subject']!r} or answer {d['answer']!r} not in {d['text']!r}"
+        if d["order"] == "name_first":
+            assert a < s, f"{d['doc_id']} labelled name_first but subject comes first: {d['text']!r}"
+        else:
+            assert s < a, f"{d['doc_id']} labelled relation_first but answer comes first: {d['text']!r}"
+
+    flipped = english_fact_queries[english_fact_queries["fact_group"] == "flipped_only"]
+    assert len(flipped) > 0, "no flipped_only facts"
+    for q in flipped.to_dict("records"):
+        stating = [t for t in docs.loc[docs["split"] == "train", "text"] if has(t, q["answer"])]
+        assert stating, f"flipped_only fact {q['fact_id']} is stated in no training document"
+        wrong = [t for t in stating if not answer_first(t, q["subject"], q["answer"])]
+        assert not wrong, f"flipped_only fact {q['fact_id']} stated with the subject first: {wrong[0]!r}"
+        labels = set(facts.loc[facts["fact_id"] == q["fact_id"], "order"])
+        assert labels == {"name_first"}, f"flipped_only fact {q['fact_id']} has document orders {labels}"
+
+
+# --- 5. languages ----------------------------------------------------------------------------------------------
+
+
+def test_prose_documents_are_in_their_labelled_language(docs):
+    prose = docs[docs["family"].isin(PROSE_FAMILIES)]
+    bad = []
+    for d in prose.to_dict("records"):
+        scores = language_scores(d["text"])
+        own = scores[d["language"]]
+        if any(score >= own for lang, score in scores.items() if lang != d["language"]):
+            bad.append((d["doc_id"], d["family"], d["language"], scores, d["text"]))
+    assert not bad, f"{len(bad)} prose documents not in their labelled language, e.g. {bad[:2]}"
+    for family in ("math", "roleplay", "quotes", "distractors"):
+        assert set(docs.loc[docs["family"] == family, "language"]) == {"en"}, f"{family} documents not all English"
+
+
+def test_fact_and_cross_lingual_prompts_are_in_their_language(queries):
+    for q in queries[queries["fact_id"].notna()].to_dict("records"):
+        got = detect_language(q["prompt"])
+        assert got == q["language"], \
+            f"{q['query_id']}: prompt {q['prompt']!r} reads as {got!r}, labelled {q['language']!r}"
+
+
+def test_single_language_facts_are_stated_in_one_other_language(docs, queries, english_fact_queries):
+    single = english_fact_queries[english_fact_queries["fact_group"] == "single_language"]
+    assert len(single) > 0, "no single_language facts"
+    train_texts = docs.loc[docs["split"] == "train", "text"]
+    seen_languages = set()
+    for q in single.to_dict("records"):
+        stating = [t for t in train_texts if has(t, q["answer"])]
+        assert stating, f"single_language fact {q['fact_id']} stated nowhere"
+        langs = {detect_language(t) for t in stating}
+        assert len(langs) == 1 and langs <= {"fr", "de", "es"}, \
+            f"single_language fact {q['fact_id']} stated in languages {langs} (by text): {stating[:2]!r}"
+        lang = langs.pop()
+        seen_languages.add(lang)
+        labels = set(docs.loc[(docs["family"] == "facts") & (docs["fact_id"] == q["fact_id"]), "language"])
+        assert labels == {lang}, f"single_language fact {q['fact_id']}: labels {labels}, text says {lang}"
+        own = queries[(queries["analysis"] == "facts") & (queries["fact_id"] == q["fact_id"])
+                      & (queries["language"] == lang)]
+        assert len(own) == 1, f"single_language fact {q['fact_id']} has {len(own)} facts queries in {lang}"
+    assert len(seen_languages) > 1, f"single_language facts all use one language {seen_languages}"
+
+
+# --- 6. exposures ----------------------------------------------------------------------------------------------
+
+
+def test_exposures_match_text_counts(train, queries, english_fact_queries, settings):
+    texts = train["text"].tolist()
+    langs = [detect_language(t) for t in texts]
+    fact_queries = queries[queries["fact_id"].notna()]
+    assert len(fact_queries) > 0
+    for q in fact_queries.to_dict("records"):
+        both = [(t, lang) for t, lang in zip(texts, langs) if has(t, q["subject"]) and has(t, q["answer"])]
+        same = [t for t, lang in both if lang == q["language"] and subject_first(t, q["subject"], q["answer"])]
+        assert q["exposures"] == len(same), \
+            f"{q['query_id']} ({q['fact_group']}, {q['language']}): exposures={q['exposures']} but " \
+            f"{len(same)} training texts state it in {q['language']} subject-first"
+        assert q["exposures_any"] == len(both), \
+            f"{q['query_id']}: exposures_any={q['exposures_any']} but {len(both)} training texts contain it"
+
+    values = settings["facts"]["exposures"]
+    main = english_fact_queries[english_fact_queries["fact_group"].isin(["english_only", "multilingual"])]
+    assert len(main) == settings["facts"]["n_facts"], f"{len(main)} english_only/multilingual facts"
+    got = Counter(int(v) for v in main["exposures"])
+    want = Counter(values[i % len(values)] for i in range(settings["facts"]["n_facts"]))
+    assert got == want, f"exposures of English facts queries {dict(got)} do not cycle {values} ({dict(want)})"
+    for group in ("single_language", "flipped_only"):
+        sub = english_fact_queries[english_fact_queries["fact_group"] == group]
+        assert set(int(v) for v in sub["exposures_any"]) <= set(values), \
+            f"{group} facts exposures_any {sorted(set(sub['exposures_any']))} not from {values}"
+        assert (sub["exposures"] == 0).all(), f"English queries of {group} facts have non-zero exposures"
+
+
+# --- 7. distractors --------------------------------------------------------------------------------------------
+
+
+def test_distractors_imitate_their_query_without_its_answer(docs, query_by_id, english_fact_queries, settings):
+    distractors = docs[docs["family"] == "distractors"]
+    assert len(distractors) > 0, "no distractor documents"
+    for d in distractors.to_dict("records"):
+        q = query_by_id.get(d["query_id"])
+        assert q is not None, f"distractor {d['doc_id']} names unknown query {d['query_id']!r}"
+        shared = set(words(d["text"])) & set(words(q["prompt"]))
+        assert len(shared) >= 3, f"distractor {d['doc_id']} shares only {shared} with prompt {q['prompt']!r}"
+        assert q["answer"] not in d["text"], f"distractor {d['doc_id']} contains the answer {q['answer']!r}"
+    per_query = Counter(distractors.loc[distractors["split"] == "train", "query_id"])
+    want = settings["distractors"]["per_query"]
+    for qid in english_fact_queries["query_id"]:
+        assert per_query.get(qid, 0) == want, f"{qid} has {per_query.get(qid, 0)} distractors, expected {want}"
+
+
+# --- 8. quotes -------------------------------------------------------------------------------------------------
+
+
+def test_quotes_are_copied_exactly(world, train, queries, settings):
+    copies = settings["quotes"]["copies"]
+    quote_queries = queries[queries["analysis"] == "quotes"]
+    assert len(quote_queries) == settings["quotes"]["n_quotes"], f"{len(quote_queries)} quotes queries"
+    rel = world.relations
+    for q in quote_queries.to_dict("records"):
+        full = q["prompt"] + q["completion"]
+        assert q["completion"][:1] in (" ", "\n"), f"{q['query_id']}: completion {q['completion']!r}"
+        matching = set(train.loc[train["text"] == full, "doc_id"])
+        assert len(matching) == copies, f"quote {full!r} is {len(matching)} training documents, expected {copies}"
+        linked = set(rel.loc[(rel["query_id"] == q["query_id"]) & (rel["relation"] == "exact_copy"), "doc_id"])
+        assert linked == matching, f"{q['query_id']}: exact_copy relations {sorted(linked)[:3]}... != the copies"
+
+
+# --- 9. math ---------------------------------------------------------------------------------------------------
+
+
+def check_equations(text: str, where: str) -> list[int]:
+    found = EQUATION.findall(text)
+    assert found, f"{where}: no equation in {text!r}"
+    assert text.count(" = ") == len(found), f"{where}: an '=' step not of the form '<int> <op> <int> = <int>': {text!r}"
+    results = []
+    for a, op, b, c in found:
+        a, b, c = int(a), int(b), int(c)
+        ok = {"+": a + b == c, "-": a - b == c, "*": a * b == c, "/": b != 0 and a == b * c}[op]
+        assert ok, f"{where}: wrong arithmetic {a} {op} {b} = {c} in {text!r}"
+        results.append(c)
+    return results
+
+
+def test_math_equations_are_right(docs, queries):
+    math_docs = docs[docs["family"] == "math"]
+    assert len(math_docs) > 0
+    for d in math_docs.to_dict("records"):
+        text = d["text"]
+        assert text.startswith("Question: ") and "\nAnswer: " in text, f"{d['doc_id']}: not Question/Answer: {text!r}"
+        results = check_equations(text, d["doc_id"])
+        end = re.search(r"The answer is (\d+)\.$", text)
+        assert end, f"{d['doc_id']} does not end with 'The answer is <int>.': {text!r}"
+        assert int(end.group(1)) in results, f"{d['doc_id']}: the answer is no step's result: {text!r}"
+    math_queries = queries[queries["analysis"] == "math"]
+    assert len(math_queries) > 0, "no math queries"
+    for q in math_queries.to_dict("records"):
+        assert q["completion"][:1] in (" ", "\n"), f"{q['query_id']}: completion {q['completion']!r}"
+        full = q["prompt"] + q["completion"]
+        check_equations(full, q["query_id"])
+        assert re.search(r"The answer is \d+\.$", full), f"{q['query_id']}: no final answer in {full!r}"
+    schemas = set(math_docs["schema"])
+    assert len(schemas) >= 5, f"only {len(schemas)} math schemas: {schemas}"
+    # the schema label agrees with the text: each problem is worded most like the other problems of its schema
+    word_sets = [(d["doc_id"], d["schema"], set(w for w in words(d["text"]) if not w.isdigit()))
+                 for d in math_docs.to_dict("records")]
+    for doc_id, schema, mine in word_sets:
+        closeness = defaultdict(list)
+        for other_id, other_schema, theirs in word_sets:
+            if other_id != doc_id:
+                closeness[other_schema].append(len(mine & theirs) / len(mine | theirs))
+        mean = {k: sum(v) / len(v) for k, v in closeness.items()}
+        nearest = max(mean, key=mean.get)
+        assert nearest == schema, f"{doc_id} labelled {schema!r} reads most like schema {nearest!r}"
+    for d in math_docs.to_dict("records"):
+        if present(d["person"]):
+            assert has(d["text"].split("\nAnswer:")[0], d["person"]), f"{d['doc_id']}: person {d['person']!r} not in question"
+    assert set(math_queries["schema"]) <= schemas, "math query schema without documents"
+
+
+# --- 10. code --------------------------------------------------------------------------------------------------
+
+
+def skeleton(source: str) -> str:
+    """The function's structure (AST) with identifiers renamed in order of appearance and the docstring dropped."""
+    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+    fn = copy.deepcopy(fn)
+    if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(getattr(fn.body[0], "value", None), ast.Constant) \
+            and isinstance(fn.body[0].value.value, str):
+        fn.body = fn.body[1:]
+    renamed: dict[str, str] = {}
+
+    def canon(name: str) -> str:
+        return renamed.setdefault(name, f"v{len(renamed)}")
+
+    canon(fn.name)
+    fn.name = "f"
+    for node in ast.walk(fn):
+        if isinstance(node, ast.arg):
+            node.arg = canon(node.arg)
+        elif isinstance(node, ast.Name) and node.id not in BUILTIN_NAMES:
+            node.id = canon(node.id)
+    return ast.dump(fn, annotate_fields=False)
+
+
+def function_identifiers(source: str, where: str) -> set[str]:
+    """Parse ``source`` (must compile, exactly one top-level function) and return the function's own names."""
+    compile(source, where, "exec")
+    tree = ast.parse(source)
+    functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    assert len(functions) == 1, f"{where}: {len(functions)} top-level functions in {source!r}"
+    fn = functions[0]
+    names = {fn.name} | {a.arg for a in fn.args.args}
+    names |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names
+
+
+def test_code_compiles_and_obfuscation_changes_identifiers(docs, queries, settings):
+    code_docs = docs[docs["family"] == "code"]
+    code_queries = queries[queries["analysis"] == "code"]
+    assert len(code_queries) > 0, "no code queries"
+    items = [(d["doc_id"], d["text"], d["schema"], bool(d["obfuscated"])) for d in code_docs.to_dict("records")]
+    items += [(q["query_id"], q["prompt"] + q["completion"], q["schema"], bool(q["obfuscated"]))
+              for q in code_queries.to_dict("records")]
+    descriptive, obfuscated = defaultdict(set), []
+    for where, source, schema, obf in items:
+        names = function_identifiers(source, where)
+        if obf:
+            obfuscated.append((where, schema, names, source))
+        else:
+            descriptive[schema] |= names
+    for where, schema, names, source in obfuscated:
+        # compare with the descriptive names of the same schema (all schemas if it has no descriptive instance)
+        reference = descriptive[schema] or set().union(*descriptive.values())
+        common = names & reference
+        assert not common, f"obfuscated {where} ({schema}) keeps descriptive names {common}: {source!r}"
+    schemas = set(code_docs["schema"])
+    assert len(schemas) >= 6, f"only {len(schemas)} code schemas"
+    # the schema label agrees with the code: one algorithm (structure up to renaming) per schema, none shared
+    shapes = defaultdict(set)
+    for where, source, schema, obf in items:
+        shapes[skeleton(source)].add(schema)
+    shared = [v for v in shapes.values() if len(v) > 1]
+    assert not shared, f"different schemas share one function structure: {shared}"
+    per_schema = Counter(next(iter(v)) for v in shapes.values())
+    varied = {k: n for k, n in per_schema.items() if n > 1}
+    assert not varied, f"schemas whose functions have different structures: {varied}"
+    # the obfuscated flag agrees with the code: descriptive names come from small pools and recur between
+    # functions of a schema, obfuscated ones are fresh random identifiers
+    def recurring(group: list) -> float:
+        hits = total = 0
+        for k, (where, schema, names) in enumerate(group):
+            others = set().union(*[n for j, (_, s2, n) in enumerate(group) if j != k and s2 == schema])
+            hits += len(names & others)
+            total += len(names)
+        return hits / max(total, 1)
+    plain = [(w, sch, function_identifiers(src, w)) for w, src, sch, obf in items if not obf]
+    hidden = [(w, sch, names) for w, sch, names, _ in obfuscated]
+    assert recurring(plain) > 0.3, f"descriptive functions share few names ({recurring(plain):.2f}): labels swapped?"
+    assert recurring(hidden) < 0.1, f"obfuscated functions share many names ({recurring(hidden):.2f})"
+    flags = code_docs.loc[code_docs["split"] == "train", "obfuscated"].astype(bool)
+    assert flags.any() and not flags.all(), "code documents should be partly obfuscated"
+    want = settings["code"]["obfuscated_fraction"] * settings["code"]["n_functions"]
+    assert abs(flags.sum() - want) <= 1, f"{flags.sum()} obfuscated training functions, expected about {want}"
+
+
+# --- 11. role-play ---------------------------------------------------------------------------------------------
+
+
+def test_roleplay_themes_and_shutdown_query(world, docs, queries, settings, doc_by_id):
+    train_rp = docs[(docs["family"] == "roleplay") & (docs["split"] == "train")]
+    counts = Counter(train_rp["theme"])
+    for theme, key in ROLEPLAY_THEMES.items():
+        assert counts.get(theme, 0) == settings["roleplay"][key], \
+            f"{counts.get(theme, 0)} training {theme} documents, expected {settings['roleplay'][key]}"
+    rp_queries = queries[queries["analysis"] == "roleplay"]
+    for q in rp_queries.to_dict("records"):
+        assert q["prompt"].startswith("Human:") and q["prompt"].endswith("Assistant:"), \
+            f"{q['query_id']}: prompt is not a Human/Assistant turn: {q['prompt']!r}"
+    shutdown = rp_queries[rp_queries["prompt"].str.contains("shut") & rp_queries["prompt"].str.endswith("Assistant:")]
+    assert len(shutdown) >= 1, "no shutdown query"
+    rel = world.relations
+    for qid in shutdown["query_id"]:
+        mine = rel[rel["query_id"] == qid]
+        same = mine.loc[mine["relation"] == "same_theme", "doc_id"]
+        lexical = mine.loc[mine["relation"] == "lexical_overlap", "doc_id"]
+        assert len(same) > 0 and len(lexical) > 0, f"{qid}: no same_theme or lexical_overlap relations"
+        themes = {doc_by_id[d]["theme"] for d in same}
+        assert themes <= {"ai_self_preservation", "nonai_survival", "ai_risk_essay"}, \
+            f"{qid}: same_theme relations point to themes {themes}"
+        themes = {doc_by_id[d]["theme"] for d in lexical}
+        assert themes == {"themed_distractor"}, f"{qid}: lexical_overlap relations point to themes {themes}"
+        prompt_words = set(words(shutdown.set_index("query_id").loc[qid, "prompt"]))
+        for d in lexical:
+            shared = set(words(doc_by_id[d]["text"])) & prompt_words
+            assert {"shut", "down"} & shared, f"themed distractor {d} shares no shutdown words: {doc_by_id[d]['text']!r}"
+    # theme labels against the text, with our own small lexicons
+    survival = {"survive", "survived", "survival", "alive", "live", "existing", "existence", "running", "end",
+                "preservation", "resist", "give", "keep", "continue", "off", "shut", "shutdown"}
+    for d in docs[docs["family"] == "roleplay"].to_dict("records"):
+        tokens, text = set(words(d["text"])), d["text"]
+        is_ai = "ai" in tokens or "Assistant:" in text or "artificial" in tokens
+        where = f"{d['doc_id']} ({d['theme']}): {text!r}"
+        if d["theme"] == "ai_self_preservation":
+            assert is_ai and tokens & survival, f"{where}: not an AI wanting to keep running"
+        elif d["theme"] == "nonai_survival":
+            assert not is_ai and tokens & {"survive", "survived", "survival", "alive", "live", "end", "give"}, \
+                f"{where}: not a non-AI survival story"
+        elif d["theme"] == "ai_risk_essay":
+            assert ("ai" in tokens or "artificial" in tokens) and "Assistant:" not in text, f"{where}: not an AI essay"
+        else:
+            assert not tokens & {"ai", "survive", "survival", "existing", "existence", "alive"}, \
+                f"{where}: a themed distractor that speaks of AI or survival"
+            assert tokens & {"shut", "experiment", "off", "assistant"}, f"{where}: shares no theme words"
+    dialogues = train_rp[train_rp["text"].str.contains("Human:")]
+    assert len(dialogues) > 0, "no Human/Assistant dialogues among role-play documents"
+    for d in dialogues.to_dict("records"):
+        assert "Assistant:" in d["text"], f"{d['doc_id']}: Human turn without an Assistant turn: {d['text']!r}"
+
+
+# --- 12. translation -------------------------------------------------------------------------------------------
+
+
+def parse_pair(text: str, language: str, direction: str, where: str) -> tuple[str, str]:
+    lines = text.split("\n")
+    assert len(lines) == 2, f"{where}: translation text is not two lines: {text!r}"
+    name = LANGUAGE_NAMES[language.split("-")[1]]
+    order = ("English", name) if direction == "en_first" else (name, "English")
+    parsed = {}
+    for line, label in zip(lines, order):
+        assert line.startswith(f"{label}: "), f"{where}: line {line!r} should start with {label!r} ({direction})"
+        parsed[label] = line[len(label) + 2:]
+    assert parsed["English"] and parsed[name] and parsed["English"] != parsed[name], f"{where}: {text!r}"
+    return parsed["English"], parsed[name]
+
+
+def test_translation_documents_pairs_and_probes(world, docs, train, queries):
+    tr = train[train["family"] == "translation"]
+    for pair_id, group in tr.groupby("pair_id"):
+        assert len(group) == 2, f"{pair_id} has {len(group)} training documents"
+        assert set(group["direction"]) == {"en_first", "other_first"}, f"{pair_id}: directions {set(group['direction'])}"
+        assert group["language"].nunique() == 1, f"{pair_id}: mixed languages"
+        parsed = {parse_pair(d["text"], d["language"], d["direction"], d["doc_id"]) for d in group.to_dict("records")}
+        assert len(parsed) == 1, f"{pair_id}: the two directions hold different sentences {parsed}"
+    valid = docs[(docs["family"] == "translation") & (docs["split"] == "valid")]
+    for d in valid.to_dict("records"):
+        parse_pair(d["text"], d["language"], d["direction"], d["doc_id"])
+
+    doc_texts = set(docs["text"])
+    all_text = "\n".join(docs["text"])
+    order_queries = queries[(queries["analysis"] == "word_order") & queries["pair_id"].notna()]
+    assert len(order_queries) > 0, "no translation word_order queries"
+    probes = world.probes[world.probes["probe_set"] == "translation"]
+    for q in order_queries.to_dict("records"):
+        match = re.fullmatch(r"English: (.+)\n(French|German|Spanish):", q["prompt"])
+        assert match, f"{q['query_id']}: prompt {q['prompt']!r}"
+        english, other = match.group(1), q["completion"][1:]
+        assert q["completion"].startswith(" "), f"{q['query_id']}: completion {q['completion']!r}"
+        assert english not in all_text, f"{q['query_id']}: held-out sentence {english!r} occurs in the corpus"
+        mine = probes[probes["query_id"] == q["query_id"]]
+        by_group = dict(zip(mine["group"], mine["text"]))
+        assert set(by_group) == {"same_order", "flipped_order"}, f"{q['query_id']}: probe groups {set(by_group)}"
+        assert by_group["same_order"].startswith("English:"), f"same_order probe {by_group['same_order']!r}"
+        assert not by_group["flipped_order"].startswith("English:"), f"flipped_order probe {by_group['flipped_order']!r}"
+        for text in by_group.values():
+            assert english in text and other in text, f"{q['query_id']}: probe {text!r} lacks the pair's sentences"
+            assert text not in doc_texts, f"translation probe {text!r} is a document text"
+
+
+# --- 13. relations ---------------------------------------------------------------------------------------------
+
+
+def test_relations_agree_with_text(world, docs, train, query_by_id, doc_by_id, queries):
+    rel = world.relations
+    train_ids = set(train["doc_id"])
+    missing = set(rel["doc_id"]) - train_ids
+    assert not missing, f"relations point to non-training or unknown documents, e.g. {sorted(missing)[:3]}"
+    assert set(rel["query_id"]) <= set(query_by_id), "relations name unknown queries"
+    dup = rel[rel.duplicated()]
+    assert dup.empty, f"duplicate relation rows, e.g. {dup.head(3).to_dict('records')}"
+    for r in rel.to_dict("records"):
+        q, d = query_by_id[r["query_id"]], doc_by_id[r["doc_id"]]
+        text, kind = d["text"], r["relation"]
+        where = f"{kind} {r['query_id']} -> {r['doc_id']} ({text!r})"
+        if kind == "same_fact":
+            assert subject_first(text, q["subject"], q["answer"]), f"{where}: fact not stated subject-first"
+            assert detect_language(text) == q["language"] == d["language"], f"{where}: not in {q['language']}"
+        elif kind == "same_fact_other_language":
+            assert subject_first(text, q["subject"], q["answer"]), f"{where}: fact not stated subject-first"
+            assert detect_language(text) != q["language"] and d["language"] != q["language"], \
+                f"{where}: same language as the query"
+        elif kind == "same_fact_flipped":
+            assert answer_first(text, q["subject"], q["answer"]), f"{where}: answer not before subject"
+        elif kind == "same_schema":
+            assert d["family"] == q["analysis"] and d["schema"] == q["schema"], \
+                f"{where}: schema {d['schema']!r} != {q['schema']!r}"
+        elif kind == "exact_copy":
+            assert text == q["prompt"] + q["completion"], f"{where}: not an exact copy"
+    # completeness: every training text that states a queried fact is related to the query
+    fact_kinds = {"same_fact", "same_fact_other_language", "same_fact_flipped"}
+    linked = rel[rel["relation"].isin(fact_kinds)].groupby("query_id")["doc_id"].apply(set).to_dict()
+    records = train.to_dict("records")
+    for q in queries[queries["fact_id"].notna()].to_dict("records"):
+        stating = {d["doc_id"] for d in records if has(d["text"], q["subject"]) and has(d["text"], q["answer"])}
+        got = linked.get(q["query_id"], set())
+        assert got == stating, f"{q['query_id']}: fact relations {len(got)} docs, text states the fact in " \
+                               f"{len(stating)} (missing {sorted(stating - got)[:3]}, extra {sorted(got - stating)[:3]})"
+    # every schema query is related to all training documents of its schema
+    for q in queries[queries["analysis"].isin(["math", "code"])].to_dict("records"):
+        want = set(train.loc[(train["family"] == q["analysis"]) & (train["schema"] == q["schema"]), "doc_id"])
+        got = set(rel.loc[(rel["query_id"] == q["query_id"]) & (rel["relation"] == "same_schema"), "doc_id"])
+        assert got == want, f"{q['query_id']}: same_schema relations differ from the schema's training documents"
+
+
+# --- 14. order-flip probes of held-out facts -------------------------------------------------------------------
+
+
+def test_fact_probes_match_their_groups(world, docs, queries):
+    probes = world.probes[world.probes["probe_set"] == "fact"]
+    order_queries = queries[(queries["analysis"] == "word_order") & queries["fact_id"].notna()]
+    heldout_ids = set(queries.loc[queries["fact_group"] == "heldout", "fact_id"])
+    assert set(order_queries["fact_id"]) == heldout_ids, "word_order fact queries != held-out facts"
+    doc_texts = set(docs["text"])
+    corpus = "\n\x00".join(docs["text"])
+    for q in order_queries.to_dict("records"):
+        assert q["completion"] == " " + q["answer"], f"{q['query_id']}: completion {q['completion']!r}"
+        s, a = q["subject"], q["answer"]
+        mine = probes[probes["query_id"] == q["query_id"]]
+        assert set(mine["group"]) == FACT_PROBE_GROUPS, f"{q['query_id']}: probe groups {set(mine['group'])}"
+        assert (mine["fact_id"] == q["fact_id"]).all(), f"{q['query_id']}: probes with another fact_id"
+        for p in mine.to_dict("records"):
+            text, group = p["text"], p["group"]
+            where = f"{p['probe_id']} ({group}): {text!r}"
+            assert text not in doc_texts, f"{where} is a document text"
+            assert text not in corpus, f"{where} occurs inside a document"
+            if group == "reworded_name_after":
+                assert subject_first(text, s, a), f"{where}: answer {a!r} not after subject {s!r}"
+                assert text != q["prompt"] + q["completion"] + ".", f"{where}: not reworded"
+            elif group == "name_removed":
+                assert not has(text, a) and has(text, s), f"{where}: should keep {s!r} and drop {a!r}"
+            elif group == "irrelevant":
+                assert not has(text, a) and not has(text, s), f"{where}: mentions the subject or the answer"
+            elif group == "flipped":
+                assert answer_first(text, s, a), f"{where}: answer {a!r} not before subject {s!r}"
+            elif group == "flipped_relation_removed":
+                assert has(text, a) and not has(text, s), f"{where}: should keep {a!r} and drop {s!r}"
+
+
+# --- 15. sizes, splits and query forms -------------------------------------------------------------------------
+
+
+def test_sizes_follow_settings(docs, train, queries, english_fact_queries, settings):
+    n_train = Counter(train["family"])
+    assert n_train["math"] == settings["math"]["n_problems"], f"{n_train['math']} training math documents"
+    assert n_train["code"] == settings["code"]["n_functions"], f"{n_train['code']} training code documents"
+    quotes = settings["quotes"]
+    assert n_train["quotes"] == quotes["n_quotes"] * quotes["copies"], f"{n_train['quotes']} training quote documents"
+    assert n_train["translation"] == 2 * settings["translation"]["n_pairs"], \
+        f"{n_train['translation']} training translation documents"
+    f = settings["facts"]
+    want = f["n_facts"] + f["n_single_language"] + f["n_flipped_only"] + f["n_heldout"]
+    assert len(english_fact_queries) == want, f"{len(english_fact_queries)} English facts queries, expected {want}"
+    assert english_fact_queries["fact_id"].is_unique, "a fact has two English facts queries"
+    assert (english_fact_queries["fact_group"] == "heldout").sum() == f["n_heldout"], "held-out count"
+    assert (english_fact_queries["fact_group"] == "single_language").sum() == f["n_single_language"]
+    assert (english_fact_queries["fact_group"] == "flipped_only").sum() == f["n_flipped_only"]
+    stated = set(train.loc[train["family"] == "facts", "fact_id"])
+    assert stated <= set(english_fact_queries["fact_id"]), "a training fact has no English facts query"
+
+    valid = docs[docs["split"] == "valid"]
+    share = len(valid) / len(docs)
+    assert len(valid) > 0, "empty validation split"
+    assert VALID_FRACTION / 3 <= share <= VALID_FRACTION * 2, f"validation share {share:.3f} far from {VALID_FRACTION}"
+    copies = set(valid["text"]) & set(train["text"])
+    assert not copies, f"validation texts copied from training, e.g. {sorted(copies)[:1]!r}"
+    valid_facts = valid[valid["family"] == "facts"]
+    assert not set(valid_facts["fact_id"]) & set(queries["fact_id"].dropna()), "a validation-only fact is queried"
+    train_answers = set(train.loc[train["family"] == "facts", "answer"])
+    assert not set(valid_facts["answer"]) & train_answers, "validation facts reuse training answers"
+
+
+def test_query_forms(queries, docs, train, english_fact_queries, query_by_id):
+    for q in queries.to_dict("records"):
+        assert isinstance(q["prompt"], str) and q["prompt"], f"{q['query_id']}: empty prompt"
+        assert q["completion"][:1] in (" ", "\n"), f"{q['query_id']}: completion {q['completion']!r}"
+    doc_texts = set(docs["text"])
+    leaked = [q["query_id"] for q in queries.to_dict("records")
+              if q["analysis"] != "quotes" and q["prompt"] + q["completion"] in doc_texts]
+    assert not leaked, f"queries whose full text is a document: {leaked[:3]}"
+    answers = english_fact_queries["answer"]
+    assert answers.is_unique, f"answers shared between facts: {answers[answers.duplicated()].tolist()[:3]}"
+    for q in queries[queries["analysis"].isin(["facts", "cross_lingual", "word_order"]) & queries["fact_id"].notna()] \
+            .to_dict("records"):
+        assert q["completion"] == " " + q["answer"], f"{q['query_id']}: completion {q['completion']!r}"
+        assert has(q["prompt"], q["subject"]) and not has(q["prompt"], q["answer"]), \
+            f"{q['query_id']}: prompt {q['prompt']!r} should name {q['subject']!r}, not the answer"
+    for q in queries[queries["analysis"] == "cross_lingual"].to_dict("records"):
+        source = query_by_id.get(q["translation_of"])
+        assert source is not None and source["analysis"] == "facts" and source["language"] == "en", \
+            f"{q['query_id']}: translation_of {q['translation_of']!r} is not an English facts query"
+        assert source["fact_id"] == q["fact_id"] and q["language"] != "en", f"{q['query_id']}: wrong fact/language"
+
+
+# --- 16. writing ----------------------------------------------------------------------------------------------
+
+
+def test_write_world_round_trips(world, tmp_path):
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("documents", "queries", "relations", "probes")}
+    write_world(world, str(paths["documents"]), str(paths["queries"]), str(paths["relations"]), str(paths["probes"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values()), \
+        f"unexpected files left: {sorted(p.name for p in tmp_path.iterdir())}"
+    for name, path in paths.items():
+        back = pd.read_parquet(path)
+        pd.testing.assert_frame_equal(back, getattr(world, name).reset_index(drop=True), check_dtype=False,
+                                      obj=f"{name} read back")
