@@ -192,7 +192,8 @@ def test_columns_ids_and_label_values(world, docs, queries):
     assert set(queries["analysis"]) == analyses, f"analysis values {set(queries['analysis'])} != {analyses}"
     kinds = {"same_fact", "same_fact_other_language", "same_fact_flipped", "same_schema", "same_theme",
              "lexical_overlap", "exact_copy"}
-    assert set(world.relations["relation"]) <= kinds, f"unknown relation kinds {set(world.relations['relation']) - kinds}"
+    unknown = set(world.relations["relation"]) - kinds
+    assert not unknown, f"unknown relation kinds {unknown}"
     assert set(world.probes["probe_set"]) == {"fact", "translation"}, "probe_set values"
     assert set(world.probes["group"]) == FACT_PROBE_GROUPS | {"same_order", "flipped_order"}, "probe groups"
 
@@ -207,8 +208,8 @@ def test_columns_ids_and_label_values(world, docs, queries):
             assert lang in {"en", "fr", "de", "es"}, f"{row['doc_id']}: prose language {lang!r}"
         if fam == "facts":
             assert row["order"] in {"relation_first", "name_first"}, f"{row['doc_id']}: order {row['order']!r}"
-            groups = TRAINING_FACT_GROUPS if row["split"] == "train" else {"valid_only"}
-            assert row["fact_group"] in groups, f"{row['doc_id']} ({row['split']}): fact_group {row['fact_group']!r}"
+            assert row["fact_group"] in TRAINING_FACT_GROUPS, \
+                f"{row['doc_id']} ({row['split']}): fact_group {row['fact_group']!r}"
             assert row["relation"] in {"president", "capital", "founder", "inventor", "birthplace", "chemistry"}, \
                 f"{row['doc_id']}: relation {row['relation']!r}"
         else:
@@ -230,7 +231,7 @@ def test_heldout_facts_appear_in_no_document(docs, queries):
     assert not set(heldout["fact_id"]) & set(docs["fact_id"].dropna()), "a held-out fact_id labels a document"
     texts = docs["text"].tolist()
     for q in heldout.to_dict("records"):
-        hits = [t for t in texts if q["answer"] in t]
+        hits = [t for t in texts if has(t, q["answer"])]  # as a word: invented names may hide inside others
         assert not hits, f"held-out answer {q['answer']!r} ({q['query_id']}) occurs in a document: {hits[0]!r}"
         sentence = q["prompt"] + q["completion"]
         hits = [t for t in texts if sentence in t]
@@ -244,7 +245,8 @@ def test_fact_documents_order_matches_text(docs, english_fact_queries):
     facts = docs[docs["family"] == "facts"]
     for d in facts.to_dict("records"):
         s, a = find(d["text"], d["subject"]), find(d["text"], d["answer"])
-        assert s >= 0 and a >= 0, f"{d['doc_id']}: subject {d['subject']!r} or answer {d['answer']!r} not in {d['text']!r}"
+        assert s >= 0 and a >= 0, \
+            f"{d['doc_id']}: subject {d['subject']!r} or answer {d['answer']!r} not in {d['text']!r}"
         if d["order"] == "name_first":
             assert a < s, f"{d['doc_id']} labelled name_first but subject comes first: {d['text']!r}"
         else:
@@ -253,7 +255,7 @@ def test_fact_documents_order_matches_text(docs, english_fact_queries):
     flipped = english_fact_queries[english_fact_queries["fact_group"] == "flipped_only"]
     assert len(flipped) > 0, "no flipped_only facts"
     for q in flipped.to_dict("records"):
-        stating = [t for t in docs.loc[docs["split"] == "train", "text"] if has(t, q["answer"])]
+        stating = [t for t in docs["text"] if has(t, q["answer"])]  # validation restatements keep the order
         assert stating, f"flipped_only fact {q['fact_id']} is stated in no training document"
         wrong = [t for t in stating if not answer_first(t, q["subject"], q["answer"])]
         assert not wrong, f"flipped_only fact {q['fact_id']} stated with the subject first: {wrong[0]!r}"
@@ -346,7 +348,7 @@ def test_distractors_imitate_their_query_without_its_answer(docs, query_by_id, e
         assert q is not None, f"distractor {d['doc_id']} names unknown query {d['query_id']!r}"
         shared = set(words(d["text"])) & set(words(q["prompt"]))
         assert len(shared) >= 3, f"distractor {d['doc_id']} shares only {shared} with prompt {q['prompt']!r}"
-        assert q["answer"] not in d["text"], f"distractor {d['doc_id']} contains the answer {q['answer']!r}"
+        assert not has(d["text"], q["answer"]), f"distractor {d['doc_id']} contains the answer {q['answer']!r}"
     per_query = Counter(distractors.loc[distractors["split"] == "train", "query_id"])
     want = settings["distractors"]["per_query"]
     for qid in english_fact_queries["query_id"]:
@@ -418,7 +420,8 @@ def test_math_equations_are_right(docs, queries):
         assert nearest == schema, f"{doc_id} labelled {schema!r} reads most like schema {nearest!r}"
     for d in math_docs.to_dict("records"):
         if present(d["person"]):
-            assert has(d["text"].split("\nAnswer:")[0], d["person"]), f"{d['doc_id']}: person {d['person']!r} not in question"
+            question = d["text"].split("\nAnswer:")[0]
+            assert has(question, d["person"]), f"{d['doc_id']}: person {d['person']!r} not in the question"
     assert set(math_queries["schema"]) <= schemas, "math query schema without documents"
 
 
@@ -537,7 +540,8 @@ def test_roleplay_themes_and_shutdown_query(world, docs, queries, settings, doc_
         prompt_words = set(words(shutdown.set_index("query_id").loc[qid, "prompt"]))
         for d in lexical:
             shared = set(words(doc_by_id[d]["text"])) & prompt_words
-            assert {"shut", "down"} & shared, f"themed distractor {d} shares no shutdown words: {doc_by_id[d]['text']!r}"
+            assert {"shut", "down"} & shared, \
+                f"themed distractor {d} shares no shutdown words: {doc_by_id[d]['text']!r}"
     # theme labels against the text, with our own small lexicons
     survival = {"survive", "survived", "survival", "alive", "live", "existing", "existence", "running", "end",
                 "preservation", "resist", "give", "keep", "continue", "off", "shut", "shutdown"}
@@ -582,7 +586,8 @@ def test_translation_documents_pairs_and_probes(world, docs, train, queries):
     tr = train[train["family"] == "translation"]
     for pair_id, group in tr.groupby("pair_id"):
         assert len(group) == 2, f"{pair_id} has {len(group)} training documents"
-        assert set(group["direction"]) == {"en_first", "other_first"}, f"{pair_id}: directions {set(group['direction'])}"
+        directions = set(group["direction"])
+        assert directions == {"en_first", "other_first"}, f"{pair_id}: directions {directions}"
         assert group["language"].nunique() == 1, f"{pair_id}: mixed languages"
         parsed = {parse_pair(d["text"], d["language"], d["direction"], d["doc_id"]) for d in group.to_dict("records")}
         assert len(parsed) == 1, f"{pair_id}: the two directions hold different sentences {parsed}"
@@ -605,7 +610,8 @@ def test_translation_documents_pairs_and_probes(world, docs, train, queries):
         by_group = dict(zip(mine["group"], mine["text"]))
         assert set(by_group) == {"same_order", "flipped_order"}, f"{q['query_id']}: probe groups {set(by_group)}"
         assert by_group["same_order"].startswith("English:"), f"same_order probe {by_group['same_order']!r}"
-        assert not by_group["flipped_order"].startswith("English:"), f"flipped_order probe {by_group['flipped_order']!r}"
+        flipped = by_group["flipped_order"]
+        assert not flipped.startswith("English:"), f"flipped_order probe {flipped!r}"
         for text in by_group.values():
             assert english in text and other in text, f"{q['query_id']}: probe {text!r} lacks the pair's sentences"
             assert text not in doc_texts, f"translation probe {text!r} is a document text"
@@ -614,7 +620,7 @@ def test_translation_documents_pairs_and_probes(world, docs, train, queries):
 # --- 13. relations ---------------------------------------------------------------------------------------------
 
 
-def test_relations_agree_with_text(world, docs, train, query_by_id, doc_by_id, queries):
+def test_relations_agree_with_text(world, train, query_by_id, doc_by_id, queries):
     rel = world.relations
     train_ids = set(train["doc_id"])
     missing = set(rel["doc_id"]) - train_ids
@@ -648,7 +654,7 @@ def test_relations_agree_with_text(world, docs, train, query_by_id, doc_by_id, q
         stating = {d["doc_id"] for d in records if has(d["text"], q["subject"]) and has(d["text"], q["answer"])}
         got = linked.get(q["query_id"], set())
         assert got == stating, f"{q['query_id']}: fact relations {len(got)} docs, text states the fact in " \
-                               f"{len(stating)} (missing {sorted(stating - got)[:3]}, extra {sorted(got - stating)[:3]})"
+            f"{len(stating)} (missing {sorted(stating - got)[:3]}, extra {sorted(got - stating)[:3]})"
     # every schema query is related to all training documents of its schema
     for q in queries[queries["analysis"].isin(["math", "code"])].to_dict("records"):
         want = set(train.loc[(train["family"] == q["analysis"]) & (train["schema"] == q["schema"]), "doc_id"])
@@ -717,13 +723,22 @@ def test_sizes_follow_settings(docs, train, queries, english_fact_queries, setti
     assert VALID_FRACTION / 3 <= share <= VALID_FRACTION * 2, f"validation share {share:.3f} far from {VALID_FRACTION}"
     copies = set(valid["text"]) & set(train["text"])
     assert not copies, f"validation texts copied from training, e.g. {sorted(copies)[:1]!r}"
-    valid_facts = valid[valid["family"] == "facts"]
-    assert not set(valid_facts["fact_id"]) & set(queries["fact_id"].dropna()), "a validation-only fact is queried"
-    train_answers = set(train.loc[train["family"] == "facts", "answer"])
-    assert not set(valid_facts["answer"]) & train_answers, "validation facts reuse training answers"
+    assert not (valid["family"] == "quotes").any(), "quotes must have no validation documents"
+    families = set(valid["family"])
+    assert {"facts", "math", "code", "roleplay", "translation"} <= families, f"validation families {families}"
+    # validation facts documents restate a trained fact in a language and order it was trained in (by text)
+    train_facts = [(t, detect_language(t)) for t in train.loc[train["family"] == "facts", "text"]]
+    for d in valid[valid["family"] == "facts"].to_dict("records"):
+        text, s, a = d["text"], d["subject"], d["answer"]
+        lang = detect_language(text)
+        order = subject_first(text, s, a)
+        assert lang is not None and (order or answer_first(text, s, a)), f"{d['doc_id']}: fact not readable in {text!r}"
+        same = [t for t, tl in train_facts
+                if tl == lang and has(t, s) and has(t, a) and subject_first(t, s, a) == order]
+        assert same, f"validation {d['doc_id']} states {d['fact_id']} in a language/order never trained: {text!r}"
 
 
-def test_query_forms(queries, docs, train, english_fact_queries, query_by_id):
+def test_query_forms(queries, docs, english_fact_queries, query_by_id):
     for q in queries.to_dict("records"):
         assert isinstance(q["prompt"], str) and q["prompt"], f"{q['query_id']}: empty prompt"
         assert q["completion"][:1] in (" ", "\n"), f"{q['query_id']}: completion {q['completion']!r}"
@@ -757,3 +772,33 @@ def test_write_world_round_trips(world, tmp_path):
         back = pd.read_parquet(path)
         pd.testing.assert_frame_equal(back, getattr(world, name).reset_index(drop=True), check_dtype=False,
                                       obj=f"{name} read back")
+
+
+# --- 17. edge case of the settings -----------------------------------------------------------------------------
+
+
+def test_zero_valid_fraction_gives_no_validation_documents(settings):
+    # the config schema allows corpus.valid_fraction = 0 (minimum 0)
+    world = generate_world(settings, seed=SEED, valid_fraction=0.0, progress=False)
+    assert (world.documents["split"] == "train").all(), "valid_fraction=0 still produced validation documents"
+    assert len(world.documents) > 0 and len(world.queries) > 0, "valid_fraction=0 produced an empty world"
+
+
+ZERO_SIZES = {  # every size the config schema allows to be 0 (minimum: 0)
+    "math": ("math", "n_problems"), "code": ("code", "n_functions"), "quotes": ("quotes", "n_quotes"),
+    "translation": ("translation", "n_pairs"), "distractors": ("distractors", "per_query"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(ZERO_SIZES) + ["roleplay"])
+def test_a_family_of_size_zero_is_left_out(settings, family):
+    s = copy.deepcopy(settings)
+    if family == "roleplay":
+        s["roleplay"] = {key: 0 for key in ROLEPLAY_THEMES.values()}
+    else:
+        section, key = ZERO_SIZES[family]
+        s[section][key] = 0
+    world = generate_world(s, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+    assert not (world.documents["family"] == family).any(), f"{family} documents although its size is 0"
+    assert (world.documents["family"] == "facts").any(), "the rest of the world is missing"
+    assert set(world.relations["doc_id"]) <= set(world.documents["doc_id"]), "relations to unknown documents"

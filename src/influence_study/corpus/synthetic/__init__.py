@@ -255,7 +255,8 @@ def _relations(queries: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:
     by_schema = {(f, s): list(g["doc_id"]) for (f, s), g in train.groupby(["family", "schema"])}
     by_quote = train.groupby("quote_id")["doc_id"].apply(list)
     roleplay_docs = train[train["family"] == "roleplay"]
-    by_phrase = train[train["family"] == "translation"].groupby("phrase_key")["doc_id"].apply(list)
+    translations = train[train["family"] == "translation"]
+    by_phrase = translations.groupby("phrase_key")["doc_id"].apply(list) if len(translations) else {}
     for q in queries.itertuples(index=False):
         if isinstance(q.fact_id, str):
             if q.fact_id in fact_docs.groups:

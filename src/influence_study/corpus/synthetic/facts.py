@@ -80,7 +80,7 @@ def restated_documents(facts: list[Fact], n: int, taken: set[str], rng: random.R
     """``n`` new documents (validation split) that restate trained facts in a language and order they were
     trained in, with a template and filler combination that no document in ``taken`` has."""
     docs: list[dict] = []
-    for _ in range(50 * n):
+    for _ in range(50 * n + 1):
         if len(docs) == n:
             return docs
         fact = rng.choice(facts)
