@@ -59,7 +59,6 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
     docs: list[dict] = []
     queries: list[dict] = []
     probes: list[dict] = []
-    stages: list[tuple[str, Callable[[], None]]] = []
 
     def n_valid(n_train: int) -> int:
         return math.ceil(valid_fraction / (1 - valid_fraction) * n_train) if n_train else 0
@@ -67,11 +66,11 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
     def add_facts() -> None:
         rng = random.Random(f"{seed}-facts")
         all_facts = facts.make_facts(settings["facts"], languages, names, rng)
-        train = facts.fact_documents([f for f in all_facts if f.group != "heldout"], rng)
+        trained = [f for f in all_facts if f.group != "heldout"]
+        train = facts.fact_documents(trained, rng)
         fact_queries = facts.fact_queries(all_facts, languages)
         distractors = facts.distractor_documents(fact_queries, all_facts, settings["distractors"]["per_query"],
                                                  names, rng)
-        trained = [f for f in all_facts if f.group != "heldout"]
         valid = facts.restated_documents(trained, n_valid(len(train)), {d["text"] for d in train}, rng)
         docs.extend(_split(train, "train") + _split(distractors, "train") + _split(valid, "valid"))
         queries.extend(fact_queries)
@@ -153,9 +152,9 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
                                "text": translation.pair_text(pair, group == "same_order")}
                               for group in ("same_order", "flipped_order"))
 
-    stages = [("facts", add_facts), ("math", add_math), ("code", add_code), ("roleplay", add_roleplay),
+    stages: list[tuple[str, Callable[[], None]]] = [("facts", add_facts), ("math", add_math), ("code", add_code), ("roleplay", add_roleplay),
               ("quotes", add_quotes), ("translation", add_translation)]
-    for name, stage in tqdm(stages, desc="synthetic world", unit="family", disable=not progress):
+    for _, stage in tqdm(stages, desc="synthetic world", unit="family", disable=not progress):
         stage()
 
     documents = _frame(docs, DOCUMENT_COLUMNS, "doc_id", "doc-{:06d}")
