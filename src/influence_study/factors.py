@@ -1,0 +1,291 @@
+"""Fitting, saving and loading curvature factors: ``identity``, ``diagonal``, ``kfac`` and ``ekfac``.
+
+``fit_factors`` is the single entry point for every strategy; the solvers that do not use factors (``lissa``,
+``datainf``, ``exact``, ``pbrf``) are created through it too, so that ``pairwise_scores`` takes any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .curvature import (block_diag, default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
+                        kfac_eigenvalues, rotate)
+from .io import atomic_path
+from .passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
+from .preconditioner import Preconditioner, fitted_metadata
+from .runtime import get_logger
+from .tasks import Task
+from .tracking import ModuleTracker, module_dims, select_modules
+
+FACTOR_STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
+SOLVER_STRATEGIES = ("lissa", "datainf", "exact", "pbrf")
+STRATEGIES = FACTOR_STRATEGIES + SOLVER_STRATEGIES
+FACTORS_FILE = "factors.safetensors"
+METADATA_FILE = "metadata.json"
+
+
+class Factors(Preconditioner):
+    """Fitted curvature factors of one model, per tracked module.
+
+    ``tensors[module]`` holds, by strategy: ``diagonal``: ``diagonal`` [out, in(+1)]; ``kfac``/``ekfac``:
+    ``A_covariance.k``, ``S_covariance.k``, ``A_eigenvectors.k``, ``S_eigenvectors.k`` (k = block),
+    ``A_eigenvalues``, ``S_eigenvalues`` and ``eigenvalues`` (``Λ`` [out, in(+1)]: corrected for ``ekfac``,
+    ``λ_S λ_A^T`` for ``kfac``); ``identity``: nothing. ``metadata`` records the model fingerprint, the module
+    shapes, how many sequences and tokens were used, and the options.
+    """
+
+    def __init__(self, strategy: str, tensors: dict[str, dict[str, torch.Tensor]], metadata: dict):
+        if strategy not in FACTOR_STRATEGIES:
+            raise ValueError(f"strategy: expected one of {FACTOR_STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        self.tensors = tensors
+        self.metadata = metadata
+        self.module_names = list(metadata["modules"])
+
+    # -- accessors used by tests and analyses -------------------------------------------------------------
+    def _blocks(self, name: str, key: str) -> list[torch.Tensor]:
+        found = self.tensors[name]
+        return [found[f"{key}.{k}"] for k in range(self.metadata["blocks"])]
+
+    def covariances(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense (block-diagonal) ``(A, S)`` of module ``name``."""
+        return block_diag(self._blocks(name, "A_covariance")), block_diag(self._blocks(name, "S_covariance"))
+
+    def eigenvectors(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(Q_A blocks, Q_S blocks)`` of module ``name``."""
+        return self._blocks(name, "A_eigenvectors"), self._blocks(name, "S_eigenvectors")
+
+    def eigenvalues(self, name: str) -> torch.Tensor:
+        """``Λ`` [out, in(+1)] of module ``name`` (``kfac``/``ekfac``)."""
+        return self.tensors[name]["eigenvalues"]
+
+    # -- preconditioning ----------------------------------------------------------------------------------
+    def default_damping(self) -> dict[str, float]:
+        if self.strategy == "identity":
+            return {name: 0.0 for name in self.module_names}
+        key = "diagonal" if self.strategy == "diagonal" else "eigenvalues"
+        return {name: default_damping(self.tensors[name][key]) for name in self.module_names}
+
+    def damping_values(self, damping=None) -> dict[str, float]:
+        if self.strategy == "identity":  # gradient dot product: no curvature, no damping
+            return {name: 0.0 for name in self.module_names}
+        return super().damping_values(damping)
+
+    def _precondition(self, grads, damping):
+        out = {}
+        for name in self.module_names:
+            v = grads[name]
+            if self.strategy == "identity":
+                out[name] = v
+                continue
+            factors = {k: t.to(v.device) for k, t in self.tensors[name].items()}
+            if self.strategy == "diagonal":
+                out[name] = (v.to(factors["diagonal"].dtype) / (factors["diagonal"] + damping[name])).to(v.dtype)
+                continue
+            q_a = [factors[f"A_eigenvectors.{k}"] for k in range(self.metadata["blocks"])]
+            q_s = [factors[f"S_eigenvectors.{k}"] for k in range(self.metadata["blocks"])]
+            lam = factors["eigenvalues"]
+            out[name] = eigenbasis_precondition(v.to(lam.dtype), q_s, q_a, lam, damping[name]).to(v.dtype)
+        return out
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``factors.safetensors`` and ``metadata.json`` into ``directory`` (atomically: a killed save
+        leaves no directory behind)."""
+        directory = Path(directory)
+        flat = {f"{name}::{key}": t.detach().cpu().contiguous()
+                for name, tensors in self.tensors.items() for key, t in tensors.items()}
+        with atomic_path(directory, directory=True) as tmp:
+            save_file(flat, str(tmp / FACTORS_FILE), metadata={"strategy": self.strategy})
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, model: torch.nn.Module | None = None,
+             device: str | torch.device = "cpu") -> "Factors":
+        """Read factors written by :meth:`save`. With ``model``, refuse (``ValueError``) factors fitted on
+        another model."""
+        directory = Path(directory)
+        meta_path, tensor_path = directory / METADATA_FILE, directory / FACTORS_FILE
+        for path in (meta_path, tensor_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: not found; is {directory} a directory written by Factors.save?")
+        metadata = json.loads(meta_path.read_text())
+        tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in metadata["modules"]}
+        for key, tensor in load_file(str(tensor_path), device=str(device)).items():
+            name, _, field = key.partition("::")
+            if name not in tensors:
+                raise ValueError(f"{tensor_path}: tensor {key!r} belongs to no module listed in {meta_path}")
+            tensors[name][field] = tensor
+        factors = cls(metadata["strategy"], tensors, metadata)
+        if model is not None:
+            factors.check_model(model)
+        return factors
+
+
+def _covariance_pass(model, task, loader, tracker, options, device) -> tuple[dict, dict, int, int]:
+    """Sums of ``a a^T`` over real tokens and of ``s s^T`` over tokens, with token and sequence counts."""
+    dtype = options["dtype"]
+    a_sum: dict[str, torch.Tensor] = {}
+    s_sum: dict[str, torch.Tensor] = {}
+    n_tokens = n_seq = 0
+    generator = sampling_generator(options["seed"], device)
+    for step in iterate(loader, task, device, "fit_factors(loader)", options["max_examples"],
+                        progress=options["progress"], desc="covariances"):
+        backward_gradients(model, task, tracker, step.batch, options["kind"], generator)
+        mask = task.token_mask(step.batch)
+        for name in tracker.modules:
+            record = tracker._get(name)
+            a, s = record.a.to(dtype), record.s.to(dtype)
+            if mask is not None and mask.shape == a.shape[:2]:
+                weight = mask.to(dtype).unsqueeze(-1)
+                a = a * weight
+                s = s * weight
+            a2, s2 = a.reshape(-1, a.shape[-1]), s.reshape(-1, s.shape[-1])
+            a_sum[name] = a_sum.get(name, 0) + a2.T @ a2
+            s_sum[name] = s_sum.get(name, 0) + s2.T @ s2
+        n_tokens += int(mask.sum()) if mask is not None and mask.dim() == 2 else step.size * _tokens(tracker)
+        n_seq += step.size
+    check_finite(a_sum, "activation covariance")
+    check_finite(s_sum, "output-gradient covariance")
+    return a_sum, s_sum, n_tokens, n_seq
+
+
+def _tokens(tracker) -> int:
+    record = next(iter(tracker.captured.values()))
+    return record.a.shape[1]
+
+
+def _per_sequence_pass(model, task, loader, tracker, options, device, update, desc) -> int:
+    """Call ``update(name, DW [B, out, in])`` with per-sequence pseudo-gradients of every batch."""
+    n_seq = 0
+    generator = sampling_generator(options["seed"] + 1, device)
+    for step in iterate(loader, task, device, "fit_factors(loader)", options["max_examples"],
+                        progress=options["progress"], desc=desc):
+        backward_gradients(model, task, tracker, step.batch, options["kind"], generator)
+        for name, grad in tracker.gradients(options["dtype"]).items():
+            update(name, grad)
+        n_seq += step.size
+    return n_seq
+
+
+def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: str = "ekfac",
+                modules: str | Sequence[str] | None = None, sampled_labels: bool | None = None,
+                max_examples: int | None = None, blocks: int = 1, dtype: torch.dtype = torch.float32,
+                seed: int = 0, progress: bool = True, **solver_options) -> Preconditioner:
+    """Fit the curvature of ``model`` on the examples of ``loader``.
+
+    Args:
+        model: any ``torch.nn.Module``; it stays on its device, and factors are fitted there.
+        task: how batches give the loss (:class:`~influence_study.tasks.Task`).
+        loader: an iterable of batches (dicts of tensors, dimension 0 = examples) in a fixed order.
+        strategy: ``identity`` (gradient dot product), ``diagonal``, ``kfac``, ``ekfac`` (the paper's), or a
+            solver that uses no factors: ``lissa``, ``datainf``, ``exact``, ``pbrf`` (see
+            :mod:`influence_study.solvers`; their options go in ``solver_options``).
+        modules: names or glob patterns of the tracked modules; default: MLP matrices of known architectures.
+        sampled_labels: fit on labels sampled from the model (true Fisher); ``False`` uses the true labels
+            (empirical Fisher). ``None``: each method's paper default, sampled for the factor strategies (Grosse
+            et al.), true labels for ``datainf`` (Kwon et al.).
+        max_examples: use at most this many examples of ``loader`` (the count is recorded).
+        blocks: split ``A`` and ``S`` into this many diagonal blocks (the paper's O; saves memory).
+        dtype: dtype of the accumulated factors (float32 or float64).
+        seed: seed of the sampled labels.
+        progress: show progress bars.
+
+    Returns:
+        :class:`Factors` for the factor strategies, the solver object otherwise; both precondition gradients
+        for :func:`~influence_study.pairwise_scores`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    selected = select_modules(model, modules)
+    if strategy in SOLVER_STRATEGIES:
+        from . import solvers
+        return solvers.make_solver(strategy, model, task, loader, selected, sampled_labels=sampled_labels,
+                                   max_examples=max_examples, dtype=dtype, seed=seed, progress=progress,
+                                   **solver_options)
+    sampled_labels = True if sampled_labels is None else sampled_labels
+    if solver_options:
+        raise TypeError(f"fit_factors: unexpected option(s) {sorted(solver_options)} for strategy {strategy!r}")
+    if blocks != 1 and strategy not in ("kfac", "ekfac"):
+        raise ValueError(f"blocks: the block-diagonal split applies to kfac/ekfac, not {strategy!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype: factors are accumulated in torch.float32 or torch.float64, got {dtype}")
+    device = model_device(model)
+    options = dict(kind="sampled" if sampled_labels else "loss", max_examples=max_examples, dtype=dtype,
+                   seed=seed, progress=progress)
+    tracker = ModuleTracker(model, selected)
+    log = get_logger()
+    started = time.perf_counter()
+    tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in selected}
+    counts: dict[str, int] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with tracker.track():
+            if strategy == "diagonal":
+                sums: dict[str, torch.Tensor] = {}
+
+                def add_square(name, grad):
+                    sums[name] = sums.get(name, 0) + (grad ** 2).sum(0)
+
+                counts["sequences"] = _per_sequence_pass(model, task, loader, tracker, options, device,
+                                                          add_square, "diagonal")
+                check_finite(sums, "diagonal Fisher")
+                for name in selected:
+                    tensors[name]["diagonal"] = sums[name] / counts["sequences"]
+            elif strategy in ("kfac", "ekfac"):
+                a_sum, s_sum, n_tokens, n_seq = _covariance_pass(model, task, loader, tracker, options, device)
+                counts.update(tokens=n_tokens, sequences=n_seq)
+                for name in selected:
+                    a_cov, s_cov = a_sum[name] / max(n_tokens, 1), s_sum[name] / max(n_seq, 1)
+                    _add_eigenbasis(tensors[name], a_cov, s_cov, _check_blocks(name, a_cov, s_cov, blocks))
+                if strategy == "ekfac":
+                    corrected: dict[str, torch.Tensor] = {}
+
+                    def add_rotated(name, grad):
+                        q_a = [tensors[name][f"A_eigenvectors.{k}"] for k in range(blocks)]
+                        q_s = [tensors[name][f"S_eigenvectors.{k}"] for k in range(blocks)]
+                        corrected[name] = corrected.get(name, 0) + (rotate(grad, q_s, q_a) ** 2).sum(0)
+
+                    counts["correction_sequences"] = _per_sequence_pass(model, task, loader, tracker, options,
+                                                                        device, add_rotated, "eigenvalue correction")
+                    check_finite(corrected, "eigenvalue correction")
+                    for name in selected:
+                        tensors[name]["eigenvalues"] = corrected[name] / counts["correction_sequences"]
+            elif strategy == "identity":
+                pass
+    finally:
+        model.train(was_training)
+    elapsed = time.perf_counter() - started
+    log.info("fit_factors(%s): %d modules, %s in %.1f s", strategy, len(selected), counts, elapsed)
+    metadata = fitted_metadata(model, selected, strategy, counts=counts, blocks=blocks, sampled_labels=sampled_labels,
+                         max_examples=max_examples, dtype=str(dtype).replace("torch.", ""), seed=seed,
+                         seconds=round(elapsed, 3))
+    return Factors(strategy, tensors, metadata)
+
+
+def _check_blocks(name, a_cov, s_cov, blocks) -> int:
+    smallest = min(a_cov.shape[0], s_cov.shape[0])
+    if blocks > smallest:
+        raise ValueError(f"blocks: {blocks} blocks do not fit module {name!r}, whose smallest factor has "
+                         f"dimension {smallest}")
+    return blocks
+
+
+def _add_eigenbasis(store: dict, a_cov: torch.Tensor, s_cov: torch.Tensor, blocks: int) -> None:
+    a_blocks, s_blocks = diagonal_blocks(a_cov, blocks), diagonal_blocks(s_cov, blocks)
+    q_a, lam_a = eigendecompose(a_blocks)
+    q_s, lam_s = eigendecompose(s_blocks)
+    for k in range(blocks):
+        store[f"A_covariance.{k}"], store[f"S_covariance.{k}"] = a_blocks[k], s_blocks[k]
+        store[f"A_eigenvectors.{k}"], store[f"S_eigenvectors.{k}"] = q_a[k], q_s[k]
+    store["A_eigenvalues"], store["S_eigenvalues"] = lam_a, lam_s
+    store["eigenvalues"] = kfac_eigenvalues(lam_s, lam_a)

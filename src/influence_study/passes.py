@@ -1,0 +1,120 @@
+"""Passes over a data loader: batches on the model's device, example counting, per-example gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from .tasks import Task
+from .tracking import ModuleTracker
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def to_device(batch: Mapping, device: torch.device) -> dict:
+    """Move every tensor of ``batch`` to ``device`` (other values are kept)."""
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def take(batch: Mapping, rows) -> dict:
+    """Rows ``rows`` (a slice or an index tensor) of every tensor of ``batch``."""
+    return {k: (v[rows] if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@dataclass
+class Step:
+    """One batch of a pass: its tensors (on device), global example indices and number of examples."""
+
+    batch: dict
+    indices: torch.Tensor
+    size: int
+
+
+def iterate(loader: Iterable, task: Task, device: torch.device, where: str, max_examples: int | None = None,
+            start: int = 0, stop: int | None = None, progress: bool = False, desc: str | None = None) -> Iterator[Step]:
+    """Batches of ``loader`` on ``device`` with their global example indices (position in the loader's order).
+
+    Only examples with ``start <= index < stop`` are yielded (batches outside are skipped without compute),
+    and at most ``max_examples`` of them. The first batch is checked against ``task.required_keys``.
+    """
+    seen = 0
+    position = 0
+    total = None
+    try:
+        total = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    bar = tqdm(loader, total=total, desc=desc or where, disable=not progress, leave=False)
+    checked = False
+    for raw in bar:
+        if not checked:
+            task.check_batch(raw, where)
+            checked = True
+        size = task.num_examples(raw)
+        lo, hi = position, position + size
+        position = hi
+        first = max(lo, start)
+        last = hi if stop is None else min(hi, stop)
+        if max_examples is not None:
+            last = min(last, first + max_examples - seen)
+        if last <= first:
+            if (stop is not None and lo >= stop) or (max_examples is not None and seen >= max_examples):
+                break
+            continue
+        batch = raw if (first, last) == (lo, hi) else take(raw, slice(first - lo, last - lo))
+        seen += last - first
+        yield Step(to_device(batch, device), torch.arange(first, last), last - first)
+        if max_examples is not None and seen >= max_examples:
+            break
+    bar.close()
+    if not checked:
+        raise ValueError(f"{where}: the loader yielded no batches")
+
+
+def backward_gradients(model, task: Task, tracker: ModuleTracker, batch: dict, kind: str,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """One forward and backward pass inside ``tracker.track()``; returns the scalar that was differentiated.
+
+    ``kind`` is ``"sampled"`` (training loss on labels sampled from the model: Fisher pseudo-gradients),
+    ``"loss"`` (training loss on true labels), ``"logp"`` (minus the training loss: gradients of log p(z), the
+    direction whose influence the scores report) or ``"measurement"`` (f).
+    """
+    tracker.clear()
+    outputs = task.outputs(model, batch)
+    if kind == "sampled":
+        value = task.train_loss(outputs, batch, sample=True, generator=generator)
+    elif kind == "loss":
+        value = task.train_loss(outputs, batch)
+    elif kind == "logp":
+        value = -task.train_loss(outputs, batch)
+    elif kind == "measurement":
+        value = task.measurement(outputs, batch)
+    else:  # pragma: no cover - internal misuse
+        raise ValueError(kind)
+    if not value.requires_grad:
+        raise RuntimeError(f"the task's {kind} does not depend on any tracked module")
+    value.backward()
+    return value.detach()
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise ``FloatingPointError`` naming the first module whose tensor has NaN or Inf."""
+    for name, tensor in tensors.items():
+        if not torch.isfinite(tensor).all():
+            raise FloatingPointError(f"NaN or Inf in the {what} of module {name!r}: check the model's outputs, "
+                                     f"the learning rate it was trained with, or use float32/float64")
+
+
+def sampling_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (for sampled labels)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
