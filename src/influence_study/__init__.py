@@ -1,6 +1,26 @@
 """influence_study: which training data makes a language model say what it says.
 
 The package holds all the logic of the study; the Snakemake workflow (``Snakefile``) only wires its steps.
+The influence engine's public API::
+
+    from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
+    factors = fit_factors(model, LanguageModelingTask(), train_loader, strategy="ekfac")
+    scores = pairwise_scores(model, task, factors, query_loader, train_loader, query_rank=32)
 """
 
 __version__ = "0.1.0"
+
+from .factors import STRATEGIES, Factors, fit_factors  # noqa: E402
+from .preconditioner import Preconditioner, model_fingerprint  # noqa: E402
+from .scoring import Scores, pairwise_scores, query_gradients, self_scores  # noqa: E402
+from .solvers import PBRF, DataInfSolver, ExactSolver, LissaSolver  # noqa: E402
+from .tasks import ClassificationTask, LanguageModelingTask, RegressionTask, Task  # noqa: E402
+from .tracking import MLP_PATTERNS, select_modules  # noqa: E402
+
+__all__ = [
+    "Task", "LanguageModelingTask", "ClassificationTask", "RegressionTask",
+    "fit_factors", "Factors", "STRATEGIES", "Preconditioner", "model_fingerprint",
+    "pairwise_scores", "self_scores", "query_gradients", "Scores",
+    "LissaSolver", "DataInfSolver", "ExactSolver", "PBRF",
+    "select_modules", "MLP_PATTERNS",
+]

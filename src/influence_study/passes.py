@@ -118,3 +118,21 @@ def sampling_generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+def per_example_gradients(model, task, loader, modules, kind: str, max_examples=None, dtype=torch.float32,
+                          seed: int = 0, progress: bool = False, desc: str = "per-example gradients"):
+    """``{module: [n, out, in(+1)]}`` per-example gradients over ``loader`` (``kind`` as in
+    :func:`~influence_study.passes.backward_gradients`), and the number of examples."""
+    device = model_device(model)
+    tracker = ModuleTracker(model, modules)
+    generator = sampling_generator(seed, device)
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    with tracker.track():
+        for step in iterate(loader, task, device, "loader", max_examples, progress=progress, desc=desc):
+            backward_gradients(model, task, tracker, step.batch, kind, generator)
+            for name, g in tracker.gradients(dtype).items():
+                chunks[name].append(g)
+    out = {name: torch.cat(parts) for name, parts in chunks.items()}
+    check_finite(out, "per-example gradients")
+    return out, len(next(iter(out.values())))

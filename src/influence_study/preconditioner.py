@@ -83,7 +83,8 @@ class Preconditioner(ABC):
         missing = [n for n in self.module_names if n not in grads]
         if missing:
             raise KeyError(f"precondition: no gradient for module(s) {missing}")
-        return self._precondition(grads, self.damping_values(damping))
+        out = self._precondition({n: g.detach() for n, g in grads.items()}, self.damping_values(damping))
+        return {n: t.detach() for n, t in out.items()}
 
     def check_model(self, model: torch.nn.Module) -> None:
         """Refuse a model other than the one this was fitted on (by :func:`model_fingerprint`)."""

@@ -24,10 +24,10 @@ from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp
 from tqdm.auto import tqdm
 
 from .curvature import default_damping
-from .passes import (backward_gradients, check_finite, iterate, model_device, sampling_generator, take)
+from .passes import check_finite, iterate, model_device, per_example_gradients, take
 from .preconditioner import Preconditioner, fitted_metadata
 from .tasks import Task
-from .tracking import ModuleTracker, module_dims, param_matrix, split_matrix
+from .tracking import module_dims, param_matrix, split_matrix
 
 
 class _TaskModule(nn.Module):
@@ -97,24 +97,6 @@ class FunctionalModel:
             out_hessian = out_hessian.reshape(outputs.numel(), outputs.numel()).double()
             total += jacobian.T @ out_hessian @ jacobian
         return total
-
-
-def per_example_gradients(model, task, loader, modules, kind: str, max_examples=None, dtype=torch.float32,
-                          seed: int = 0, progress: bool = False, desc: str = "per-example gradients"):
-    """``{module: [n, out, in(+1)]}`` per-example gradients over ``loader`` (``kind`` as in
-    :func:`~influence_study.passes.backward_gradients`), and the number of examples."""
-    device = model_device(model)
-    tracker = ModuleTracker(model, modules)
-    generator = sampling_generator(seed, device)
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
-    with tracker.track():
-        for step in iterate(loader, task, device, "loader", max_examples, progress=progress, desc=desc):
-            backward_gradients(model, task, tracker, step.batch, kind, generator)
-            for name, g in tracker.gradients(dtype).items():
-                chunks[name].append(g)
-    out = {name: torch.cat(parts) for name, parts in chunks.items()}
-    check_finite(out, "per-example gradients")
-    return out, len(next(iter(out.values())))
 
 
 def _mean_diagonal(model, task, loader, modules, max_examples, seed, progress) -> dict[str, float]:
