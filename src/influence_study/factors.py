@@ -170,8 +170,8 @@ def _per_sequence_pass(model, task, loader, tracker, options, device, update, de
     for step in iterate(loader, task, device, "fit_factors(loader)", options["max_examples"],
                         progress=options["progress"], desc=desc):
         backward_gradients(model, task, tracker, step.batch, options["kind"], generator)
-        for name, grad in tracker.gradients(options["dtype"]).items():
-            update(name, grad)
+        for name in tracker.modules:  # one module at a time: peak memory is one module's [B, out, in]
+            update(name, tracker._get(name).per_example_gradient(options["dtype"]))
         n_seq += step.size
     return n_seq
 
@@ -179,7 +179,8 @@ def _per_sequence_pass(model, task, loader, tracker, options, device, update, de
 def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: str = "ekfac",
                 modules: str | Sequence[str] | None = None, sampled_labels: bool | None = None,
                 max_examples: int | None = None, blocks: int = 1, dtype: torch.dtype = torch.float32,
-                seed: int = 0, progress: bool = True, **solver_options) -> Preconditioner:
+                seed: int = 0, device: str | torch.device | None = None, progress: bool = True,
+                **solver_options) -> Preconditioner:
     """Fit the curvature of ``model`` on the examples of ``loader``.
 
     Args:
@@ -197,6 +198,7 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
         blocks: split ``A`` and ``S`` into this many diagonal blocks (the paper's O; saves memory).
         dtype: dtype of the accumulated factors (float32 or float64).
         seed: seed of the sampled labels.
+        device: run on this device (the model is moved there, as ``model.to`` does); default: where it is.
         progress: show progress bars.
 
     Returns:
@@ -205,6 +207,8 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if device is not None:
+        model.to(device)
     selected = select_modules(model, modules)
     if strategy in SOLVER_STRATEGIES:
         from . import solvers

@@ -45,6 +45,10 @@ def iterate(loader: Iterable, task: Task, device: torch.device, where: str, max_
     Only examples with ``start <= index < stop`` are yielded (batches outside are skipped without compute),
     and at most ``max_examples`` of them. The first batch is checked against ``task.required_keys``.
     """
+    if iter(loader) is loader:
+        raise TypeError(f"{where}: got a one-shot iterator ({type(loader).__name__}); pass something that can be "
+                        f"iterated several times in the same order, e.g. a list of batches or a DataLoader "
+                        f"without shuffling")
     seen = 0
     position = 0
     total = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -106,7 +106,6 @@ class Captured:
     a: torch.Tensor | None = None
     s: torch.Tensor | None = None
     has_bias: bool = False
-    extra: list = field(default_factory=list)
 
     def per_example_gradient(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``DW_b = sum_t s_bt a_bt^T`` for every example b: ``[B, out, in(+1)]``."""
