@@ -129,7 +129,12 @@ def _resolve_slice(train_slice) -> tuple[int, int | None]:
             raise ValueError(f"train_slice: only contiguous slices (step 1) are supported, got {train_slice}")
         start, stop = train_slice.start or 0, train_slice.stop
     else:
+        if len(train_slice) != 2:
+            raise ValueError(f"train_slice: expected (start, stop) or a slice, got {train_slice!r}")
         start, stop = train_slice
+    start = 0 if start is None else start
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop) if v is not None):
+        raise ValueError(f"train_slice: start and stop must be integers (stop may be None), got ({start}, {stop})")
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"train_slice: expected 0 <= start <= stop, got ({start}, {stop})")
     return start, stop
@@ -204,9 +209,10 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
         example raises f.
     """
     started = time.perf_counter()
-    if query_rank is not None and (not isinstance(query_rank, int) or query_rank < 1):
+    if query_rank is not None and (not isinstance(query_rank, int) or isinstance(query_rank, bool) or query_rank < 1):
         raise ValueError(f"query_rank: expected a positive integer or None, got {query_rank!r}")
-    if rescore_top_k is not None and rescore_top_k < 1:
+    if rescore_top_k is not None and (not isinstance(rescore_top_k, int) or isinstance(rescore_top_k, bool)
+                                      or rescore_top_k < 1):
         raise ValueError(f"rescore_top_k: expected a positive integer or None, got {rescore_top_k!r}")
     start, stop = _resolve_slice(train_slice)
     factors.check_model(model)

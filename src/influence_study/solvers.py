@@ -59,9 +59,10 @@ class FunctionalModel:
         params = {}
         for name, module in self.modules.items():
             parts = split_matrix(module, matrices[name])
-            params[f"model.{name}.weight"] = parts[0]
+            prefix = f"model.{name}." if name else "model."  # name "" = the model itself (a bare nn.Linear)
+            params[f"{prefix}weight"] = parts[0]
             if len(parts) == 2:
-                params[f"model.{name}.bias"] = parts[1]
+                params[f"{prefix}bias"] = parts[1]
         return functional_call(self.wrapper, params, (batch,), strict=False)
 
     def flatten(self, matrices: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -69,6 +69,12 @@ class Task(ABC):
                            f"{type(self).__name__} needs {list(self.required_keys)}")
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a half-precision dtype; float32 and float64 are kept (a float64 model's loss
+    and measurement stay in float64)."""
+    return t.float() if t.is_floating_point() and torch.finfo(t.dtype).bits < 32 else t
+
+
 def sample_like(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One target per row of ``logits`` [..., classes], drawn from softmax(logits) (no gradient)."""
     probs = torch.softmax(logits.detach().float(), dim=-1).reshape(-1, logits.shape[-1])
@@ -90,7 +96,7 @@ class LanguageModelingTask(Task):
 
     @staticmethod
     def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = logits[:, :-1].float()
+        logits = at_least_float32(logits[:, :-1])
         labels = labels[:, 1:]
         return logits, labels
 
@@ -125,10 +131,10 @@ class ClassificationTask(Task):
 
     def train_loss(self, outputs, batch, sample=False, generator=None):
         labels = sample_like(outputs, generator).to(outputs.device) if sample else batch["labels"]
-        return F.cross_entropy(outputs.float(), labels, reduction="sum")
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="sum")
 
     def measurement(self, outputs, batch):
-        return -F.cross_entropy(outputs.float(), batch["labels"], reduction="sum")
+        return -F.cross_entropy(at_least_float32(outputs), batch["labels"], reduction="sum")
 
 
 class RegressionTask(Task):

@@ -75,7 +75,8 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None)
             raise ValueError("modules: an empty selection; pass None for the default or a list of names/patterns")
     chosen: dict[str, nn.Module] = {}
     for pattern in patterns:
-        hits = {n: m for n, m in named.items() if n and (n == pattern or fnmatch.fnmatchcase(n, pattern))}
+        # "" names the model itself (what the default selection calls a bare nn.Linear); patterns never match it
+        hits = {n: m for n, m in named.items() if n == pattern or (n and fnmatch.fnmatchcase(n, pattern))}
         if not hits:
             close = [n for n in named if n and pattern.split(".")[-1].strip("*") in n][:5]
             raise ValueError(f"modules: no module of {type(model).__name__} matched {pattern!r}"
