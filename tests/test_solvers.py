@@ -260,6 +260,46 @@ def test_lissa_matches_the_truncated_neumann_series_and_converges_to_the_solve()
     assert relative_error(out, solved) <= rate ** depth * ((v / used - solved).norm() / solved.norm()).item() + 1e-10
 
 
+def test_lissa_on_a_transformer_with_fused_attention_equals_the_dense_series():
+    """LiSSA's Gauss-Newton-vector products use forward-mode differentiation, which the fused attention kernels
+    of ``scaled_dot_product_attention`` do not implement: a float32 GPT-2 with the default (sdpa) attention must
+    still work. Reference: the same series with G built in float64 on an eager-attention copy."""
+    import copy
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(3)
+    # two layers (the first MLP's tangent flows through the second layer's attention), head size 8 and no
+    # padding (an all-ones mask becomes is_causal): CPU then picks the fused flash kernel, the case that fails
+    # without the math-kernel fallback
+    config = GPT2Config(vocab_size=20, n_positions=8, n_embd=16, n_layer=2, n_head=2, n_inner=4, bos_token_id=0,
+                        eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    assert model.config._attn_implementation == "sdpa"
+    ids = torch.randint(0, 20, (3, 6))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    batch_list = [batch]  # one batch: every LiSSA step uses the exact G of the batch
+    lam, depth, scale = 0.05, 3, 4.0
+    solver = fit_factors(model, LanguageModelingTask(), batch_list, strategy="lissa", depth=depth, scale=scale,
+                         progress=False)
+
+    reference_model = copy.deepcopy(model).double()
+    reference_model.config._attn_implementation = "eager"
+    flat = Flat(reference_model, solver.module_names)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    fn = lambda theta: functional_call(reference_model, flat.params(theta), (), inputs).logits  # noqa: E731
+    G = gauss_newton_reference(fn, flat.theta(), lambda h: lm_loss_sum(h, batch["labels"]), 3)
+    torch.manual_seed(4)
+    v = torch.randn(2, G.shape[0], dtype=torch.float64)
+    step = torch.eye(G.shape[0], dtype=G.dtype) - (G + lam * torch.eye(G.shape[0], dtype=G.dtype)) / scale
+    h = v.T.clone()
+    for _ in range(depth):
+        h = v.T + step @ h
+    out = flat.from_matrices(solver.precondition(flat.to_matrices(v.float()), damping=lam)).double()
+    # float32 products of a 144-parameter problem against float64: ~1e-6 relative; a wrong G would be O(1) off
+    assert relative_error(out, h.T / scale) < 1e-4
+
+
 def test_lissa_options_are_checked():
     model, loader, flat, G = _lissa_setup()
     task = ClassificationTask()

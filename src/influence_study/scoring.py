@@ -64,8 +64,16 @@ class _Query:
 
 
 def _low_rank(dense: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    u, sigma, vh = torch.linalg.svd(dense, full_matrices=False)
-    return u[..., :rank] * sigma[..., None, :rank], vh[..., :rank, :].transpose(-1, -2)
+    """``(left [Q, out, r], right [Q, in, r])`` with ``left @ right^T`` the best rank-r approximation of each
+    ``dense[q]`` (Eckart-Young): the projection of ``dense[q]`` onto its top-r singular subspace on the smaller
+    side. That subspace comes from the eigendecomposition of the small Gram matrix in float64 (4-5x faster than
+    a full SVD; float64 keeps every singular value above ~1e-7 of the largest resolved)."""
+    wide = dense.shape[-2] < dense.shape[-1]  # out < in: project the columns onto the top left singular vectors
+    small = dense if wide else dense.transpose(-1, -2)  # [Q, k, n] with k <= n
+    gram = small.double() @ small.double().transpose(-1, -2)  # [Q, k, k]
+    basis = torch.linalg.eigh(gram).eigenvectors[..., -rank:].flip(-1).to(dense.dtype)  # [Q, k, r], top first
+    projected = small.transpose(-1, -2) @ basis  # [Q, n, r]
+    return (basis, projected) if wide else (projected, basis)
 
 
 def _prepare_queries(preconditioned: dict[str, torch.Tensor], query_rank: int | None, tokens_per_example: int,

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from .curvature import default_damping
@@ -78,7 +79,10 @@ class FunctionalModel:
         theta = self.params()
         vector = {n: v.to(theta[n].dtype) for n, v in vector.items()}
         function = lambda p: self.outputs(p, batch)  # noqa: E731
-        outputs, jv = jvp(function, (theta,), (vector,))
+        # the fused scaled-dot-product-attention kernels (flash, memory-efficient, CPU flash) have no forward-mode
+        # derivative; the math kernel computes the same attention from differentiable primitives
+        with sdpa_kernel(SDPBackend.MATH):
+            outputs, jv = jvp(function, (theta,), (vector,))
         loss_gradient = grad(lambda o: self.task.train_loss(o, batch))
         _, hjv = jvp(loss_gradient, (outputs.detach(),), (jv.detach(),))
         _, pullback = vjp(function, theta)
