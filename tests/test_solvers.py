@@ -179,6 +179,7 @@ def test_exact_matrix_is_the_hessian_of_the_linearised_objective_gpt2_with_paddi
     reference = gauss_newton_reference(fn, flat.theta(), lambda h: lm_loss_sum(h, batch["labels"]), 3)
     assert reference.shape == (144, 144)
     assert relative_error(solver.matrix, reference) < TIGHT
+    assert model.transformer.wte.weight.requires_grad and not solver.matrix.requires_grad  # no graph kept
 
 
 def test_exact_ihvp_is_the_dense_damped_solve():
@@ -298,6 +299,12 @@ def test_lissa_on_a_transformer_with_fused_attention_equals_the_dense_series():
     out = flat.from_matrices(solver.precondition(flat.to_matrices(v.float()), damping=lam)).double()
     # float32 products of a 144-parameter problem against float64: ~1e-6 relative; a wrong G would be O(1) off
     assert relative_error(out, h.T / scale) < 1e-4
+
+    # the model's other parameters require grad: the products must not record an autograd graph (in LiSSA it
+    # would chain through every iteration and grow memory with the depth)
+    assert model.transformer.wte.weight.requires_grad
+    product = solver.functional.ggn_vector_product(batch, flat.to_matrices(v[0].float()))
+    assert all(t.grad_fn is None and not t.requires_grad for t in product.values())
 
 
 def test_lissa_options_are_checked():
@@ -431,6 +438,16 @@ def test_pbrf_agrees_with_the_damped_gauss_newton_influence():
     assert pearson(part.scores, expected[:, :5]) > 0.95
     slope = (part.scores * expected[:, :5]).sum() / (expected[:, :5] ** 2).sum()
     assert 0.75 < slope.item() < 1.1
+
+
+def test_pbrf_leaves_the_untracked_parameters_alone():
+    """Only the tracked matrices are optimised: the model's other parameters (which require grad) gain no .grad."""
+    model, x, y = make_mlp(seed=10)
+    loader = [{"inputs": x, "labels": y}]
+    solver = fit_factors(model, ClassificationTask(), loader, strategy="pbrf", modules=["2"], steps=3,
+                         progress=False)
+    pairwise_scores(model, ClassificationTask(), solver, loader, loader, train_slice=(0, 1), progress=False)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
 def test_pbrf_options_are_checked():

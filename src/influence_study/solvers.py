@@ -28,7 +28,7 @@ from .curvature import default_damping
 from .passes import check_finite, iterate, model_device, per_example_gradients, take
 from .preconditioner import Preconditioner, fitted_metadata
 from .tasks import Task
-from .tracking import module_dims, param_matrix, split_matrix
+from .tracking import frozen_parameters, module_dims, param_matrix, split_matrix
 
 
 class _TaskModule(nn.Module):
@@ -77,16 +77,19 @@ class FunctionalModel:
     def ggn_vector_product(self, batch, vector: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sum over the batch's examples of J^T H_out J v`` (Gauss-Newton-vector product; not averaged)."""
         theta = self.params()
-        vector = {n: v.to(theta[n].dtype) for n, v in vector.items()}
+        vector = {n: v.detach().to(theta[n].dtype) for n, v in vector.items()}
         function = lambda p: self.outputs(p, batch)  # noqa: E731
-        # the fused scaled-dot-product-attention kernels (flash, memory-efficient, CPU flash) have no forward-mode
-        # derivative; the math kernel computes the same attention from differentiable primitives
-        with sdpa_kernel(SDPBackend.MATH):
+        # no_grad: the untracked parameters of the model may require grad, and ordinary autograd would then record
+        # a graph through every product (and, in LiSSA, chain it through all iterations); the torch.func
+        # transforms below are unaffected by it. The fused scaled-dot-product-attention kernels (flash,
+        # memory-efficient, CPU flash) have no forward-mode derivative; the math kernel computes the same attention
+        # from differentiable primitives.
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             outputs, jv = jvp(function, (theta,), (vector,))
-        loss_gradient = grad(lambda o: self.task.train_loss(o, batch))
-        _, hjv = jvp(loss_gradient, (outputs.detach(),), (jv.detach(),))
-        _, pullback = vjp(function, theta)
-        return pullback(hjv)[0]
+            loss_gradient = grad(lambda o: self.task.train_loss(o, batch))
+            _, hjv = jvp(loss_gradient, (outputs,), (jv,))
+            _, pullback = vjp(function, theta)
+            return pullback(hjv)[0]
 
     def ggn_matrix(self, batch) -> torch.Tensor:
         """Dense ``sum over the batch's examples of J^T H_out J`` [P, P] (one example at a time)."""
@@ -96,11 +99,12 @@ class FunctionalModel:
         for i in range(n):
             example = take(batch, slice(i, i + 1))
             function = lambda flat: self.outputs(self.unflatten(flat), example)  # noqa: E731
-            outputs = function(theta).detach()
-            jacobian = jacrev(function)(theta).reshape(-1, theta.numel()).double()
-            out_hessian = hessian(lambda o: self.task.train_loss(o, example))(outputs)
-            out_hessian = out_hessian.reshape(outputs.numel(), outputs.numel()).double()
-            total += jacobian.T @ out_hessian @ jacobian
+            with torch.no_grad():  # no graph through untracked parameters (the torch.func transforms still work)
+                outputs = function(theta)
+                jacobian = jacrev(function)(theta).reshape(-1, theta.numel()).double()
+                out_hessian = hessian(lambda o: self.task.train_loss(o, example))(outputs)
+                out_hessian = out_hessian.reshape(outputs.numel(), outputs.numel()).double()
+                total += jacobian.T @ out_hessian @ jacobian
         return total
 
 
@@ -282,17 +286,19 @@ class PBRF:
         theta = {n: t.clone().requires_grad_(True) for n, t in theta_s.items()}
         optimiser = torch.optim.Adam(theta.values(), lr=self.learning_rate)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, self.steps)
-        for _ in range(self.steps):
-            optimiser.zero_grad()
-            for batch, h_s, g_s in anchors:
-                h = self.functional.outputs(theta, batch)
-                bregman = task.train_loss(h, batch) - task.train_loss(h_s, batch) - (g_s * (h - h_s)).sum()
-                (bregman / n_total).backward()
-            objective = sign * self.epsilon * task.train_loss(self.functional.outputs(theta, example), example)
-            objective = objective + sum(0.5 * damping[n] * ((theta[n] - theta_s[n]) ** 2).sum() for n in theta)
-            objective.backward()
-            optimiser.step()
-            schedule.step()
+        # frozen: backward must reach only theta, never accumulate .grad in the model's own parameters
+        with frozen_parameters(self.functional.model), torch.enable_grad():
+            for _ in range(self.steps):
+                optimiser.zero_grad()
+                for batch, h_s, g_s in anchors:
+                    h = self.functional.outputs(theta, batch)
+                    bregman = task.train_loss(h, batch) - task.train_loss(h_s, batch) - (g_s * (h - h_s)).sum()
+                    (bregman / n_total).backward()
+                objective = sign * self.epsilon * task.train_loss(self.functional.outputs(theta, example), example)
+                objective = objective + sum(0.5 * damping[n] * ((theta[n] - theta_s[n]) ** 2).sum() for n in theta)
+                objective.backward()
+                optimiser.step()
+                schedule.step()
         return {n: t.detach() for n, t in theta.items()}
 
     def measurements(self, theta, queries) -> torch.Tensor:

@@ -116,6 +116,21 @@ class Captured:
         return torch.bmm(s.transpose(1, 2), a)
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Switch ``requires_grad`` off for every parameter of ``model`` inside the context (restored after), so
+    that passes that differentiate with respect to something else never compute or accumulate weight
+    gradients."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class ModuleTracker:
     """Capture inputs and output gradients of ``modules`` during the passes made inside :meth:`track`.
 
@@ -133,21 +148,17 @@ class ModuleTracker:
     @contextlib.contextmanager
     def track(self) -> Iterator["ModuleTracker"]:
         handles = []
-        flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            for name, module in self.modules.items():
-                has_bias = module_dims(module)[2]
-                handles.append(module.register_forward_pre_hook(self._pre_hook))
-                handles.append(module.register_forward_hook(self._make_forward_hook(name, has_bias)))
-            with torch.enable_grad():
-                yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-            for p, flag in flags:
-                p.requires_grad_(flag)
+        with frozen_parameters(self.model):
+            try:
+                for name, module in self.modules.items():
+                    has_bias = module_dims(module)[2]
+                    handles.append(module.register_forward_pre_hook(self._pre_hook))
+                    handles.append(module.register_forward_hook(self._make_forward_hook(name, has_bias)))
+                with torch.enable_grad():
+                    yield self
+            finally:
+                for handle in handles:
+                    handle.remove()
 
     def clear(self) -> None:
         self.captured = {}
