@@ -195,10 +195,11 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
     return statistics.median(times), times
 
 
-def run_worker(script: Path, args: Sequence[str], threads: int) -> dict:
-    """Run ``script --worker ARGS`` in a fresh interpreter; it must print one JSON object as its last line."""
+def run_worker(script: Path, args: Sequence[str], threads: int, env: dict | None = None) -> dict:
+    """Run ``script --worker ARGS`` in a fresh interpreter (with ``env`` added to its environment); it must print
+    one JSON object as its last line."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1",
-               TOKENIZERS_PARALLELISM="false")
+               TOKENIZERS_PARALLELISM="false", **(env or {}))
     cmd = [sys.executable, str(script), "--worker", *map(str, args), "--threads", str(threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:

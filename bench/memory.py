@@ -7,6 +7,12 @@ sum them), necessarily grows with N; the bench subtracts its size and checks tha
 set) stays flat in N. It also varies the number of queries Q, the query rank and the batch size, which are
 what the working set grows with.
 
+Every point runs twice: with glibc's default malloc, and with ``MALLOC_MMAP_THRESHOLD_=131072``. By default
+glibc raises its mmap threshold each time a large block is freed, so later activation buffers come from the
+heap, where the small long-lived result tensors pin freed pages: the resident size then creeps up with the number
+of batches although nothing is retained (``malloc_trim`` gives it back). A fixed threshold keeps every large
+buffer in mmap, returned to the system on free, so the resident size shows what the engine actually holds.
+
 Usage: .venv/bin/python bench/memory.py [--n-train 256 1024 4096 --threads 2]
 """
 
@@ -24,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 NAME = "memory"
+MALLOC = {"glibc default": {}, "fixed mmap 128K": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
 class GeneratedBatches:
@@ -88,19 +95,24 @@ def main() -> int:
              (mid, args.queries, 0, 4 * args.batch_size)]
     records = []
     for n, q, rank, batch_size in runs:
-        rec = C.run_worker(script, [n, q, rank, batch_size, "--model", model], args.threads)
-        records.append(rec)
-        print(f"  N {n:6d}  Q {q:3d}  rank {rank or 'full':>4}  batch {batch_size:3d}: peak +{rec['peak_mib']:.1f} MiB "
-              f"(result {rec['result_mib']:.2f} MiB) in {rec['seconds']:.1f} s", flush=True)
-    rows = [[r["n"], r["queries"], r["query_rank"] or "full", r["batch_size"], r["peak_mib"], r["result_mib"],
-             r["working_mib"], r["seconds"]] for r in records]
-    text = C.table(["N train", "Q", "query_rank", "batch", "peak MiB", "result MiB", "peak - result MiB", "seconds"],
-                   rows, title=f"Peak resident-memory increase of pairwise_scores (GPT-2 {args.n_layer} layers, "
-                               f"n_embd {args.n_embd}, seq {args.seq_len}; streamed training loader; "
-                               f"threads {args.threads})")
-    flat = [r["working_mib"] for r in records[:len(args.n_train)]]
-    text += (f"\n\nWorking set (peak - result) over N = {args.n_train}: {min(flat):.1f} to {max(flat):.1f} MiB "
-             f"({max(flat) / max(min(flat), 1e-9):.2f}x for a {args.n_train[-1] / args.n_train[0]:.0f}x larger N).")
+        for malloc, env in MALLOC.items():
+            rec = C.run_worker(script, [n, q, rank, batch_size, "--model", model], args.threads, env)
+            rec["malloc"] = malloc
+            records.append(rec)
+            print(f"  N {n:6d}  Q {q:3d}  rank {rank or 'full':>4}  batch {batch_size:3d}  malloc {malloc:15s}: "
+                  f"peak +{rec['peak_mib']:.1f} MiB (result {rec['result_mib']:.2f} MiB) in {rec['seconds']:.1f} s",
+                  flush=True)
+    rows = [[r["n"], r["queries"], r["query_rank"] or "full", r["batch_size"], r["malloc"], r["peak_mib"],
+             r["result_mib"], r["working_mib"], r["seconds"]] for r in records]
+    text = C.table(["N train", "Q", "query_rank", "batch", "malloc", "peak MiB", "result MiB", "peak - result MiB",
+                    "seconds"], rows,
+                   title=f"Peak resident-memory increase of pairwise_scores (GPT-2 {args.n_layer} layers, "
+                         f"n_embd {args.n_embd}, seq {args.seq_len}; streamed training loader; threads {args.threads})")
+    for malloc in MALLOC:
+        flat = [r["working_mib"] for r in records if r["malloc"] == malloc][:len(args.n_train)]
+        text += (f"\n\nWorking set (peak - result), malloc {malloc}, over N = {args.n_train}: {min(flat):.1f} to "
+                 f"{max(flat):.1f} MiB ({max(flat) / max(min(flat), 1e-9):.2f}x for a "
+                 f"{args.n_train[-1] / args.n_train[0]:.0f}x larger N).")
     print()
     print(text)
     path = C.write_result(NAME, {"args": vars(args), "results": records, "table": text})

@@ -328,9 +328,12 @@ def test_query_rank_at_least_full_rank_is_exact(gpt2):
         assert_close(gpt2.scores(query_rank=rank).scores, full.scores)
 
 
-@pytest.mark.parametrize("rank", [1, 2, 5])
-def test_query_rank_matches_own_truncated_svd(gpt2, rank):
-    # rank 1 takes the token-by-token low-rank path of the engine, larger ranks materialise U V^T: both checked
+@pytest.mark.parametrize("rank, dense_limit", [(1, None), (2, None), (5, None), (5, 0)])
+def test_query_rank_matches_own_truncated_svd(gpt2, rank, dense_limit, monkeypatch):
+    # rank 1 takes the token-by-token low-rank path of the engine, larger ranks materialise U V^T, unless the
+    # dense form is over the memory limit (here 0 bytes): every path checked
+    if dense_limit is not None:
+        monkeypatch.setattr("influence_study.scoring.DENSE_QUERY_LIMIT_BYTES", dense_limit)
     key = ("ekfac", 1)
     preconditioned = dense_precondition(gpt2.factors[key], gpt2.g_query)
     low = {n: truncate(p, rank) for n, p in preconditioned.items()}

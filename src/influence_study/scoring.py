@@ -76,10 +76,16 @@ def _low_rank(dense: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return (basis, projected) if wide else (projected, basis)
 
 
+# a module's rank-r queries are materialised as a dense [Q, out, in] (faster when tokens per example are many)
+# only up to this size: above it the low-rank factors are kept, which is what query batching is for (memory)
+DENSE_QUERY_LIMIT_BYTES = 256 * 2 ** 20
+
+
 def _prepare_queries(preconditioned: dict[str, torch.Tensor], query_rank: int | None, tokens_per_example: int,
                      keep_dense: bool) -> dict[str, _Query]:
-    """Low-rank factors where ``query_rank`` asks for them. The low-rank product is used token by token only
-    when that is cheaper than forming per-example gradients; otherwise ``U V^T`` is materialised once."""
+    """Low-rank factors where ``query_rank`` asks for them. The low-rank product is used token by token when
+    that is cheaper than forming per-example gradients, or when the dense form of the module's queries would
+    exceed :data:`DENSE_QUERY_LIMIT_BYTES`; otherwise ``U V^T`` is materialised once (the same numbers)."""
     out = {}
     for name, dense in preconditioned.items():
         q, n_out, n_in = dense.shape
@@ -89,7 +95,7 @@ def _prepare_queries(preconditioned: dict[str, torch.Tensor], query_rank: int | 
         left, right = _low_rank(dense, query_rank)
         low_rank_cost = tokens_per_example * q * query_rank * (n_out + n_in)
         dense_cost = (tokens_per_example + q) * n_out * n_in
-        if low_rank_cost < dense_cost:
+        if low_rank_cost < dense_cost or dense.numel() * dense.element_size() > DENSE_QUERY_LIMIT_BYTES:
             out[name] = _Query(dense if keep_dense else None, left, right)
         else:
             out[name] = _Query(left @ right.transpose(-1, -2))
