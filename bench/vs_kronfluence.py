@@ -256,6 +256,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=C.RESULTS_DIR / "_work_vs_kronfluence")
     p.add_argument("--keep", action="store_true", help="keep the work directory (model, factors, scores)")
+    p.add_argument("--result-name", default=NAME, help="write bench/results/RESULT_NAME.json")
     args = p.parse_args()
     if not kronfluence_available():
         print("kronfluence is not installed: skipping this benchmark (bench only; install with\n"
@@ -339,7 +340,7 @@ def main() -> int:
     text = "\n\n".join(out)
     print()
     print(text)
-    path = C.write_result(NAME, {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    path = C.write_result(args.result_name, {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                  "setup": meta, "deterministic": det, "matched_seed": matched,
                                  "within_tool": within, "cross_tool": cross, "sampled_vs_empirical": ours_vs_emp,
                                  "damping": {"ours": damping_ours, "kf": damping_kf}, "runs": records,
