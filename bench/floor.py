@@ -16,13 +16,11 @@ Usage: .venv/bin/python bench/floor.py [--n-train 1024 --queries 10 50 --ranks 3
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -49,7 +47,7 @@ def query_side(model, task, factors, queries, rank):
 
     grads = query_gradients(model, task, factors.module_names, queries)
     pre = factors.precondition(grads)
-    return _prepare_queries(pre, rank, tokens_per_example=queries[0]["input_ids"].shape[1], keep_dense=False)
+    return _prepare_queries(pre, rank, tokens_per_example=queries[0]["input_ids"].shape[1], keep_full_rank=False)
 
 
 def measure(fn):

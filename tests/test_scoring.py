@@ -348,12 +348,12 @@ def test_query_rank_matches_own_truncated_svd(gpt2, rank, dense_limit, monkeypat
         assert not torch.allclose(result.scores, gpt2.reference(key).sum(0), rtol=1e-3)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_rescore_top_k(gpt2, k):
+@pytest.mark.parametrize("k, rank", [(1, 1), (3, 1), (3, 5)])  # rank 1: factored queries; 5: U V^T materialised
+def test_rescore_top_k(gpt2, k, rank):
     key = ("ekfac", 1)
     full = gpt2.reference(key).sum(0)
-    low = gpt2.scores(key, query_rank=1).scores
-    result = gpt2.scores(key, query_rank=1, rescore_top_k=k, per_module=True, per_token=True)
+    low = gpt2.scores(key, query_rank=rank).scores
+    result = gpt2.scores(key, query_rank=rank, rescore_top_k=k, per_module=True, per_token=True)
     top = torch.topk(low, k, dim=1).indices            # each query's top-k under the rank-1 scores
     rescored = torch.zeros(N_TRAIN, dtype=torch.bool)
     rescored[top.flatten()] = True

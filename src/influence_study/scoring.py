@@ -61,6 +61,11 @@ class _Query:
     dense: torch.Tensor | None
     left: torch.Tensor | None = None   # [Q, out, r] (singular values folded in)
     right: torch.Tensor | None = None  # [Q, in, r]
+    full_rank: torch.Tensor | None = None  # the unapproximated [Q, out, in], kept for re-scoring
+
+    def for_rescoring(self) -> "_Query":
+        """The full-rank query (this one if it was never approximated)."""
+        return _Query(self.full_rank if self.full_rank is not None else self.dense)
 
 
 def _low_rank(dense: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +87,7 @@ DENSE_QUERY_LIMIT_BYTES = 256 * 2 ** 20
 
 
 def _prepare_queries(preconditioned: dict[str, torch.Tensor], query_rank: int | None, tokens_per_example: int,
-                     keep_dense: bool) -> dict[str, _Query]:
+                     keep_full_rank: bool) -> dict[str, _Query]:
     """Low-rank factors where ``query_rank`` asks for them. The low-rank product is used token by token when
     that is cheaper than forming per-example gradients, or when the dense form of the module's queries would
     exceed :data:`DENSE_QUERY_LIMIT_BYTES`; otherwise ``U V^T`` is materialised once (the same numbers)."""
@@ -95,10 +100,11 @@ def _prepare_queries(preconditioned: dict[str, torch.Tensor], query_rank: int | 
         left, right = _low_rank(dense, query_rank)
         low_rank_cost = tokens_per_example * q * query_rank * (n_out + n_in)
         dense_cost = (tokens_per_example + q) * n_out * n_in
+        full_rank = dense if keep_full_rank else None
         if low_rank_cost < dense_cost or dense.numel() * dense.element_size() > DENSE_QUERY_LIMIT_BYTES:
-            out[name] = _Query(dense if keep_dense else None, left, right)
+            out[name] = _Query(None, left, right, full_rank)
         else:
-            out[name] = _Query(left @ right.transpose(-1, -2))
+            out[name] = _Query(left @ right.transpose(-1, -2), full_rank=full_rank)
     return out
 
 
@@ -247,7 +253,7 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
         check_finite(preconditioned, "preconditioned query gradient")
         tokens_per_example = _tokens_per_example(train_loader)
         queries = _prepare_queries(preconditioned, query_rank, tokens_per_example,
-                                   keep_dense=rescore_top_k is not None)
+                                   keep_full_rank=rescore_top_k is not None)
         tracker = ModuleTracker(model, modules)
         with tracker.track():
             per_mod, tok, mask, indices = _scoring_pass(model, task, tracker, queries, train_loader, device, dtype,
@@ -257,8 +263,7 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
                 k = min(rescore_top_k, total.shape[1])
                 top = torch.topk(total, k, dim=1).indices.unique()
                 rows = {int(indices[i]) for i in top}
-                full = {name: _Query(q.dense if q.dense is not None else q.left @ q.right.transpose(-1, -2))
-                        for name, q in queries.items()}
+                full = {name: q.for_rescoring() for name, q in queries.items()}
                 re_mod, re_tok, _, re_idx = _scoring_pass(model, task, tracker, full, train_loader, device, dtype,
                                                           start, stop, per_token, False, rows, "re-scoring")
                 where = {int(i): n for n, i in enumerate(indices)}
