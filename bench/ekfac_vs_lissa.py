@@ -15,7 +15,6 @@ Usage: .venv/bin/python bench/ekfac_vs_lissa.py [--depths 10 30 100 300 1000 --n
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -106,7 +105,7 @@ def main() -> int:
 
     for row, rec in zip(rows, records):
         row.append(rec["seconds"] / ekfac["seconds"] if "seconds" in rec else float("nan"))
-    rows.append([f"exact (dense G, fit included): the reference", "-", exact_total, 1.0, 1.0,
+    rows.append(["exact (dense G, fit included): the reference", "-", exact_total, 1.0, 1.0,
                  exact_total / ekfac["seconds"]])
     reached = [r for r in records if r["method"] == "lissa" and r["pearson"] >= ekfac["pearson"]]
     if reached:

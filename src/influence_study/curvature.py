@@ -35,11 +35,6 @@ def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> list[torch.Tensor]:
     return [matrix[sl, sl].clone() for sl in block_slices(matrix.shape[0], blocks)]
 
 
-def block_diag(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Dense block-diagonal matrix from its blocks."""
-    return torch.block_diag(*blocks)
-
-
 def eigendecompose(blocks: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Eigen-decomposition of each symmetric block: ``(eigenvector blocks, all eigenvalues concatenated)``.
     Computed in float64 for stability, returned in the input dtype."""

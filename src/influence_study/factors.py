@@ -15,14 +15,14 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .curvature import (block_diag, default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
+from .curvature import (default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
                         kfac_eigenvalues, rotate)
 from .io import atomic_path
 from .passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
 from .preconditioner import Preconditioner, fitted_metadata
 from .runtime import get_logger
 from .tasks import Task
-from .tracking import ModuleTracker, module_dims, select_modules
+from .tracking import ModuleTracker, select_modules
 
 FACTOR_STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
 SOLVER_STRATEGIES = ("lissa", "datainf", "exact", "pbrf")
@@ -50,17 +50,15 @@ class Factors(Preconditioner):
         self.module_names = list(metadata["modules"])
 
     # -- accessors used by tests and analyses -------------------------------------------------------------
-    def _blocks(self, name: str, key: str) -> list[torch.Tensor]:
-        found = self.tensors[name]
-        return [found[f"{key}.{k}"] for k in range(self.metadata["blocks"])]
-
     def covariances(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense (block-diagonal) ``(A, S)`` of module ``name``."""
-        return block_diag(self._blocks(name, "A_covariance")), block_diag(self._blocks(name, "S_covariance"))
+        blocks = self.metadata["blocks"]
+        return (torch.block_diag(*_blocks(self.tensors[name], "A_covariance", blocks)),
+                torch.block_diag(*_blocks(self.tensors[name], "S_covariance", blocks)))
 
     def eigenvectors(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(Q_A blocks, Q_S blocks)`` of module ``name``."""
-        return self._blocks(name, "A_eigenvectors"), self._blocks(name, "S_eigenvectors")
+        return _eigenvectors(self.tensors[name], self.metadata["blocks"])
 
     def eigenvalues(self, name: str) -> torch.Tensor:
         """``Λ`` [out, in(+1)] of module ``name`` (``kfac``/``ekfac``)."""
@@ -85,13 +83,12 @@ class Factors(Preconditioner):
             if self.strategy == "identity":
                 out[name] = v
                 continue
-            factors = {k: t.to(v.device) for k, t in self.tensors[name].items()}
             if self.strategy == "diagonal":
-                out[name] = (v.to(factors["diagonal"].dtype) / (factors["diagonal"] + damping[name])).to(v.dtype)
+                diagonal = self.tensors[name]["diagonal"].to(v.device)
+                out[name] = (v.to(diagonal.dtype) / (diagonal + damping[name])).to(v.dtype)
                 continue
-            q_a = [factors[f"A_eigenvectors.{k}"] for k in range(self.metadata["blocks"])]
-            q_s = [factors[f"S_eigenvectors.{k}"] for k in range(self.metadata["blocks"])]
-            lam = factors["eigenvalues"]
+            q_a, q_s = ([q.to(v.device) for q in blocks] for blocks in self.eigenvectors(name))
+            lam = self.tensors[name]["eigenvalues"].to(v.device)
             out[name] = eigenbasis_precondition(v.to(lam.dtype), q_s, q_a, lam, damping[name]).to(v.dtype)
         return out
 
@@ -255,8 +252,7 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                     corrected: dict[str, torch.Tensor] = {}
 
                     def add_rotated(name, grad):
-                        q_a = [tensors[name][f"A_eigenvectors.{k}"] for k in range(blocks)]
-                        q_s = [tensors[name][f"S_eigenvectors.{k}"] for k in range(blocks)]
+                        q_a, q_s = _eigenvectors(tensors[name], blocks)
                         corrected[name] = corrected.get(name, 0) + (rotate(grad, q_s, q_a) ** 2).sum(0)
 
                     counts["correction_sequences"] = _per_sequence_pass(model, task, loader, tracker, options,
@@ -264,8 +260,6 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                     check_finite(corrected, "eigenvalue correction")
                     for name in selected:
                         tensors[name]["eigenvalues"] = corrected[name] / counts["correction_sequences"]
-            elif strategy == "identity":
-                pass
     finally:
         model.train(was_training)
     elapsed = time.perf_counter() - started
@@ -274,6 +268,16 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                          max_examples=max_examples, dtype=str(dtype).replace("torch.", ""), seed=seed,
                          seconds=round(elapsed, 3))
     return Factors(strategy, tensors, metadata)
+
+
+def _blocks(store: Mapping[str, torch.Tensor], key: str, blocks: int) -> list[torch.Tensor]:
+    """The ``blocks`` stored blocks ``key.0``, ``key.1``, ... of one module."""
+    return [store[f"{key}.{k}"] for k in range(blocks)]
+
+
+def _eigenvectors(store: Mapping[str, torch.Tensor], blocks: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(Q_A blocks, Q_S blocks)`` of one module's stored tensors."""
+    return _blocks(store, "A_eigenvectors", blocks), _blocks(store, "S_eigenvectors", blocks)
 
 
 def _check_blocks(name, a_cov, s_cov, blocks) -> int:

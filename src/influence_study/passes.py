@@ -124,19 +124,30 @@ def sampling_generator(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
-def per_example_gradients(model, task, loader, modules, kind: str, max_examples=None, dtype=torch.float32,
-                          seed: int = 0, progress: bool = False, desc: str = "per-example gradients"):
-    """``{module: [n, out, in(+1)]}`` per-example gradients over ``loader`` (``kind`` as in
-    :func:`~influence_study.passes.backward_gradients`), and the number of examples."""
+def example_gradient_batches(model, task, loader, modules, kind: str, max_examples=None, dtype=torch.float32,
+                             seed: int = 0, progress: bool = False,
+                             desc: str = "per-example gradients") -> Iterator[dict[str, torch.Tensor]]:
+    """Per-example gradients ``{module: [B, out, in(+1)]}`` of each batch of ``loader``, streamed (``kind`` as in
+    :func:`~influence_study.passes.backward_gradients`)."""
     device = model_device(model)
     tracker = ModuleTracker(model, modules)
     generator = sampling_generator(seed, device)
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     with tracker.track():
         for step in iterate(loader, task, device, "loader", max_examples, progress=progress, desc=desc):
             backward_gradients(model, task, tracker, step.batch, kind, generator)
-            for name, g in tracker.gradients(dtype).items():
-                chunks[name].append(g)
+            grads = tracker.gradients(dtype)
+            check_finite(grads, "per-example gradients")
+            yield grads
+
+
+def per_example_gradients(model, task, loader, modules, kind: str, max_examples=None, dtype=torch.float32,
+                          seed: int = 0, progress: bool = False, desc: str = "per-example gradients"):
+    """``{module: [n, out, in(+1)]}`` per-example gradients over ``loader`` (as :func:`example_gradient_batches`,
+    concatenated), and the number of examples."""
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    for grads in example_gradient_batches(model, task, loader, modules, kind, max_examples, dtype, seed, progress,
+                                          desc):
+        for name, g in grads.items():
+            chunks[name].append(g)
     out = {name: torch.cat(parts) for name, parts in chunks.items()}
-    check_finite(out, "per-example gradients")
     return out, len(next(iter(out.values())))

@@ -24,8 +24,7 @@ from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from .curvature import default_damping
-from .passes import check_finite, iterate, model_device, per_example_gradients, take
+from .passes import check_finite, example_gradient_batches, iterate, model_device, per_example_gradients, take
 from .preconditioner import Preconditioner, fitted_metadata
 from .tasks import Task
 from .tracking import frozen_parameters, module_dims, param_matrix, split_matrix
@@ -110,9 +109,14 @@ class FunctionalModel:
 
 def _mean_diagonal(model, task, loader, modules, max_examples, seed, progress) -> dict[str, float]:
     """0.1 × the mean diagonal of the sampled Fisher per module (the default damping rule without factors)."""
-    grads, n = per_example_gradients(model, task, loader, modules, "sampled", max_examples, torch.float64, seed,
-                                     progress, desc="damping estimate")
-    return {name: 0.1 * (g ** 2).mean().item() for name, g in grads.items()}
+    squares: dict[str, torch.Tensor] = {}
+    n = 0
+    for grads in example_gradient_batches(model, task, loader, modules, "sampled", max_examples, torch.float64, seed,
+                                          progress, desc="damping estimate"):  # streamed: O(batch) memory
+        for name, g in grads.items():
+            squares[name] = squares.get(name, 0) + (g ** 2).sum(0)
+        n += len(next(iter(grads.values())))
+    return {name: 0.1 * (s / n).mean().item() for name, s in squares.items()}
 
 
 class DataInfSolver(Preconditioner):
@@ -124,7 +128,8 @@ class DataInfSolver(Preconditioner):
     strategy = "datainf"
 
     def __init__(self, gradients: dict[str, torch.Tensor], metadata: dict):
-        self.gradients = gradients
+        self.gradients = {name: g.flatten(1) for name, g in gradients.items()}  # [n, out * in(+1)]
+        self.squared_norms = {name: (g ** 2).sum(1) for name, g in self.gradients.items()}
         self.metadata = metadata
         self.module_names = list(gradients)
 
@@ -134,11 +139,10 @@ class DataInfSolver(Preconditioner):
     def _precondition(self, grads, damping):
         out = {}
         for name in self.module_names:
-            g = self.gradients[name].flatten(1)
-            g = g.to(grads[name].device)
+            g = self.gradients[name].to(grads[name].device)
             v = grads[name].flatten(1).to(g.dtype)
             lam = damping[name]
-            coefficients = (v @ g.T) / (lam + (g ** 2).sum(1))
+            coefficients = (v @ g.T) / (lam + self.squared_norms[name].to(g.device))
             out[name] = ((v - coefficients @ g / g.shape[0]) / lam).reshape(grads[name].shape).to(grads[name].dtype)
         return out
 
