@@ -1,4 +1,5 @@
-# The influence study: corpus -> tokenizer -> model family -> (factors -> scores -> analyses -> figures).
+# The influence study: corpus -> tokenizer -> model family -> factors -> BM25 candidates -> sharded scores ->
+# token scores -> explorer (analyses and figures follow).
 # All logic lives in src/influence_study; the rules under workflow/rules only wire files to its steps.
 import sys
 
@@ -19,9 +20,17 @@ config.clear()
 config.update(_validated)
 
 
+scattergather:
+    shards=config["influence"]["shards"],
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/factors.smk"
+include: "workflow/rules/candidates.smk"
+include: "workflow/rules/scores.smk"
+include: "workflow/rules/explorer.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -31,4 +40,5 @@ rule all:
         model_dirs(),
         learning_table_outputs().values(),
         loss_figure_outputs().values(),
+        influence_outputs(),
     default_target: True

@@ -24,7 +24,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXFor
                           LlamaForCausalLM)
 from transformers.pytorch_utils import Conv1D
 
-from influence_study import (ClassificationTask, Factors, LanguageModelingTask, Task, fit_factors,
+from influence_study import (ClassificationTask, Factors, LanguageModelingTask, Task, fit_factors, model_fingerprint,
                              pairwise_scores, select_modules)
 
 F64 = torch.float64
@@ -534,6 +534,21 @@ def test_save_load_round_trip(tmp_path, strategy):
         Factors.load(directory, model=gpt2(seed=1))
     with pytest.raises(ValueError, match="another model"):
         Factors.load(directory, model=mlp())  # the tracked modules do not even exist
+
+
+def test_load_keeps_module_order_and_fingerprint_when_names_are_not_alphabetical(tmp_path):
+    """GPT-NeoX tracks dense_h_to_4h before dense_4h_to_h: the saved metadata must not reorder the modules, and
+    the fingerprint must not depend on their order (a reordering once made every NeoX factor look foreign)."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict([("z_in", nn.Linear(5, 7)), ("act", nn.Tanh()),
+                                       ("a_out", nn.Linear(7, 4))])).double().eval()
+    factors = fit(model, ClassificationTask(), cls_loader(), "ekfac", modules=["z_in", "a_out"])
+    assert factors.module_names == ["z_in", "a_out"]
+    loaded = Factors.load(factors.save(tmp_path / "factors"), model=model)
+    assert loaded.module_names == ["z_in", "a_out"]
+    assert model_fingerprint(model, ["a_out", "z_in"]) == model_fingerprint(model, ["z_in", "a_out"])
 
 
 @pytest.mark.parametrize("missing", ["factors.safetensors", "metadata.json"])

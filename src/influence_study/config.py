@@ -216,6 +216,14 @@ def _check_semantics(config: dict, source: str) -> None:
                 f"{source}: models[{i}].d_model: {entry['d_model']} is not divisible by "
                 f"n_head = {entry['n_head']}"
             )
+    influence = config["influence"]
+    if config["explorer"]["strategy"] not in influence["strategies"]:
+        raise ConfigError(f"{source}: explorer.strategy: {config['explorer']['strategy']!r} is not one of "
+                          f"influence.strategies {influence['strategies']}")
+    too_deep = [k for k in config["candidates"]["recall_k"] if k > config["candidates"]["top_k"]]
+    if too_deep:
+        raise ConfigError(f"{source}: candidates.recall_k: {too_deep} exceed candidates.top_k = "
+                          f"{config['candidates']['top_k']}")
     for where, settings in [("training", config["training"])] + [
         (f"models[{i}].training", {**config["training"], **m.get("training", {})})
         for i, m in enumerate(config["models"])

@@ -58,6 +58,27 @@ def heldout_loss(model, documents: Sequence[Sequence[int]], eos_id: int, batch_s
     return total / count
 
 
+def completion_sequences(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                         max_length: int | None = None) -> tuple[list[list[int]], list[int], np.ndarray]:
+    """Token ids of ``BOS prompt completion`` for each pair, the position of each completion's first token, and
+    whether the sequence was truncated to its last ``max_length`` tokens (the prompt loses its beginning first;
+    the start never goes below 1, so a completion that alone does not fit loses its first tokens)."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if len(prompts) else []
+    completion_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"] if len(completions) else []
+    sequences = [[bos, *p, *c] for p, c in zip(prompt_ids, completion_ids)]
+    starts = [1 + len(p) for p in prompt_ids]
+    truncated = np.zeros(len(sequences), dtype=bool)
+    if max_length is not None:
+        for i, seq in enumerate(sequences):
+            cut = len(seq) - max_length
+            if cut > 0:
+                sequences[i] = seq[cut:]
+                starts[i] = max(starts[i] - cut, 1)
+                truncated[i] = True
+    return sequences, starts, truncated
+
+
 @torch.no_grad()
 def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
                       device: torch.device | str = "cpu", max_length: int | None = None) -> pd.DataFrame:
@@ -73,18 +94,7 @@ def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Seq
     model.eval()
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
-    sequences = [[bos, *p, *c] for p, c in zip(prompt_ids, completion_ids)]
-    starts = [1 + len(p) for p in prompt_ids]
-    truncated = np.zeros(len(sequences), dtype=bool)
-    if max_length is not None:
-        for i, seq in enumerate(sequences):
-            cut = len(seq) - max_length
-            if cut > 0:
-                sequences[i] = seq[cut:]
-                starts[i] = max(starts[i] - cut, 1)
-                truncated[i] = True
+    sequences, starts, truncated = completion_sequences(tokenizer, prompts, completions, max_length)
     out = np.zeros((len(sequences), 4))
     for idx, batch in padded_batches(sequences, starts, pad, batch_size):
         logprobs, top1, mask = _token_logprobs(model, batch, device)

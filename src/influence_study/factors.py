@@ -101,7 +101,8 @@ class Factors(Preconditioner):
                 for name, tensors in self.tensors.items() for key, t in tensors.items()}
         with atomic_path(directory, directory=True) as tmp:
             save_file(flat, str(tmp / FACTORS_FILE), metadata={"strategy": self.strategy})
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2, sort_keys=True) + "\n")
+            # no sort_keys: the order of metadata['modules'] is the modules' order in the model
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
+
+
+_DEFAULT_MODE = 0o666
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -22,6 +28,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:
@@ -32,6 +39,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         yield tmp
         if directory and path.exists():
             shutil.rmtree(path)
+        tmp.chmod(_DEFAULT_MODE & ~_UMASK | (0o111 if directory else 0))  # mkstemp/mkdtemp made it private
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
@@ -41,10 +49,43 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         raise
 
 
-def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``frame`` to parquet atomically (no index)."""
+PARQUET_METADATA_KEY = b"influence_study"
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries that an earlier, killed writer of ``path`` left behind (``.<name>.*.tmp`` siblings;
+    one output has one writer, so none of them can be in use). Returns what was removed."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return stale
+
+
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, metadata: Mapping | None = None) -> None:
+    """Write ``frame`` to parquet atomically (no index); ``metadata`` (JSON-serialisable) is stored in the file's
+    schema metadata, where :func:`read_parquet_metadata` finds it."""
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        if metadata is None:
+            frame.to_parquet(tmp, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        extra = {PARQUET_METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()}
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **extra}), tmp)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict:
+    """The metadata :func:`write_parquet` stored in ``path`` (empty if none)."""
+    import pyarrow.parquet as pq
+
+    stored = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
+    return json.loads(stored) if stored else {}
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:

@@ -23,7 +23,7 @@ def model_fingerprint(model: torch.nn.Module, module_names) -> str:
     for name, p in model.named_parameters():
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
     named = dict(model.named_modules())
-    for name in module_names:
+    for name in sorted(module_names):  # the same modules in any order are the same fingerprint
         digest.update(name.encode())
         for p in module_params(named[name]):
             digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

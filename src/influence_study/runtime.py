@@ -28,6 +28,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def gpu_jobs(config) -> int:
+    """The ``gpu`` resource a job on the model's device declares: 1 when the config's device is (or, for
+    ``auto``, resolves here to) CUDA, else 0. With ``--resources gpu=1`` a local run serialises those jobs."""
+    device = config["device"]
+    return int(device == "cuda" or (device == "auto" and torch.cuda.is_available()))
+
+
 def autocast(dtype: str, device: torch.device | str) -> contextlib.AbstractContextManager:
     """Mixed precision for the config's ``dtype``: ``bfloat16`` runs matrix products in bf16 (weights and
     optimiser state stay float32); ``float32`` changes nothing."""

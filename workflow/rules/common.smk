@@ -1,4 +1,6 @@
 # Paths shared by the rules. Every output lives under config["output_dir"].
+from influence_study.runtime import gpu_jobs
+
 STEP_SCRIPT = "../scripts/step.py"
 # The software of every rule: the study's one environment (used with `--software-deployment-method conda`).
 STUDY_ENV = "../../environment.yml"
@@ -37,3 +39,31 @@ def learning_table_outputs():
 
 def loss_figure_outputs():
     return {"png": out("figures/loss_curves.png"), "pdf": out("figures/loss_curves.pdf")}
+
+
+# The influence stages.
+INFLUENCE = config["influence"]
+STRATEGIES = INFLUENCE["strategies"]
+FACTOR_STRATEGY_PATTERN = "|".join(STRATEGIES)
+EXPLORER_STRATEGY = config["explorer"]["strategy"]
+CANDIDATES = out(f"candidates/{CORPUS}/bm25.parquet")
+# jobs that run on the model's device declare one GPU when it is CUDA, so a local run serialises them
+GPU = gpu_jobs(config)
+INFLUENCE_RESOURCES = {"mem_mb": INFLUENCE["mem_mb"], "runtime": INFLUENCE["runtime"], "gpu": GPU}
+
+
+def pairwise_tables():
+    return expand(out("scores/{model}/{strategy}/pairwise.parquet"), model=model_names(), strategy=STRATEGIES)
+
+
+def influence_outputs():
+    return [
+        *pairwise_tables(),
+        *expand(out("scores/{model}/{strategy}/tokens.parquet"), model=model_names(), strategy=STRATEGIES),
+        *bm25_recall_outputs().values(),
+        *expand(out("reports/explorer/{model}.html"), model=model_names()),
+    ]
+
+
+def bm25_recall_outputs():
+    return {"table": out("tables/bm25_recall.parquet"), "summary": out("tables/bm25_recall.csv")}

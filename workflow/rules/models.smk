@@ -13,6 +13,7 @@ rule train_model:
     threads: lambda wildcards: config["training"]["threads"]
     resources:
         mem_mb=4000,
+        gpu=GPU,
     log:
         out("logs/train_model/{model}.log"),
     conda:
@@ -33,6 +34,8 @@ rule evaluate_model:
         step="evaluate_model",
         model_name=lambda wildcards: wildcards.model,
     threads: 1
+    resources:
+        gpu=GPU,
     log:
         out("logs/evaluate_model/{model}.log"),
     conda:

@@ -1,0 +1,147 @@
+"""What the influence stages feed the engine: a study's model, its training documents and its queries as batches.
+
+A training document is scored as one sequence ``EOS document`` (truncated to the model's context), which is how
+it appears in the packed training stream (documents are separated by EOS); every token after the first is a
+label. A query is ``BOS prompt completion`` with the prompt labelled -100, so f = log p(completion | prompt),
+exactly as :func:`influence_study.evaluation.completion_scores` reads it.
+
+Batches are length-sorted (less padding) and their composition depends only on the documents and the batch size,
+never on the shard: a shard is a contiguous run of whole batches, so a sharded run computes every score from the
+very same batches as an unsharded one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .evaluation import completion_sequences, padded_batches
+
+
+@dataclass
+class Batches:
+    """Padded batches and, for each batch, the positions (in the source list) of its examples, in order."""
+
+    batches: list[dict[str, torch.Tensor]]
+    positions: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Source position of every example in loader order (column/row ``i`` of a score matrix)."""
+        return np.concatenate(self.positions) if self.positions else np.zeros(0, dtype=np.int64)
+
+    def select(self, batch_range: range) -> "Batches":
+        """The batches in ``batch_range`` (a shard)."""
+        return Batches([self.batches[i] for i in batch_range], [self.positions[i] for i in batch_range])
+
+
+def make_batches(sequences: Sequence[Sequence[int]], scored_from: Sequence[int], pad_id: int, batch_size: int,
+                 subset: Sequence[int] | None = None) -> Batches:
+    """Length-sorted padded batches of ``sequences`` (or of the positions ``subset`` only)."""
+    positions = np.arange(len(sequences)) if subset is None else np.asarray(sorted(set(int(i) for i in subset)))
+    chosen = [sequences[i] for i in positions]
+    starts = [scored_from[i] for i in positions]
+    batches, where = [], []
+    for idx, batch in padded_batches(chosen, starts, pad_id, batch_size):
+        batches.append(batch)
+        where.append(positions[idx])
+    return Batches(batches, where)
+
+
+def shard_range(n_batches: int, shard: int, n_shards: int) -> range:
+    """Batches ``[floor(shard * n / n_shards), floor((shard + 1) * n / n_shards))``: ``n_shards`` contiguous
+    shards that cover every batch once (``shard`` is 0-based)."""
+    if n_shards < 1 or not 0 <= shard < n_shards:
+        raise ValueError(f"shard: expected 0 <= shard < n_shards, got shard {shard} of {n_shards}")
+    return range(shard * n_batches // n_shards, (shard + 1) * n_batches // n_shards)
+
+
+def parse_scatteritem(item: str) -> tuple[int, int]:
+    """``"2-of-3"`` (Snakemake's scatter item, 1-based) -> ``(1, 3)`` (0-based shard, shard count)."""
+    try:
+        index, total = (int(part) for part in str(item).split("-of-"))
+    except ValueError:
+        raise ValueError(f"scatteritem: expected '<i>-of-<n>', got {item!r}") from None
+    if not 1 <= index <= total:
+        raise ValueError(f"scatteritem: expected 1 <= i <= n, got {item!r}")
+    return index - 1, total
+
+
+@dataclass
+class StudyInputs:
+    """A trained model with its tokenizer, the training documents and the queries, ready to score."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    documents: pd.DataFrame  # training split only, in corpus order; position = column of the score matrices
+    queries: pd.DataFrame
+    document_sequences: list[list[int]]
+    query_sequences: list[list[int]]
+    query_starts: list[int]
+    max_length: int
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def document_batches(self, batch_size: int, subset: Sequence[int] | None = None) -> Batches:
+        """Training documents as length-sorted batches (every real token after the first is a label)."""
+        return make_batches(self.document_sequences, [1] * len(self.document_sequences), self.pad_id, batch_size,
+                            subset)
+
+    def query_batches(self, batch_size: int, subset: Sequence[int] | None = None) -> Batches:
+        """Queries as length-sorted batches (prompt tokens labelled -100)."""
+        return make_batches(self.query_sequences, self.query_starts, self.pad_id, batch_size, subset)
+
+
+def context_length(model: torch.nn.Module) -> int:
+    """The model's maximum sequence length (``n_positions`` or ``max_position_embeddings``)."""
+    config = model.config
+    length = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if not length:
+        raise ValueError(f"{type(model).__name__}: its config names no maximum sequence length")
+    return int(length)
+
+
+def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike,
+                      queries: str | os.PathLike | None = None, device: torch.device | str = "cpu", max_length: int | None = None) -> StudyInputs:
+    """Load a ``save_pretrained`` model directory (with its tokenizer), the training split of the corpus table
+    and the queries table, and tokenise both (documents as ``EOS doc``, queries as ``BOS prompt completion``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tokenizer import encode_documents
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{model_dir}: the tokenizer has no EOS token; documents are scored as 'EOS document'")
+    max_length = min(max_length or context_length(model), context_length(model))
+    docs = pd.read_parquet(documents)
+    for column in ("doc_id", "text", "split"):
+        if column not in docs:
+            raise ValueError(f"{documents}: expected a column {column!r} (a corpus table written by the corpus rule)")
+    docs = docs.loc[docs["split"] == "train"].reset_index(drop=True)
+    if docs.empty:
+        raise ValueError(f"{documents}: no document in the training split")
+    table = pd.read_parquet(queries) if queries is not None else pd.DataFrame(columns=["query_id", "prompt",
+                                                                                        "completion"])
+    for column in ("query_id", "prompt", "completion"):
+        if column not in table:
+            raise ValueError(f"{queries}: expected a column {column!r}")
+    table = table.reset_index(drop=True)
+    doc_sequences = [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, docs["text"])]
+    query_sequences, starts, _ = completion_sequences(tokenizer, table["prompt"], table["completion"], max_length)
+    return StudyInputs(model, tokenizer, docs, table, doc_sequences, query_sequences, starts, max_length)

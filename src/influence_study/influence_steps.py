@@ -1,0 +1,264 @@
+"""The influence stages of the workflow, one function per rule: factors, BM25 candidates, sharded scores and their
+gather, token scores, the BM25 recall table and the token explorer.
+
+Each takes the validated config and the rule's named inputs and outputs (see :mod:`influence_study.steps`).
+Every table records its provenance (config hash, model and factor fingerprints, package version, sign convention
+and normalisation) in the parquet file's metadata and in a sidecar ``*.provenance.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, read_parquet_metadata, write_parquet
+from .provenance import file_hash, provenance, write_provenance
+from .runtime import get_logger, resolve_device
+from .scoring import SIGN_CONVENTION
+
+NORMALISATION = "score: raw; score_norm = score / n_train (change of log p(completion), in nats, from adding one copy)"
+
+
+def scoring_settings(config: Mapping):
+    """The :class:`~influence_study.sharded_scores.ScoringSettings` of a config's ``influence`` section."""
+    from .sharded_scores import ScoringSettings
+
+    section = config["influence"]
+    return ScoringSettings(batch_size=section["batch_size"], query_batch_size=section["query_batch_size"],
+                           query_rank=section["query_rank"], rescore_top_k=section["rescore_top_k"],
+                           damping=section["damping"])
+
+
+def _inputs(config: Mapping, model_dir: str, documents: str, queries: str | None = None):
+    from .influence_inputs import load_study_inputs
+
+    return load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
+
+
+def _factors(inputs, factors_dir: str):
+    from .factors import Factors
+
+    return Factors.load(factors_dir, model=inputs.model, device="cpu")
+
+
+def _table_provenance(config: Mapping, model_name: str, strategy: str, factors_dir: str, inputs: Sequence[str],
+                      **extra) -> dict:
+    from .factors import METADATA_FILE
+    from .io import read_json
+
+    factor_meta = read_json(Path(factors_dir) / METADATA_FILE)
+    return provenance(config, inputs, model=model_name, strategy=strategy,
+                      model_fingerprint=factor_meta["model_fingerprint"], factor_fingerprint=file_hash(factors_dir),
+                      sign=SIGN_CONVENTION, normalisation=NORMALISATION, **extra)
+
+
+def _write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
+    write_parquet(frame, path, metadata=record)
+    from .io import write_json
+
+    write_json(record, Path(path).with_name(Path(path).name + ".provenance.json"))
+
+
+def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir: str, documents: str,
+                      factors_dir: str, progress: bool = True) -> None:
+    """Fit ``strategy``'s curvature of one model on ``influence.fit_documents`` training documents (a seeded
+    random subset; labels sampled from the model unless ``influence.sampled_labels`` is false) and save it."""
+    from .factors import fit_factors
+    from .tasks import LanguageModelingTask
+
+    section = config["influence"]
+    inputs = _inputs(config, model_dir, documents)
+    n_docs = len(inputs.document_sequences)
+    n_fit = n_docs if section["fit_documents"] is None else min(section["fit_documents"], n_docs)
+    seed = config["seed"] + 7919 * (1 + config["models"].index(next(m for m in config["models"]
+                                                                    if m["name"] == model_name)))
+    subset = np.sort(np.random.default_rng(seed).choice(n_docs, size=n_fit, replace=False))
+    batches = inputs.document_batches(section["batch_size"], subset)
+    factors = fit_factors(inputs.model, LanguageModelingTask(), batches.batches, strategy=strategy,
+                          modules=section["modules"], sampled_labels=section["sampled_labels"], seed=seed,
+                          progress=progress)
+    factors.metadata["fit_documents"] = {"count": int(n_fit), "of": int(n_docs), "seed": int(seed)}
+    factors.metadata["provenance"] = provenance(config, [model_dir, documents], model=model_name)
+    factors.save(factors_dir)
+    get_logger().info("%s factors of %s: %d modules, fitted on %d of %d training documents, saved to %s", strategy,
+                      model_name, len(factors.module_names), n_fit, n_docs, factors_dir)
+
+
+def make_candidates(config: Mapping, documents: str, queries: str, candidates: str) -> None:
+    """The paper's BM25 top-k training documents of every query (``query_id, doc_id, rank, bm25``)."""
+    from .candidates import bm25_candidates
+
+    docs = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
+    docs = docs[docs["split"] == "train"]
+    table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
+    section = config["candidates"]
+    frame = bm25_candidates(docs, table, section["top_k"], k1=section["k1"])
+    record = provenance(config, [documents, queries], top_k=section["top_k"], k1=section["k1"])
+    _write_table(frame, candidates, record)
+    get_logger().info("BM25 candidates: %d rows for %d queries (top %d)", len(frame), frame["query_id"].nunique(),
+                      section["top_k"])
+
+
+def _candidate_positions(candidates: str, inputs_or_tables) -> pd.DataFrame:
+    """The candidate table with ``query_index`` and ``doc_index`` positions."""
+    documents, queries = inputs_or_tables
+    frame = pd.read_parquet(candidates)
+    doc_position = pd.Series(np.arange(len(documents)), index=documents["doc_id"])
+    query_position = pd.Series(np.arange(len(queries)), index=queries["query_id"])
+    frame["query_index"] = frame["query_id"].map(query_position)
+    frame["doc_index"] = frame["doc_id"].map(doc_position)
+    if frame[["query_index", "doc_index"]].isna().any().any():
+        raise ValueError(f"{candidates}: names queries or documents that are not in the corpus; rebuild it")
+    frame["query_index"] = frame["query_index"].astype(np.int32)
+    frame["doc_index"] = frame["doc_index"].astype(np.int32)
+    return frame.rename(columns={"rank": "bm25_rank"})[["query_index", "doc_index", "bm25_rank", "bm25"]]
+
+
+def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: str, model_dir: str,
+                factors_dir: str, documents: str, queries: str, candidates: str, shard: str,
+                progress: bool = True) -> None:
+    """Score every query against one shard of the training documents (see :mod:`~influence_study.sharded_scores`)."""
+    from .influence_inputs import parse_scatteritem
+    from .sharded_scores import score_shard as score
+
+    index, total = parse_scatteritem(scatteritem)
+    inputs = _inputs(config, model_dir, documents, queries)
+    factors = _factors(inputs, factors_dir)
+    pairs = _candidate_positions(candidates, (inputs.documents, inputs.queries))
+    frame = score(inputs, factors, index, total, scoring_settings(config), pairs, progress=progress)
+    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
+                               shard=scatteritem)
+    write_parquet(frame, shard, metadata=record)
+    get_logger().info("shard %s of %s/%s: %d rows", scatteritem, model_name, strategy, len(frame))
+
+
+def _with_ids(frame: pd.DataFrame, documents: pd.DataFrame, queries: pd.DataFrame, n_train: int) -> pd.DataFrame:
+    """Replace positions by ``query_id``/``doc_id`` (categoricals) and add ``score_norm``."""
+    out = pd.DataFrame({
+        "query_id": pd.Categorical.from_codes(frame["query_index"].to_numpy(), categories=queries["query_id"]),
+        "doc_id": pd.Categorical.from_codes(frame["doc_index"].to_numpy(), categories=documents["doc_id"]),
+    })
+    rest = frame.drop(columns=["query_index", "doc_index"])
+    out["score"] = rest.pop("score").astype(np.float32)
+    out["score_norm"] = (out["score"] / n_train).astype(np.float32)
+    return pd.concat([out, rest.reset_index(drop=True)], axis=1)
+
+
+def _tables(documents: str, queries: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    docs = pd.read_parquet(documents, columns=["doc_id", "split"])
+    docs = docs[docs["split"] == "train"].reset_index(drop=True)
+    return docs, pd.read_parquet(queries, columns=["query_id"])
+
+
+def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: str, documents: str, queries: str,
+                  candidates: str, shards: Sequence[str], pairwise: str, candidate_scores: str) -> None:
+    """Join the shards into ``pairwise.parquet`` (every query x every training document) and
+    ``candidates.parquet`` (each query's BM25 candidates), with ``score``, ``score_norm``, ``rescored`` and the
+    per-layer raw scores ``layer_*``."""
+    from .sharded_scores import gather_shards
+
+    docs, table = _tables(documents, queries)
+    settings = scoring_settings(config)
+    expected = {"model": model_name, "strategy": strategy, "factor_fingerprint": file_hash(factors_dir)}
+    for path in shards:
+        record = read_parquet_metadata(path)
+        stale = {k: (record.get(k), v) for k, v in expected.items() if record.get(k) != v}
+        if stale:
+            raise ValueError(f"{path}: was computed for other inputs ({stale}); delete it and rerun")
+    pairs = _candidate_positions(candidates, (docs, table))
+    full, restricted = gather_shards([pd.read_parquet(p) for p in shards], len(table), len(docs), settings, pairs)
+    n_train = len(docs)
+    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
+                               n_train=n_train, query_rank=settings.query_rank,
+                               rescore_top_k=settings.rescore_top_k, shards=len(shards),
+                               layers="layer_i = raw score carried by the tracked modules of transformer block i")
+    _write_table(_with_ids(full, docs, table, n_train), pairwise, record)
+    restricted = _with_ids(restricted, docs, table, n_train)
+    _write_table(restricted, candidate_scores, {**record, "restricted_to": "BM25 candidates (candidates.top_k)"})
+    get_logger().info("%s/%s: %d pairs (%d re-scored at full rank), %d candidate pairs", model_name, strategy,
+                      len(full), int(full["rescored"].sum()), len(restricted))
+
+
+def top_documents(pairwise: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Each query's ``k`` most positive documents with their ``rank`` (1 = highest score; ties go to the earlier
+    document), from a gathered pairwise table."""
+    frame = pairwise.sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True], kind="stable")
+    frame = frame.groupby("query_id", observed=True, sort=False).head(k).copy()
+    frame["rank"] = frame.groupby("query_id", observed=True).cumcount() + 1
+    return frame.reset_index(drop=True)
+
+
+def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str, factors_dir: str,
+                 documents: str, queries: str, pairwise: str, tokens: str, progress: bool = True) -> None:
+    """Token scores (full rank) of each query's ``influence.token_documents`` top documents:
+    ``query_id, doc_id, rank, position, token_id, token, score, score_norm``."""
+    from .sharded_scores import token_scores as score_tokens
+
+    inputs = _inputs(config, model_dir, documents, queries)
+    factors = _factors(inputs, factors_dir)
+    top = top_documents(pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score"]),
+                        config["influence"]["token_documents"])
+    doc_position = pd.Series(np.arange(len(inputs.documents)), index=inputs.documents["doc_id"])
+    query_position = pd.Series(np.arange(len(inputs.queries)), index=inputs.queries["query_id"])
+    pairs = pd.DataFrame({"query_index": top["query_id"].astype(str).map(query_position).to_numpy(),
+                          "doc_index": top["doc_id"].astype(str).map(doc_position).to_numpy(),
+                          "rank": top["rank"].to_numpy()})
+    frame = score_tokens(inputs, factors, pairs, scoring_settings(config), progress=progress)
+    vocabulary = np.asarray([inputs.tokenizer.decode([i]) for i in range(len(inputs.tokenizer))], dtype=object)
+    out = pd.DataFrame({
+        "query_id": inputs.queries["query_id"].to_numpy()[frame["query_index"].to_numpy(int)],
+        "doc_id": inputs.documents["doc_id"].to_numpy()[frame["doc_index"].to_numpy(int)],
+        "rank": frame["rank"].astype(np.int32), "position": frame["position"], "token_id": frame["token_id"],
+        "token": vocabulary[frame["token_id"].to_numpy()], "score": frame["score"],
+        "score_norm": (frame["score"] / len(inputs.documents)).astype(np.float32),
+    })
+    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, pairwise],
+                               n_train=len(inputs.documents), token_documents=config["influence"]["token_documents"],
+                               position="the input position t; its score is carried by the prediction of token t+1")
+    _write_table(out, tokens, record)
+    get_logger().info("token scores of %s/%s: %d tokens of %d pairs", model_name, strategy, len(out), len(pairs))
+
+
+def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str, table: str, summary: str) -> None:
+    """For each model, strategy and query: the share of the unfiltered top documents that BM25's top-k holds,
+    for every k of ``candidates.recall_k`` (per-query table and a mean per model, strategy and k)."""
+    from .candidates import bm25_recall
+
+    section = config["candidates"]
+    bm25 = pd.read_parquet(candidates)
+    frames = []
+    for path in pairwise:
+        record = read_parquet_metadata(path)
+        scores = pd.read_parquet(path, columns=["query_id", "doc_id", "score"])
+        scores = scores.astype({"query_id": str, "doc_id": str})
+        recall = bm25_recall(scores, bm25, section["recall_k"], top=section["recall_top"])
+        frames.append(recall.assign(model=record["model"], strategy=record["strategy"]))
+    frame = pd.concat(frames, ignore_index=True)
+    _write_table(frame, table, provenance(config, [*pairwise, candidates], what="BM25 recall of the unfiltered top"))
+    mean = (frame.groupby(["model", "strategy", "k", "top"], sort=False)["recall"]
+            .agg(["mean", "median", "min"]).reset_index())
+    with atomic_path(summary) as tmp:
+        mean.to_csv(tmp, index=False, float_format="%.4f")
+    get_logger().info("BM25 recall of the unfiltered top-%d:\n%s", section["recall_top"], mean.to_string(index=False))
+
+
+def explorer_page(config: Mapping, model_name: str, strategy: str, pairwise: str, tokens: str, documents: str,
+                  queries: str, relations: str, page: str) -> None:
+    """The self-contained token explorer of one model (each query's top documents, tokens shaded by influence)."""
+    from .explorer import write_explorer
+
+    token_table = pd.read_parquet(tokens)
+    wanted = token_table[["query_id", "doc_id", "rank"]].drop_duplicates()
+    scores = pd.read_parquet(pairwise).astype({"query_id": str, "doc_id": str})
+    top = wanted.merge(scores, on=["query_id", "doc_id"], how="left").sort_values(["query_id", "rank"])
+    docs = pd.read_parquet(documents, columns=["doc_id", "family", "text"])
+    record = read_parquet_metadata(pairwise)
+    shown = {k: record.get(k) for k in ("config_hash", "model_fingerprint", "factor_fingerprint", "version",
+                                        "strategy", "query_rank", "rescore_top_k", "n_train")}
+    write_explorer(page, model_name=model_name, strategy=strategy, queries=pd.read_parquet(queries), top=top,
+                   tokens=token_table, documents=docs, relations=pd.read_parquet(relations), provenance=shown,
+                   max_queries=config["explorer"]["max_queries"])
+    write_provenance(page, config, [pairwise, tokens], model=model_name, strategy=strategy)

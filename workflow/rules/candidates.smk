@@ -1,0 +1,33 @@
+# Stage 4: the paper's BM25 candidate documents of every query, and how much of the unfiltered top they hold.
+
+
+rule candidates:
+    input:
+        documents=corpus_outputs()["documents"],
+        queries=corpus_outputs()["queries"],
+    output:
+        candidates=CANDIDATES,
+    params:
+        step="make_candidates",
+    log:
+        out("logs/candidates.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT
+
+
+rule bm25_recall:
+    input:
+        pairwise=pairwise_tables(),
+        candidates=CANDIDATES,
+    output:
+        **bm25_recall_outputs(),
+    params:
+        step="bm25_recall_table",
+    log:
+        out("logs/bm25_recall.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT

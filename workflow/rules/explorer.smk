@@ -1,0 +1,22 @@
+# Reports: the token explorer, one self-contained HTML page per model.
+
+
+rule explorer:
+    input:
+        pairwise=out(f"scores/{{model}}/{EXPLORER_STRATEGY}/pairwise.parquet"),
+        tokens=out(f"scores/{{model}}/{EXPLORER_STRATEGY}/tokens.parquet"),
+        documents=corpus_outputs()["documents"],
+        queries=corpus_outputs()["queries"],
+        relations=corpus_outputs()["relations"],
+    output:
+        page=out("reports/explorer/{model}.html"),
+    params:
+        step="explorer_page",
+        model_name=lambda wildcards: wildcards.model,
+        strategy=EXPLORER_STRATEGY,
+    log:
+        out("logs/explorer/{model}.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT
