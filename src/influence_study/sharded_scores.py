@@ -159,7 +159,9 @@ def _rescore(base: pd.DataFrame, full: pd.DataFrame, chosen: np.ndarray, n_docs:
     full_keys = _keys(full, n_docs)
     wanted = _keys(base.loc[chosen], n_docs)
     where = np.searchsorted(full_keys, wanted)
-    found = (where < len(full_keys)) & (full_keys[np.minimum(where, len(full_keys) - 1)] == wanted)
+    found = np.zeros(len(wanted), dtype=bool)
+    if len(full_keys):
+        found = (where < len(full_keys)) & (full_keys[np.minimum(where, len(full_keys) - 1)] == wanted)
     if not found.all():
         raise ValueError(f"{what}: {int((~found).sum())} top-k pairs have no full-rank score in any shard; were the "
                          f"shards computed with the same settings (rescore_top_k, candidates)?")

@@ -11,6 +11,8 @@ rule candidates:
         step="make_candidates",
     log:
         out("logs/candidates.log"),
+    benchmark:
+        out("benchmarks/candidates.tsv")
     conda:
         STUDY_ENV
     script:
@@ -27,6 +29,8 @@ rule bm25_recall:
         step="bm25_recall_table",
     log:
         out("logs/bm25_recall.log"),
+    benchmark:
+        out("benchmarks/bm25_recall.tsv")
     conda:
         STUDY_ENV
     script:

@@ -16,6 +16,8 @@ rule explorer:
         strategy=EXPLORER_STRATEGY,
     log:
         out("logs/explorer/{model}.log"),
+    benchmark:
+        out("benchmarks/explorer/{model}.tsv")
     conda:
         STUDY_ENV
     script:

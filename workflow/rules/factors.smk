@@ -19,6 +19,8 @@ rule factors:
         **INFLUENCE_RESOURCES,
     log:
         out("logs/factors/{model}/{strategy}.log"),
+    benchmark:
+        out("benchmarks/factors/{model}/{strategy}.tsv")
     conda:
         STUDY_ENV
     script:

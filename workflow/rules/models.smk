@@ -16,6 +16,8 @@ rule train_model:
         gpu=GPU,
     log:
         out("logs/train_model/{model}.log"),
+    benchmark:
+        out("benchmarks/train_model/{model}.tsv")
     conda:
         STUDY_ENV
     script:
@@ -38,6 +40,8 @@ rule evaluate_model:
         gpu=GPU,
     log:
         out("logs/evaluate_model/{model}.log"),
+    benchmark:
+        out("benchmarks/evaluate_model/{model}.tsv")
     conda:
         STUDY_ENV
     script:

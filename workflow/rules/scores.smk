@@ -24,6 +24,8 @@ rule score_shard:
         **INFLUENCE_RESOURCES,
     log:
         out("logs/score_shard/{model}/{strategy}/{scatteritem}.log"),
+    benchmark:
+        out("benchmarks/score_shard/{model}/{strategy}/{scatteritem}.tsv")
     conda:
         STUDY_ENV
     script:
@@ -50,6 +52,8 @@ rule gather_scores:
         mem_mb=INFLUENCE_RESOURCES["mem_mb"],
     log:
         out("logs/gather_scores/{model}/{strategy}.log"),
+    benchmark:
+        out("benchmarks/gather_scores/{model}/{strategy}.tsv")
     conda:
         STUDY_ENV
     script:
@@ -76,6 +80,8 @@ rule token_scores:
         **INFLUENCE_RESOURCES,
     log:
         out("logs/token_scores/{model}/{strategy}.log"),
+    benchmark:
+        out("benchmarks/token_scores/{model}/{strategy}.tsv")
     conda:
         STUDY_ENV
     script:
