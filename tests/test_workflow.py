@@ -1,10 +1,15 @@
 """The workflow end to end on configs/ci.yaml (plus an imported checkpoint), lint, and bad configs at start."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -77,6 +82,159 @@ def test_study_produces_every_output(study):
     for log in ("corpus.log", "tokenizer.log", "learning_table.log", "fig_loss_curves.log"):
         assert (root / "logs" / log).is_file(), log
     assert not list(root.rglob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_influence_tables(study):
+    from influence_study.io import read_parquet_metadata
+
+    root, config = study["root"], study["config"]
+    corpus = config["corpus"]["name"]
+    docs = pd.read_parquet(root / "corpus" / f"{corpus}.parquet")
+    train = docs[docs["split"] == "train"]
+    queries = pd.read_parquet(root / "queries" / f"{corpus}.parquet")
+    relations = pd.read_parquet(root / "queries" / f"{corpus}-relations.parquet")
+    influence = config["influence"]
+    for model in [m["name"] for m in config["models"]]:
+        for strategy in influence["strategies"]:
+            where = root / "scores" / model / strategy
+            table = pd.read_parquet(where / "pairwise.parquet")
+            # every query against every training document, once
+            assert len(table) == len(queries) * len(train)
+            assert not table.duplicated(["query_id", "doc_id"]).any()
+            assert set(table["doc_id"].astype(str)) == set(train["doc_id"])
+            np.testing.assert_allclose(table["score_norm"], table["score"] / len(train), rtol=1e-6)
+            layers = table.filter(regex=r"^layer_\d+$")
+            assert layers.shape[1] >= 1
+            scale = float(table["score"].abs().max())
+            np.testing.assert_allclose(layers.sum(axis=1), table["score"], rtol=1e-4, atol=1e-5 * scale)
+            # each query's top-k re-scored at full rank (the paper's practice with query batching)
+            assert (table.groupby("query_id", observed=True)["rescored"].sum() == influence["rescore_top_k"]).all()
+            record = read_parquet_metadata(where / "pairwise.parquet")
+            for key in ("config_hash", "model_fingerprint", "factor_fingerprint", "version", "sign", "normalisation"):
+                assert record[key], key
+            assert record["model"] == model and record["strategy"] == strategy
+            factors = json.loads((root / "factors" / model / strategy / "metadata.json").read_text())
+            assert record["model_fingerprint"] == factors["model_fingerprint"]
+            assert factors["fit_documents"]["count"] == min(influence["fit_documents"], len(train))
+            # candidate-restricted scores: the BM25 candidates of each query, nothing else
+            restricted = pd.read_parquet(where / "candidates.parquet")
+            bm25 = pd.read_parquet(root / "candidates" / corpus / "bm25.parquet")
+            assert len(restricted) == len(bm25)
+            # token scores of each query's top documents; re-scored pairs sum to their full-rank score
+            tokens = pd.read_parquet(where / "tokens.parquet")
+            assert tokens.groupby("query_id")["doc_id"].nunique().max() == influence["token_documents"]
+            sums = tokens.groupby(["query_id", "doc_id"])["score"].sum().rename("token_sum").reset_index()
+            joined = sums.merge(table.astype({"query_id": str, "doc_id": str}), on=["query_id", "doc_id"])
+            joined = joined[joined["rescored"]]
+            assert len(joined) > 0
+            np.testing.assert_allclose(joined["token_sum"], joined["score"], rtol=1e-3, atol=1e-4 * scale)
+    recall = pd.read_csv(root / "tables" / "bm25_recall.csv")
+    assert set(recall["k"]) == set(config["candidates"]["recall_k"])
+    assert recall["mean"].between(0, 1).all()
+    assert recall.groupby(["model", "strategy"])["mean"].apply(lambda s: s.is_monotonic_increasing).all()
+    page = (root / "reports" / "explorer" / f"{config['models'][0]['name']}.html").read_text()
+    first = queries.iloc[0]
+    assert first["query_id"] in page and "http://" not in page and "https://" not in page
+    assert len(relations) > 0 and "same_fact" in page
+    for stage in ("factors", "score_shard", "gather_scores", "token_scores", "explorer"):
+        assert list((root / "benchmarks" / stage).rglob("*.tsv")), stage
+
+
+def copy_upstream(study, root: Path, **influence) -> Path:
+    """A new output directory holding the study's corpus, models and factors (mtimes kept), and its config
+    with ``influence`` overrides: only the scoring stages have anything to do there."""
+    source = study["root"]
+    for sub in ("corpus", "queries", "tokenizer", "models", "factors", "candidates"):
+        shutil.copytree(source / sub, root / "results" / sub, symlinks=True)
+    config = json.loads(json.dumps(study["config"]))
+    config["output_dir"] = str(root / "results")
+    config["influence"].update(influence)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def scores_targets(config_path: Path, strategy: str = "ekfac") -> list[str]:
+    config = yaml.safe_load(config_path.read_text())
+    return [f"{config['output_dir']}/scores/{m['name']}/{strategy}/pairwise.parquet" for m in config["models"]]
+
+
+def assert_same_scores(first: Path, second: Path) -> None:
+    a, b = pd.read_parquet(first), pd.read_parquet(second)
+    assert list(a.columns) == list(b.columns)
+    assert (a["query_id"].astype(str) == b["query_id"].astype(str)).all()
+    assert (a["doc_id"].astype(str) == b["doc_id"].astype(str)).all()
+    assert (a["rescored"] == b["rescored"]).all()
+    scale = float(a["score"].abs().max())
+    for column in a.columns:
+        if column.startswith(("score", "layer_")):
+            np.testing.assert_allclose(b[column], a[column], rtol=1e-4, atol=1e-5 * scale, err_msg=column)
+
+
+@pytest.mark.slow
+def test_sharding_is_exact(study, tmp_path):
+    """The CI study's scores with 1 and with 3 shards equal its 2-shard tables."""
+    for shards in (1, 3):
+        config_path = copy_upstream(study, tmp_path / f"shards-{shards}", shards=shards)
+        run = snakemake(*scores_targets(config_path), "--cores", "2", "--configfile", str(config_path))
+        assert "rule train_model" not in run.stdout + run.stderr  # only the scoring stages ran
+        root = tmp_path / f"shards-{shards}" / "results"
+        for model in [m["name"] for m in study["config"]["models"]]:
+            shard_files = sorted((root / "scores" / model / "ekfac").glob("shard-*.parquet"))
+            assert [p.name for p in shard_files] == [f"shard-{i}-of-{shards}.parquet" for i in range(1, shards + 1)]
+            assert_same_scores(study["root"] / "scores" / model / "ekfac" / "pairwise.parquet",
+                               root / "scores" / model / "ekfac" / "pairwise.parquet")
+
+
+@pytest.mark.slow
+def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
+    from influence_study.io import read_parquet_metadata
+
+    config_path = copy_upstream(study, tmp_path)
+    root = tmp_path / "results"
+    log = open(tmp_path / "killed.log", "w")
+    process = subprocess.Popen([*SNAKEMAKE, *scores_targets(config_path), "--cores", "1", "--configfile",
+                                str(config_path)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    while not list(root.glob("scores/*/ekfac/shard-*.parquet")):
+        assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.time() < deadline, "no shard was written in 10 minutes"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole workflow, mid-scoring, with no chance to clean up
+    process.wait()
+    log.close()
+    gathered = list(root.glob("scores/*/ekfac/pairwise.parquet"))
+    assert len(gathered) < len(study["config"]["models"]), "the kill came after scoring had finished"
+    for shard in root.glob("scores/*/ekfac/shard-*.parquet"):  # what exists under a final name is complete
+        assert read_parquet_metadata(shard)["shard"] and len(pd.read_parquet(shard)) > 0
+    snakemake(*scores_targets(config_path), "--cores", "2", "--rerun-incomplete", "--configfile", str(config_path))
+    for model in [m["name"] for m in study["config"]["models"]]:
+        assert_same_scores(study["root"] / "scores" / model / "ekfac" / "pairwise.parquet",
+                           root / "scores" / model / "ekfac" / "pairwise.parquet")
+    assert not list(root.rglob(".*.tmp")), "temporary files of the killed jobs are left behind"
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    """The SLURM profile plans the whole study with per-rule resources, and a GPU per model job on CUDA."""
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "results")
+    config["device"] = "cuda"
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(path),
+                       "--default-resources", "slurm_account=test", "slurm_partition=gpu")
+    text = result.stdout + result.stderr
+    blocks = {}
+    for block in text.split("rule ")[1:]:
+        name = block.split(":", 1)[0].strip()
+        blocks.setdefault(name, block)
+    for rule, mem_mb, runtime in (("score_shard", 16000, 240), ("factors", 16000, 120), ("train_model", 8000, 240)):
+        assert f"mem_mb={mem_mb}" in blocks[rule] and f"runtime={runtime}" in blocks[rule], blocks[rule]
+        assert "gpu=1" in blocks[rule] and "slurm_partition=gpu" in blocks[rule], blocks[rule]
+    assert "gpu=1" not in blocks["candidates"]
+    assert "score_shard" in text and "gather_scores" in text and "This was a dry-run" in text
 
 
 @pytest.mark.slow

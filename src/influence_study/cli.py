@@ -25,7 +25,8 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"nothing produced yet: {root}/ does not exist", file=sys.stderr)
         return 1
     print(f"Study outputs under {root}/")
-    for sub in ("corpus", "queries", "tokenizer", "models", "evaluation", "tables", "figures", "logs"):
+    for sub in ("corpus", "queries", "tokenizer", "models", "evaluation", "factors", "candidates", "scores", "tables",
+                "figures", "reports/explorer", "logs"):
         path = root / sub
         if path.exists():
             entries = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
@@ -49,6 +50,12 @@ def _summary(args: argparse.Namespace) -> int:
             best = scratch.iloc[-1]
             print(f"largest model ({best['model']}) completes {best['fact_accuracy_well_seen']:.1%} of the facts "
                   f"seen at least {config['evaluation']['min_exposures']} times")
+    recall = root / "tables" / "bm25_recall.csv"
+    if recall.exists():
+        frame = pd.read_csv(recall)
+        table = frame.pivot_table(index=["model", "strategy"], columns="k", values="mean", sort=False)
+        print(f"\nShare of the unfiltered top-{int(frame['top'].iloc[0])} that BM25's top-k holds ({recall}):")
+        print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     return 0
 
 
