@@ -28,6 +28,7 @@ from .scoring import pairwise_scores
 from .tasks import LanguageModelingTask
 
 LAYER_NUMBER = re.compile(r"\.(\d+)\.")
+TOKEN_QUERY_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,12 @@ def token_scores(inputs: StudyInputs, factors, top: pd.DataFrame, settings: Scor
     task = LanguageModelingTask()
     parts = []
     query_positions = np.unique(top["query_index"])
-    chunks = range(0, len(query_positions), settings.query_batch_size)
+    # token scores cost queries x documents x tokens x parameters for every query-document pair of a call, of
+    # which only each query's own top documents are wanted: few queries per call keep the waste small
+    chunk_size = min(settings.query_batch_size, TOKEN_QUERY_CHUNK)
+    chunks = range(0, len(query_positions), chunk_size)
     for start in tqdm(chunks, desc="token scores: query chunks", disable=not progress):
-        chunk = query_positions[start:start + settings.query_batch_size]
+        chunk = query_positions[start:start + chunk_size]
         wanted = top[top["query_index"].isin(chunk)]
         queries = inputs.query_batches(settings.batch_size, chunk)
         documents = inputs.document_batches(settings.batch_size, subset=np.unique(wanted["doc_index"]))
@@ -228,8 +232,8 @@ def token_scores(inputs: StudyInputs, factors, top: pd.DataFrame, settings: Scor
         doc_order = documents.order[result.train_indices.numpy()]
         row_of_query = {int(q): r for r, q in enumerate(queries.order)}
         column_of_doc = {int(d): c for c, d in enumerate(doc_order)}
-        rows = wanted["query_index"].map(row_of_query).to_numpy()
-        cols = wanted["doc_index"].map(column_of_doc).to_numpy()
+        rows = wanted["query_index"].map(row_of_query).to_numpy(dtype=np.int64, copy=True)
+        cols = wanted["doc_index"].map(column_of_doc).to_numpy(dtype=np.int64, copy=True)
         values = result.per_token[rows, cols]  # [pairs, T]
         mask = result.token_mask[cols]  # [pairs, T]
         pair, position = np.nonzero(mask.numpy())
