@@ -194,8 +194,9 @@ def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
     config_path = copy_upstream(study, tmp_path)
     root = tmp_path / "results"
     log = open(tmp_path / "killed.log", "w")
+    # run in tmp_path: Snakemake keeps its lock and incomplete-job markers in .snakemake/ of the working directory
     process = subprocess.Popen([*SNAKEMAKE, *scores_targets(config_path), "--cores", "1", "--configfile",
-                                str(config_path)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                str(config_path)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.time() + 600
     while not list(root.glob("scores/*/ekfac/shard-*.parquet")):
@@ -209,7 +210,11 @@ def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
     assert len(gathered) < len(study["config"]["models"]), "the kill came after scoring had finished"
     for shard in root.glob("scores/*/ekfac/shard-*.parquet"):  # what exists under a final name is complete
         assert read_parquet_metadata(shard)["shard"] and len(pd.read_parquet(shard)) > 0
-    snakemake(*scores_targets(config_path), "--cores", "2", "--rerun-incomplete", "--configfile", str(config_path))
+    # what a user does after a crash: release the killed run's lock, rerun what it left incomplete
+    snakemake("--unlock", "--configfile", str(config_path), cwd=tmp_path)
+    rerun = snakemake(*scores_targets(config_path), "--cores", "2", "--rerun-incomplete", "--configfile",
+                      str(config_path), cwd=tmp_path)
+    assert "score_shard" in rerun.stdout + rerun.stderr
     for model in [m["name"] for m in study["config"]["models"]]:
         assert_same_scores(study["root"] / "scores" / model / "ekfac" / "pairwise.parquet",
                            root / "scores" / model / "ekfac" / "pairwise.parquet")
