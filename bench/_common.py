@@ -281,3 +281,12 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=float) + "\n")
     return path
+
+
+def report(name: str, args, records: list, text: str) -> int:
+    """Print the result table and write it, with every record and the arguments, to results/<name>.json."""
+    print()
+    print(text)
+    path = write_result(name, {"args": vars(args), "results": records, "table": text})
+    print(f"\nwrote {path}")
+    return 0

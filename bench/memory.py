@@ -112,11 +112,7 @@ def main() -> int:
         text += (f"\n\nWorking set (peak - result), malloc {malloc}, over N = {args.n_train}: {min(flat):.1f} to "
                  f"{max(flat):.1f} MiB ({max(flat) / max(min(flat), 1e-9):.2f}x for a "
                  f"{args.n_train[-1] / args.n_train[0]:.0f}x larger N).")
-    print()
-    print(text)
-    path = C.write_result(NAME, {"args": vars(args), "results": records, "table": text})
-    print(f"\nwrote {path}")
-    return 0
+    return C.report(NAME, args, records, text)
 
 
 if __name__ == "__main__":

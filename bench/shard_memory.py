@@ -124,15 +124,12 @@ def main() -> int:
             for r in records]
     same, bigger_corpus, bigger_shard = records
     text = C.table(["corpus docs", "shards", "docs per shard", "queries", "peak MiB", "seconds"], rows,
-                   title=f"Peak resident-memory increase of one score_shard job (GPT-2 2 layers, d_model 64, 64 queries per pass, "
-                         f"rank 16, re-scoring top 20; threads {args.threads}; MALLOC_MMAP_THRESHOLD_=131072)")
+                   title=f"Peak resident-memory increase of one score_shard job (GPT-2 2 layers, d_model 64, "
+                         f"64 queries per pass, rank 16, re-scoring top 20; threads {args.threads}; "
+                         f"MALLOC_MMAP_THRESHOLD_=131072)")
     text += (f"\n\nSame shard size, 4x the corpus: {bigger_corpus['peak_mib'] / same['peak_mib']:.2f}x the peak."
              f"\n4x the shard size (control):    {bigger_shard['peak_mib'] / same['peak_mib']:.2f}x the peak.")
-    print()
-    print(text)
-    path = C.write_result(NAME, {"args": vars(args), "results": records, "table": text})
-    print(f"\nwrote {path}")
-    return 0
+    return C.report(NAME, args, records, text)
 
 
 if __name__ == "__main__":
