@@ -1,0 +1,1 @@
+"""The paper's analyses: one module per analysis, pure functions from influence tables to statistics."""
