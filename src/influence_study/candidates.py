@@ -30,6 +30,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from .io import require_columns
+
 __all__ = ["BM25_K1", "TOKEN_PATTERN", "word_vectorizer", "bm25_idf", "bm25_scores", "bm25_candidates",
            "bm25_recall"]
 
@@ -122,15 +124,6 @@ def bm25_scores(documents: Sequence[str], queries: Sequence[str], k1: float = BM
     return index.scores(_check_texts(queries, "queries"))
 
 
-def _require_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name} is missing column(s) {missing}; it needs {list(columns)} "
-                         f"and has {list(table.columns)}")
-
-
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -173,8 +166,8 @@ def bm25_candidates(documents: pd.DataFrame, queries: pd.DataFrame, top_k: int, 
     Returns columns ``query_id`` (str), ``doc_id`` (str), ``rank`` (int64), ``bm25`` (float64). Raises
     ``ValueError`` for missing columns, ``top_k < 1``, ``query_chunk < 1``, duplicated ``doc_id`` or
     ``query_id``, ``k1 < 0`` or no documents."""
-    _require_columns(documents, ["doc_id", "text"], "documents")
-    _require_columns(queries, ["query_id", "prompt", "completion"], "queries")
+    require_columns(documents, ["doc_id", "text"], "documents")
+    require_columns(queries, ["query_id", "prompt", "completion"], "queries")
     top_k = _check_positive_int(top_k, "top_k")
     query_chunk = _check_positive_int(query_chunk, "query_chunk")
     doc_ids = documents["doc_id"].astype(str).to_numpy()
@@ -222,8 +215,8 @@ def bm25_recall(pairwise: pd.DataFrame, candidates: pd.DataFrame, ks: Sequence[i
     Returns columns ``query_id`` (str), ``k``, ``top``, ``recall`` (float64), ``n_candidates``, sorted by
     ``query_id`` then ``k``. Raises ``ValueError`` for missing columns, ``top < 1``, a ``k < 1`` or duplicated
     ``(query_id, doc_id)`` pairs in either table."""
-    _require_columns(pairwise, ["query_id", "doc_id", "score"], "pairwise")
-    _require_columns(candidates, ["query_id", "doc_id", "rank"], "candidates")
+    require_columns(pairwise, ["query_id", "doc_id", "score"], "pairwise")
+    require_columns(candidates, ["query_id", "doc_id", "rank"], "candidates")
     top = _check_positive_int(top, "top")
     if isinstance(ks, Integral):
         raise TypeError("ks must be a sequence of integers, not a single integer")

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from influence_study.io import atomic_path
+from .io import atomic_path, require_columns
 
 SPURIOUS_THRESHOLD = 2 / 3
 """Token scores ``a`` with ``‖a‖₂/‖a‖₁`` above this are flagged spurious (influence on one or two tokens)."""
@@ -72,12 +72,6 @@ def token_concentration(scores: np.ndarray) -> float:
     a = np.abs(np.asarray(scores, dtype=float)).ravel()
     l1 = float(a.sum())
     return float(np.linalg.norm(a) / l1) if l1 > 0 else 0.0
-
-
-def _check(name: str, frame: pd.DataFrame) -> None:
-    for column in _REQUIRED[name]:
-        if column not in frame.columns:
-            raise ValueError(f"{name}: missing column {column!r}")
 
 
 def _esc(value: Any) -> str:
@@ -153,7 +147,7 @@ def render_explorer(model_name: str, strategy: str, queries: pd.DataFrame, top: 
     """
     for name, frame in (("queries", queries), ("top", top), ("tokens", tokens), ("documents", documents),
                         ("relations", relations)):
-        _check(name, frame)
+        require_columns(frame, _REQUIRED[name], name)
     unknown = set(top["query_id"]) - set(queries["query_id"])
     if unknown:
         raise ValueError(f"top: query_id not in queries: {sorted(map(str, unknown))[:5]}")

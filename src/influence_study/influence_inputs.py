@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from .evaluation import completion_sequences, padded_batches
+from .io import require_columns
 
 
 @dataclass
@@ -130,17 +131,13 @@ def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike
         raise ValueError(f"{model_dir}: the tokenizer has no EOS token; documents are scored as 'EOS document'")
     max_length = min(max_length or context_length(model), context_length(model))
     docs = pd.read_parquet(documents)
-    for column in ("doc_id", "text", "split"):
-        if column not in docs:
-            raise ValueError(f"{documents}: expected a column {column!r} (a corpus table written by the corpus rule)")
+    require_columns(docs, ["doc_id", "text", "split"], str(documents))
     docs = docs.loc[docs["split"] == "train"].reset_index(drop=True)
     if docs.empty:
         raise ValueError(f"{documents}: no document in the training split")
     table = pd.read_parquet(queries) if queries is not None else pd.DataFrame(columns=["query_id", "prompt",
                                                                                         "completion"])
-    for column in ("query_id", "prompt", "completion"):
-        if column not in table:
-            raise ValueError(f"{queries}: expected a column {column!r}")
+    require_columns(table, ["query_id", "prompt", "completion"], str(queries))
     table = table.reset_index(drop=True)
     doc_sequences = [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, docs["text"])]
     query_sequences, starts, _ = completion_sequences(tokenizer, table["prompt"], table["completion"], max_length)

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, read_parquet_metadata, write_parquet
+from .config import model_entry
+from .io import atomic_path, read_json, read_parquet_metadata, write_json, write_parquet
 from .provenance import file_hash, provenance, write_provenance
 from .runtime import get_logger, resolve_device
 from .scoring import SIGN_CONVENTION
@@ -47,7 +48,6 @@ def _factors(inputs, factors_dir: str):
 def _table_provenance(config: Mapping, model_name: str, strategy: str, factors_dir: str, inputs: Sequence[str],
                       **extra) -> dict:
     from .factors import METADATA_FILE
-    from .io import read_json
 
     factor_meta = read_json(Path(factors_dir) / METADATA_FILE)
     return provenance(config, inputs, model=model_name, strategy=strategy,
@@ -57,8 +57,6 @@ def _table_provenance(config: Mapping, model_name: str, strategy: str, factors_d
 
 def _write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
     write_parquet(frame, path, metadata=record)
-    from .io import write_json
-
     write_json(record, Path(path).with_name(Path(path).name + ".provenance.json"))
 
 
@@ -73,8 +71,7 @@ def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir
     inputs = _inputs(config, model_dir, documents)
     n_docs = len(inputs.document_sequences)
     n_fit = n_docs if section["fit_documents"] is None else min(section["fit_documents"], n_docs)
-    seed = config["seed"] + 7919 * (1 + config["models"].index(next(m for m in config["models"]
-                                                                    if m["name"] == model_name)))
+    seed = config["seed"] + 7919 * (1 + config["models"].index(model_entry(config, model_name)))
     subset = np.sort(np.random.default_rng(seed).choice(n_docs, size=n_fit, replace=False))
     batches = inputs.document_batches(section["batch_size"], subset)
     factors = fit_factors(inputs.model, LanguageModelingTask(), batches.batches, strategy=strategy,
@@ -102,18 +99,21 @@ def make_candidates(config: Mapping, documents: str, queries: str, candidates: s
                       section["top_k"])
 
 
-def _candidate_positions(candidates: str, inputs_or_tables) -> pd.DataFrame:
-    """The candidate table with ``query_index`` and ``doc_index`` positions."""
-    documents, queries = inputs_or_tables
-    frame = pd.read_parquet(candidates)
+def _with_positions(frame: pd.DataFrame, documents: pd.DataFrame, queries: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` (with ``query_id``, ``doc_id``) plus ``query_index``/``doc_index``: positions in the queries
+    table and among the training documents, the integer keys the sharded scores use."""
     doc_position = pd.Series(np.arange(len(documents)), index=documents["doc_id"])
     query_position = pd.Series(np.arange(len(queries)), index=queries["query_id"])
-    frame["query_index"] = frame["query_id"].map(query_position)
-    frame["doc_index"] = frame["doc_id"].map(doc_position)
+    frame = frame.assign(query_index=frame["query_id"].astype(str).map(query_position),
+                         doc_index=frame["doc_id"].astype(str).map(doc_position))
     if frame[["query_index", "doc_index"]].isna().any().any():
-        raise ValueError(f"{candidates}: names queries or documents that are not in the corpus; rebuild it")
-    frame["query_index"] = frame["query_index"].astype(np.int32)
-    frame["doc_index"] = frame["doc_index"].astype(np.int32)
+        raise ValueError(f"{what}: names queries or documents that are not in the corpus; rebuild it")
+    return frame.astype({"query_index": np.int32, "doc_index": np.int32})
+
+
+def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """The candidate table as ``query_index, doc_index, bm25_rank, bm25``."""
+    frame = _with_positions(pd.read_parquet(candidates), documents, queries, candidates)
     return frame.rename(columns={"rank": "bm25_rank"})[["query_index", "doc_index", "bm25_rank", "bm25"]]
 
 
@@ -127,7 +127,7 @@ def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: st
     index, total = parse_scatteritem(scatteritem)
     inputs = _inputs(config, model_dir, documents, queries)
     factors = _factors(inputs, factors_dir)
-    pairs = _candidate_positions(candidates, (inputs.documents, inputs.queries))
+    pairs = _candidate_positions(candidates, inputs.documents, inputs.queries)
     frame = score(inputs, factors, index, total, scoring_settings(config), pairs, progress=progress)
     record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                shard=scatteritem)
@@ -168,7 +168,7 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
         stale = {k: (record.get(k), v) for k, v in expected.items() if record.get(k) != v}
         if stale:
             raise ValueError(f"{path}: was computed for other inputs ({stale}); delete it and rerun")
-    pairs = _candidate_positions(candidates, (docs, table))
+    pairs = _candidate_positions(candidates, docs, table)
     full, restricted = gather_shards([pd.read_parquet(p) for p in shards], len(table), len(docs), settings, pairs)
     n_train = len(docs)
     record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
@@ -201,11 +201,7 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
     factors = _factors(inputs, factors_dir)
     top = top_documents(pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score"]),
                         config["influence"]["token_documents"])
-    doc_position = pd.Series(np.arange(len(inputs.documents)), index=inputs.documents["doc_id"])
-    query_position = pd.Series(np.arange(len(inputs.queries)), index=inputs.queries["query_id"])
-    pairs = pd.DataFrame({"query_index": top["query_id"].astype(str).map(query_position).to_numpy(),
-                          "doc_index": top["doc_id"].astype(str).map(doc_position).to_numpy(),
-                          "rank": top["rank"].to_numpy()})
+    pairs = _with_positions(top, inputs.documents, inputs.queries, pairwise)[["query_index", "doc_index", "rank"]]
     frame = score_tokens(inputs, factors, pairs, scoring_settings(config), progress=progress)
     vocabulary = np.asarray([inputs.tokenizer.decode([i]) for i in range(len(inputs.tokenizer))], dtype=object)
     out = pd.DataFrame({

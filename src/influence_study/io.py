@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -50,6 +50,17 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
 
 
 PARQUET_METADATA_KEY = b"influence_study"
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    """Raise (naming the table ``name``, the missing columns and those it has) unless ``table`` is a DataFrame
+    with every one of ``columns``."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} is missing column(s) {missing}; it needs {list(columns)} "
+                         f"and has {list(table.columns)}")
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

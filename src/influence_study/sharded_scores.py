@@ -77,6 +77,11 @@ def top_k_mask(query_index: np.ndarray, doc_index: np.ndarray, score: np.ndarray
     return mask
 
 
+def _top_k(frame: pd.DataFrame, k: int) -> np.ndarray:
+    """:func:`top_k_mask` of a frame of pairs (``query_index``, ``doc_index``, ``score``)."""
+    return top_k_mask(frame["query_index"].to_numpy(), frame["doc_index"].to_numpy(), frame["score"].to_numpy(), k)
+
+
 def _pair_frame(scores, query_positions, doc_positions, layers, n_layers, full_rank: bool) -> pd.DataFrame:
     per_module = scores.per_module  # [modules, Q, M]
     per_layer = torch.zeros((n_layers, *per_module.shape[1:]), dtype=per_module.dtype)
@@ -125,16 +130,12 @@ def score_shard(inputs: StudyInputs, factors, shard: int, n_shards: int, setting
         parts.append(frame)
         if not settings.rescoring:
             continue
-        chosen = top_k_mask(frame["query_index"].to_numpy(), frame["doc_index"].to_numpy(),
-                            frame["score"].to_numpy(), settings.rescore_top_k)
+        chosen = _top_k(frame, settings.rescore_top_k)
         if candidates is not None:
             keys = frame[["query_index", "doc_index"]].merge(candidates[["query_index", "doc_index"]], how="left",
                                                               indicator=True)
-            in_candidates = (keys["_merge"] == "both").to_numpy()
-            rows = np.flatnonzero(in_candidates)
-            local = top_k_mask(frame["query_index"].to_numpy()[rows], frame["doc_index"].to_numpy()[rows],
-                               frame["score"].to_numpy()[rows], settings.rescore_top_k)
-            chosen[rows[local]] = True
+            rows = np.flatnonzero((keys["_merge"] == "both").to_numpy())
+            chosen[rows[_top_k(frame.iloc[rows], settings.rescore_top_k)]] = True
         wanted = frame.loc[chosen, ["query_index", "doc_index"]]
         again = inputs.document_batches(settings.batch_size, subset=np.unique(wanted["doc_index"]))
         full = pairwise_scores(inputs.model, task, factors, queries.batches, again.batches, query_rank=None,
@@ -181,9 +182,8 @@ def gather_shards(shards: Sequence[pd.DataFrame], n_queries: int, n_docs: int, s
     """
     frame = pd.concat(shards, ignore_index=True)
     columns = ["score", *[c for c in frame.columns if c.startswith("layer_")]]
-    low = frame[~frame["full_rank"]] if settings.rescoring else frame
-    full = frame[frame["full_rank"]] if settings.rescoring else frame.iloc[:0]
-    low = low.sort_values(["query_index", "doc_index"], ignore_index=True)
+    full = frame[frame["full_rank"]]
+    low = frame[~frame["full_rank"]].sort_values(["query_index", "doc_index"], ignore_index=True)
     keys = _keys(low, n_docs)
     expected = n_queries * n_docs
     if len(low) != expected or not np.array_equal(keys, np.arange(expected)):
@@ -192,19 +192,18 @@ def gather_shards(shards: Sequence[pd.DataFrame], n_queries: int, n_docs: int, s
                          f"{n_queries} queries x {n_docs} documents ({missing} pairs missing); was a shard computed "
                          f"for another corpus or shard count?")
     low = low.drop(columns="full_rank")
-    no_choice = np.zeros(len(low), dtype=bool)
-    chosen = (top_k_mask(low["query_index"].to_numpy(), low["doc_index"].to_numpy(), low["score"].to_numpy(),
-                         settings.rescore_top_k) if settings.rescoring else no_choice)
-    pairwise = _rescore(low, full, chosen, n_docs, columns, "pairwise")
+
+    def chosen(pairs: pd.DataFrame) -> np.ndarray:
+        if not settings.rescoring:
+            return np.zeros(len(pairs), dtype=bool)
+        return _top_k(pairs, settings.rescore_top_k)
+
+    pairwise = _rescore(low, full, chosen(low), n_docs, columns, "pairwise")
     if candidates is None:
         return pairwise, None
-    rows = np.sort(_keys(candidates, n_docs))
-    restricted = low.iloc[rows].reset_index(drop=True)
+    restricted = low.iloc[np.sort(_keys(candidates, n_docs))].reset_index(drop=True)
     restricted = restricted.merge(candidates, on=["query_index", "doc_index"], how="left")
-    chosen = (top_k_mask(restricted["query_index"].to_numpy(), restricted["doc_index"].to_numpy(),
-                         restricted["score"].to_numpy(), settings.rescore_top_k) if settings.rescoring
-              else np.zeros(len(restricted), dtype=bool))
-    return pairwise, _rescore(restricted, full, chosen, n_docs, columns, "candidate scores")
+    return pairwise, _rescore(restricted, full, chosen(restricted), n_docs, columns, "candidate scores")
 
 
 def token_scores(inputs: StudyInputs, factors, top: pd.DataFrame, settings: ScoringSettings,
@@ -237,10 +236,11 @@ def token_scores(inputs: StudyInputs, factors, top: pd.DataFrame, settings: Scor
         values = result.per_token[rows, cols]  # [pairs, T]
         mask = result.token_mask[cols]  # [pairs, T]
         pair, position = np.nonzero(mask.numpy())
-        ids = np.zeros(mask.shape, dtype=np.int64)
+        doc_ids = np.zeros((len(doc_order), mask.shape[1]), dtype=np.int64)
         for c, d in enumerate(doc_order):
             sequence = inputs.document_sequences[int(d)]
-            ids[cols == c, :len(sequence)] = sequence
+            doc_ids[c, :len(sequence)] = sequence
+        ids = doc_ids[cols]
         frame = wanted.iloc[pair].reset_index(drop=True)
         frame["position"] = position.astype(np.int32)
         frame["token_id"] = ids[pair, position]
