@@ -1,5 +1,5 @@
 # The influence study: corpus -> tokenizer -> model family -> factors -> BM25 candidates -> sharded scores ->
-# token scores -> explorer (analyses and figures follow).
+# token scores -> explorer -> analyses, their figures and executed notebooks -> reports/findings.md.
 # All logic lives in src/influence_study; the rules under workflow/rules only wire files to its steps.
 import sys
 
@@ -32,6 +32,12 @@ include: "workflow/rules/candidates.smk"
 include: "workflow/rules/scores.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/analyses/sparsity.smk"
+include: "workflow/rules/notebooks.smk"
+include: "workflow/rules/findings.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -41,4 +47,5 @@ rule all:
         learning_table_outputs().values(),
         loss_figure_outputs().values(),
         influence_outputs(),
+        analysis_targets(),
     default_target: True

@@ -220,6 +220,9 @@ def _check_semantics(config: dict, source: str) -> None:
     if config["explorer"]["strategy"] not in influence["strategies"]:
         raise ConfigError(f"{source}: explorer.strategy: {config['explorer']['strategy']!r} is not one of "
                           f"influence.strategies {influence['strategies']}")
+    if config["analyses"]["strategy"] not in influence["strategies"]:
+        raise ConfigError(f"{source}: analyses.strategy: {config['analyses']['strategy']!r} is not one of "
+                          f"influence.strategies {influence['strategies']}")
     too_deep = [k for k in config["candidates"]["recall_k"] if k > config["candidates"]["top_k"]]
     if too_deep:
         raise ConfigError(f"{source}: candidates.recall_k: {too_deep} exceed candidates.top_k = "

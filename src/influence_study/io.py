@@ -99,10 +99,10 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict:
     return json.loads(stored) if stored else {}
 
 
-def write_json(data: Any, path: str | os.PathLike) -> None:
-    """Write ``data`` as indented JSON atomically."""
+def write_json(data: Any, path: str | os.PathLike, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON atomically (``sort_keys=False`` keeps the mappings' order)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from . import influence_steps, steps
@@ -10,15 +11,27 @@ from .runtime import logged_to
 
 def run_step(smk: Any) -> None:
     """Call ``<step>(config, **named inputs, **named outputs, **other params)``, where ``<step>`` is
-    ``smk.params.step`` in :mod:`influence_study.steps` or :mod:`influence_study.influence_steps`.
+    ``smk.params.step``: a function of :mod:`influence_study.steps` or :mod:`influence_study.influence_steps`, or
+    ``"<module>:<function>"`` for a function of ``influence_study.<module>`` (e.g. ``"analyses.sparsity:run"``).
 
     The rule's named inputs and outputs must be called like the step function's parameters; the rule's first
     log file receives everything the step prints, and torch uses the rule's ``threads``.
     """
     params = dict(smk.params.items())
     name = params.pop("step")
-    function = getattr(steps, name, None) or getattr(influence_steps, name)
+    function = step_function(name)
     kwargs = {**dict(smk.input.items()), **dict(smk.output.items()), **params}
     kwargs = {k: (list(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
     with logged_to(smk.log[0] if smk.log else None, threads=smk.threads):
         function(smk.config, **kwargs)
+
+
+def step_function(name: str):
+    """The function a rule's ``step`` parameter names (see :func:`run_step`)."""
+    if ":" in name:
+        module, _, attribute = name.partition(":")
+        return getattr(importlib.import_module(f"influence_study.{module}"), attribute)
+    function = getattr(steps, name, None) or getattr(influence_steps, name, None)
+    if function is None:
+        raise AttributeError(f"step {name!r}: no such function in influence_study.steps or .influence_steps")
+    return function

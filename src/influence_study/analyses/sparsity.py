@@ -11,6 +11,7 @@ same way) whose Kolmogorov-Smirnov distance to their own fit is at least the dat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,104 @@ def sparsity_table(pairwise: pd.DataFrame, tail_size: int, bootstrap: int = 200,
                        note=str(error))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def survival_curves(pairwise: pd.DataFrame, query_ids: Sequence[str], tail_size: int) -> pd.DataFrame:
+    """The empirical survival function P(X >= x) of each chosen query's top ``tail_size`` normalised scores
+    (columns ``query_id, score_norm, survival``), for the log-log plot."""
+    rows = []
+    column = "score_norm" if "score_norm" in pairwise else "score"
+    chosen = pairwise[pairwise["query_id"].isin(list(query_ids))]
+    for query_id, group in chosen.groupby("query_id", observed=True, sort=False):
+        tail = np.sort(group[column].to_numpy())[-tail_size:][::-1]
+        rows.append(pd.DataFrame({"query_id": query_id, "score_norm": tail,
+                                  "survival": np.arange(1, len(tail) + 1) / len(tail)}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["query_id", "score_norm", "survival"])
+
+
+def summarise(per_query: pd.DataFrame) -> dict:
+    """Statistics per model of a per-query sparsity table (columns of :func:`sparsity_table` plus ``model``)."""
+    out = {}
+    for model, group in per_query.groupby("model", sort=False):
+        fitted = group.dropna(subset=["alpha"])
+        alpha = fitted["alpha"].to_numpy()
+        out[model] = {
+            "queries": int(len(group)), "fitted": int(len(fitted)),
+            "alpha_median": float(np.median(alpha)) if alpha.size else float("nan"),
+            "alpha_q25": float(np.quantile(alpha, 0.25)) if alpha.size else float("nan"),
+            "alpha_q75": float(np.quantile(alpha, 0.75)) if alpha.size else float("nan"),
+            "rejected_share": float(fitted["rejected"].astype(float).mean()) if len(fitted) else float("nan"),
+            "top1pct_share_median": float(group["top1pct_share"].median()),
+            "max_score_norm": float(group["max_score"].max()),
+            "share_queries_above_1_nat": float((group["max_score"] > 1.0).mean()),
+        }
+    return out
+
+
+# The paper's numbers (section 5.2.1): 8 queries, top 500 of 5M sequences.
+PAPER_ALPHA = (2.0, 4.3)
+PAPER_REJECTED = 2 / 8
+PAPER_TOP_SHARE = (0.12, 0.52)
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The paper's sparsity findings, each checked per model size."""
+    from ..findings import finding
+
+    models = statistics["models"]
+    name = "Sparsity"
+    fmt = lambda key, f: ", ".join(f"{m} {f(models[m][key])}" for m in models)  # noqa: E731
+    return [
+        finding(name, "The top tail of each query's influence follows a power law (KS test rejects it for few "
+                      "queries).", "rejected for 2 of 8 queries",
+                "rejected share: " + fmt("rejected_share", lambda v: f"{v:.0%}"),
+                {f"{m}: rejected for at most {PAPER_REJECTED:.0%} of queries": v["rejected_share"] <= PAPER_REJECTED
+                 for m, v in models.items()}),
+        finding(name, "Power-law exponents lie between about 2 and 4.3.", "α ≈ 2–4.3",
+                "median α: " + fmt("alpha_median", lambda v: f"{v:.2f}"),
+                {f"{m}: median α in [2, 4.3]": PAPER_ALPHA[0] <= v["alpha_median"] <= PAPER_ALPHA[1]
+                 for m, v in models.items()}),
+        finding(name, "The top 1% of training sequences hold a large share of the positive influence.", "12–52%",
+                "median top-1% share: " + fmt("top1pct_share_median", lambda v: f"{v:.0%}"),
+                {f"{m}: median share in [12%, 52%]": PAPER_TOP_SHARE[0] <= v["top1pct_share_median"] <= PAPER_TOP_SHARE[1]
+                 for m, v in models.items()}),
+        finding(name, "No single training sequence has an influence above 1 (nats per added copy).",
+                "no sequence above 1",
+                "queries with a document above 1 nat: " + fmt("share_queries_above_1_nat", lambda v: f"{v:.0%}")
+                + "; largest: " + fmt("max_score_norm", lambda v: f"{v:.3g}"),
+                {f"{m}: no document above 1 nat": v["share_queries_above_1_nat"] == 0 for m, v in models.items()}),
+    ]
+
+
+def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, curves: str, summary: str) -> None:
+    """Step of ``analysis_sparsity``: per-query power-law fits and top-1% shares of every model (the
+    ``analyses.sparsity`` section sets the tail size, the bootstrap draws and how many queries are fitted)."""
+    from tqdm.auto import tqdm
+
+    from .common import load_family_tables, write_analysis
+
+    section = config["analyses"]["sparsity"]
+    tables = load_family_tables(pairwise, learning, columns=["query_id", "doc_id", "score_norm"])
+    query_ids = np.array(sorted(next(iter(tables.values()))["query_id"].unique()))
+    if section["max_queries"] is not None and section["max_queries"] < len(query_ids):
+        rng = np.random.default_rng(config["seed"])
+        query_ids = np.sort(rng.choice(query_ids, size=section["max_queries"], replace=False))
+    tail = section["tail_size"]
+    per_query, survival = [], []
+    for model, frame in tqdm(tables.items(), desc="sparsity", unit="model"):
+        frame = frame[frame["query_id"].isin(query_ids)]
+        n_docs = frame.groupby("query_id", observed=True).size().min()
+        fits = sparsity_table(frame, min(tail, int(n_docs)), section["bootstrap"], config["seed"])
+        fits.insert(0, "model", model)
+        per_query.append(fits)
+        typical = fits.dropna(subset=["alpha"]).sort_values("alpha")
+        shown = typical["query_id"].iloc[[len(typical) // 2]] if len(typical) else []
+        curve = survival_curves(frame, shown, min(tail, int(n_docs)))
+        curve.insert(0, "model", model)
+        survival.append(curve)
+    per_query = pd.concat(per_query, ignore_index=True)
+    statistics = {"tail_size": tail, "bootstrap": section["bootstrap"], "queries": int(len(query_ids)),
+                  "models": summarise(per_query)}
+    write_analysis(config, "sparsity", {"table": (per_query, table),
+                                        "curves": (pd.concat(survival, ignore_index=True), curves)},
+                   statistics, verdicts, summary, inputs=[*pairwise, learning])

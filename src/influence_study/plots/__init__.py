@@ -1,13 +1,25 @@
-"""Figures of the study: each function takes a table and returns a matplotlib figure."""
+"""Figures of the study: each function takes a table and returns a matplotlib figure.
+
+One module per analysis (``influence_study.plots.<name>``) holds its plotting function and the ``figure`` step of
+its ``fig_<name>`` rule; notebooks call the same functions, so a notebook's figure and the workflow's are one code.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; workflow jobs draw off-screen
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+
+def study_theme() -> None:
+    """The seaborn theme of every figure of the study."""
+    sns.set_theme(style="whitegrid", context="paper")
 
 
 def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
@@ -15,7 +27,7 @@ def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
 
     ``history`` has columns ``model, tokens, train_loss, valid_loss`` (one row per logged step).
     """
-    sns.set_theme(style="whitegrid", context="paper")
+    study_theme()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True, constrained_layout=True)
     for ax, column, title in zip(axes, ("train_loss", "valid_loss"), ("training loss", "held-out loss")):
         sns.lineplot(data=history, x="tokens", y=column, hue="model", marker="o", markersize=3, ax=ax)
@@ -27,7 +39,7 @@ def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
 
 def save_figure(fig: plt.Figure, *paths) -> None:
     """Save ``fig`` to each path (format from the suffix) and close it."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     for path in paths:
         with atomic_path(path) as tmp:

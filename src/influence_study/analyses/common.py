@@ -1,0 +1,86 @@
+"""What every analysis shares: the model family ordered by size, the influence tables, confidence intervals, and
+writing an analysis's outputs (its tables and ``analyses/{name}.json`` with statistics, findings and provenance).
+
+An analysis module ``influence_study.analyses.<name>`` holds pure functions from tables to statistics, a
+``verdicts(statistics) -> list[Finding]`` whose checks are fixed in code, and a ``run(config, ...)`` step that the
+workflow calls with the rule's files (``step="analyses.<name>:run"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..findings import Finding
+from ..io import read_parquet_metadata, require_columns, write_json, write_parquet
+from ..provenance import provenance
+
+
+def model_sizes(learning: str | os.PathLike | pd.DataFrame) -> pd.Series:
+    """Parameter count per model (index: model name), smallest first, from ``tables/learning.parquet``."""
+    table = learning if isinstance(learning, pd.DataFrame) else pd.read_parquet(learning)
+    require_columns(table, ["model", "parameters"], "learning table")
+    return table.set_index("model")["parameters"].sort_values(kind="stable")
+
+
+def table_model(path: str | os.PathLike) -> str:
+    """The model a scores table belongs to (from its provenance metadata, else its path
+    ``scores/{model}/{strategy}/<file>``)."""
+    return read_parquet_metadata(path).get("model") or Path(path).parent.parent.name
+
+
+def load_family_tables(paths: Iterable[str | os.PathLike], learning: str | os.PathLike | pd.DataFrame,
+                       columns: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Read one scores table per model (``pairwise.parquet``, ``tokens.parquet``, ...), keyed by model and ordered
+    from the smallest model to the largest. ``columns`` restricts what is read (tables are large)."""
+    by_model = {table_model(p): p for p in paths}
+    sizes = model_sizes(learning)
+    missing = sorted(set(by_model) - set(sizes.index))
+    if missing:
+        raise ValueError(f"models {missing} have scores but no row in the learning table")
+    return {m: pd.read_parquet(by_model[m], columns=list(columns) if columns else None)
+            for m in sizes.index if m in by_model}
+
+
+def top_k(pairwise: pd.DataFrame, k: int, score: str = "score") -> pd.DataFrame:
+    """Each query's ``k`` highest-scoring rows (ties broken by ``doc_id``), with a 1-based ``rank`` column."""
+    ordered = pairwise.sort_values(["query_id", score, "doc_id"], ascending=[True, False, True], kind="stable")
+    top = ordered.groupby("query_id", sort=False, observed=True).head(k).copy()
+    top["rank"] = top.groupby("query_id", sort=False, observed=True).cumcount() + 1
+    return top.reset_index(drop=True)
+
+
+def mean_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` (NaNs dropped) with a percentile bootstrap confidence interval (scipy.stats.bootstrap);
+    (nan, nan, nan) without values, and a zero-width interval with one value."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if values.size == 1 or np.all(values == values[0]):
+        return mean, mean, mean
+    result = stats.bootstrap((values,), np.mean, confidence_level=level, n_resamples=resamples,
+                             method="percentile", random_state=np.random.default_rng(seed))
+    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def write_analysis(config: Mapping, name: str, tables: Mapping[str, tuple[pd.DataFrame, str]],
+                   statistics: Mapping, verdicts: Callable[[Mapping], list[Finding]] | None, summary: str,
+                   inputs: Sequence[str | os.PathLike] = ()) -> dict:
+    """Write an analysis's outputs: each ``tables[key] = (frame, path)`` as parquet (with provenance metadata) and
+    ``summary`` (``analyses/{name}.json``) with ``statistics``, the findings ``verdicts(statistics)`` returns, and
+    the provenance record. Returns the summary record."""
+    record = provenance(config, inputs, analysis=name)
+    for frame, path in tables.values():
+        write_parquet(frame, path, metadata=record)
+    findings = [f.to_dict() for f in (verdicts(statistics) if verdicts else [])]
+    document = {"analysis": name, "statistics": dict(statistics), "findings": findings, "provenance": record}
+    write_json(document, summary, sort_keys=False)  # models stay ordered by size
+    return document

@@ -1,0 +1,40 @@
+"""Executed notebooks: run an analysis notebook with papermill on a study's outputs and render it to HTML."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from .io import atomic_path
+from .runtime import get_logger
+
+KERNEL = "python3"
+
+
+def execute_notebook(notebook: str | os.PathLike, executed: str | os.PathLike, html: str | os.PathLike,
+                     parameters: Mapping, progress: bool = False) -> None:
+    """Execute ``notebook`` with papermill (its ``parameters`` cell overridden by ``parameters``), save the executed
+    notebook to ``executed`` and an HTML rendering (nbconvert, code shown) to ``html``. A cell that raises makes
+    this raise papermill's ``PapermillExecutionError`` naming the cell, and nothing is written under either name."""
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    with atomic_path(executed) as tmp:
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=dict(parameters), kernel_name=KERNEL,
+                                   progress_bar=progress, cwd=str(notebook.parent), language="python")
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp, as_version=4))
+        with atomic_path(html) as html_tmp:
+            html_tmp.write_text(body, encoding="utf-8")
+
+
+def execute(config: Mapping, notebook: str, executed: str, html: str, **analysis_files) -> None:
+    """Step of the ``notebook`` rule: the notebook runs with ``results_dir`` (the study's output directory, absolute)
+    and ``seed`` as parameters; it reads the ``analysis_files`` itself (they are inputs only for the workflow)."""
+    get_logger().info("executing %s", notebook)
+    execute_notebook(notebook, executed, html,
+                     {"results_dir": str(Path(config["output_dir"]).resolve()), "seed": config["seed"]})

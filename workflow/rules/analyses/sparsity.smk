@@ -1,0 +1,37 @@
+# Sparsity (paper section 5.2.1): power-law fit of each query's top tail, share of the top 1%.
+ANALYSES["sparsity"] = analysis_outputs("sparsity", "table", "curves")
+FIGURES["sparsity"] = figure_outputs("sparsity")
+
+
+rule analysis_sparsity:
+    input:
+        pairwise=strategy_tables("pairwise"),
+        learning=LEARNING_TABLE,
+    output:
+        **ANALYSES["sparsity"],
+    params:
+        step="analyses.sparsity:run",
+    log:
+        out("logs/analyses/sparsity.log"),
+    benchmark:
+        out("benchmarks/analyses/sparsity.tsv")
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT
+
+
+rule fig_sparsity:
+    input:
+        table=ANALYSES["sparsity"]["table"],
+        curves=ANALYSES["sparsity"]["curves"],
+    output:
+        **report_figure("sparsity", "Sparsity"),
+    params:
+        step="plots.sparsity:figure",
+    log:
+        out("logs/figures/sparsity.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT

@@ -1,0 +1,16 @@
+# The findings report: every analysis's findings and verdicts, in reports/findings.md.
+
+
+rule findings:
+    input:
+        summaries=[outputs["summary"] for outputs in ANALYSES.values()],
+    output:
+        report=out("reports/findings.md"),
+    params:
+        step="findings:write_findings_report",
+    log:
+        out("logs/findings.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT

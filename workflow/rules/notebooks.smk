@@ -1,0 +1,21 @@
+# One executed notebook per analysis: notebooks/{name}.ipynb run with papermill on the analysis's outputs.
+
+
+rule notebook:
+    input:
+        notebook=f"{workflow.basedir}/notebooks/{{name}}.ipynb",
+        analysis=lambda wildcards: ANALYSES[wildcards.name].values(),
+    output:
+        **notebook_outputs("{name}"),
+    params:
+        step="notebooks:execute",
+    wildcard_constraints:
+        name="|".join(ANALYSES) or "none",
+    log:
+        out("logs/notebooks/{name}.log"),
+    benchmark:
+        out("benchmarks/notebooks/{name}.tsv")
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT
