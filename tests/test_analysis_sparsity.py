@@ -78,3 +78,61 @@ def test_sparsity_table_one_row_per_query():
     assert np.isfinite(table.loc[0, "alpha"]) and np.isnan(table.loc[1, "alpha"])
     assert "non-positive" in table.loc[1, "note"]
     assert table.loc[1, "max_score"] == pytest.approx(0.2)
+
+
+def _family(tmp_path, scale_by_model):
+    """Pairwise tables of a family whose scores are exact power-law samples, times a per-model scale."""
+    from influence_study.io import write_parquet
+
+    learning = pd.DataFrame({"model": list(scale_by_model), "parameters": [10 ** (i + 3) for i in range(len(scale_by_model))]})
+    write_parquet(learning, tmp_path / "learning.parquet")
+    paths = []
+    for i, (model, scale) in enumerate(scale_by_model.items()):
+        rows = []
+        for q in range(4):
+            values = power_law_sample(3.0, 1.0, 300, seed=10 * i + q) * scale
+            rows.append(pd.DataFrame({"query_id": f"q{q}", "doc_id": [f"d{j:03d}" for j in range(300)],
+                                      "score_norm": values}))
+        path = tmp_path / model / "ekfac" / "pairwise.parquet"
+        write_parquet(pd.concat(rows, ignore_index=True), path, metadata={"model": model})
+        paths.append(str(path))
+    return paths, str(tmp_path / "learning.parquet")
+
+
+def test_run_writes_per_query_fits_and_verdicts_per_model_in_size_order(tmp_path):
+    import json
+
+    from influence_study.analyses.sparsity import run
+
+    paths, learning = _family(tmp_path, {"large": 1e-3, "small": 1e-3})  # listed large first: order is by size
+    config = {"seed": 0, "analyses": {"sparsity": {"tail_size": 100, "bootstrap": 20, "max_queries": 3}}}
+    out = tmp_path / "out"
+    run(config, paths, learning, table=str(out / "t.parquet"), curves=str(out / "c.parquet"),
+        summary=str(out / "s.json"))
+    per_query = pd.read_parquet(out / "t.parquet")
+    assert per_query.groupby("model").size().to_dict() == {"large": 3, "small": 3}  # 3 of 4 queries sampled
+    summary = json.loads((out / "s.json").read_text())
+    assert list(summary["statistics"]["models"]) == ["large", "small"]  # parameters 1e3 < 1e4
+    stats = summary["statistics"]["models"]["large"]
+    # a power law with alpha = 3 is found (4 standard errors of the MLE on 100 points) and rarely rejected
+    assert abs(stats["alpha_median"] - 3.0) < 4 * 2.0 / np.sqrt(100)
+    # scaled by 1e-3 no document reaches 1 nat: that finding holds; the max is the table's own max
+    findings = {f["claim"][:20]: f for f in summary["findings"]}
+    above = next(f for f in summary["findings"] if "above 1" in f["claim"])
+    assert above["verdict"] == "replicated"
+    assert stats["max_score_norm"] == pytest.approx(per_query.loc[per_query.model == "large", "max_score"].max())
+    assert len(findings) == 4 and all(len(f["checks"]) == 2 for f in summary["findings"])
+
+
+def test_a_document_above_one_nat_fails_that_finding(tmp_path):
+    import json
+
+    from influence_study.analyses.sparsity import run
+
+    paths, learning = _family(tmp_path, {"small": 1e-3, "large": 10.0})
+    config = {"seed": 0, "analyses": {"sparsity": {"tail_size": 50, "bootstrap": 0, "max_queries": None}}}
+    run(config, paths, learning, table=str(tmp_path / "t.parquet"), curves=str(tmp_path / "c.parquet"),
+        summary=str(tmp_path / "s.json"))
+    above = next(f for f in json.loads((tmp_path / "s.json").read_text())["findings"] if "above 1" in f["claim"])
+    assert above["verdict"] == "mixed"
+    assert above["checks"] == {"small: no document above 1 nat": True, "large: no document above 1 nat": False}

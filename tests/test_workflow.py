@@ -264,6 +264,52 @@ def test_rerun_has_nothing_to_do_and_outputs_are_deterministic(study, tmp_path):
     assert all((first[k] == second[k]).all() for k in first)
 
 
+ANALYSES = sorted(p.stem for p in (ROOT / "workflow" / "rules" / "analyses").glob("*.smk"))
+
+
+def _notebook_outputs(path):
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ANALYSES)
+def test_analysis_has_tables_a_figure_an_executed_notebook_and_findings(study, name):
+    from influence_study.findings import VERDICTS
+
+    root = study["root"]
+    summary = json.loads((root / "analyses" / f"{name}.json").read_text())
+    assert summary["analysis"] == name and summary["provenance"]["config_hash"]
+    assert summary["findings"], f"{name}: no findings"
+    assert all(f["verdict"] in VERDICTS for f in summary["findings"])
+    report = (root / "reports" / "findings.md").read_text()
+    assert all(f["claim"].replace("|", "\\|") in report for f in summary["findings"])
+    assert (root / "figures" / f"{name}.png").stat().st_size > 5_000
+    assert (root / "figures" / f"{name}.pdf").is_file()
+    # the notebook ran on the CI outputs: no error output, at least one figure, rendered to HTML
+    outputs = _notebook_outputs(root / "reports" / "notebooks" / f"{name}.ipynb")
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: the notebook shows no figure"
+    assert "<html" in (root / "reports" / "notebooks" / f"{name}.html").read_text()[:2000].lower()
+    assert (root / "benchmarks" / "notebooks" / f"{name}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_snakemake_report_has_every_figure_with_its_caption(study, tmp_path):
+    report = tmp_path / "report.zip"
+    snakemake("--report", str(report), "--configfile", str(study["config_path"]))
+    import zipfile
+
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+        text = "".join(archive.read(n).decode("utf-8", "ignore") for n in names if n.endswith((".html", ".js")))
+    for name in ANALYSES:
+        assert any(n.endswith(f"figures/{name}.png") for n in names), f"{name}: figure not in the report"
+    assert "power-law exponent" in text  # the sparsity caption
+
+
 @pytest.mark.slow
 def test_summary_command(study):
     result = subprocess.run([sys.executable, "-m", "influence_study.cli", "summary", str(study["config_path"])],

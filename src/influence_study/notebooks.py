@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -24,12 +26,15 @@ def execute_notebook(notebook: str | os.PathLike, executed: str | os.PathLike, h
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook {notebook} does not exist")
-    with atomic_path(executed) as tmp:
-        papermill.execute_notebook(str(notebook), str(tmp), parameters=dict(parameters), kernel_name=KERNEL,
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Path(scratch) / notebook.name
+        papermill.execute_notebook(str(notebook), str(run), parameters=dict(parameters), kernel_name=KERNEL,
                                    progress_bar=progress, cwd=str(notebook.parent), language="python")
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp, as_version=4))
-        with atomic_path(html) as html_tmp:
-            html_tmp.write_text(body, encoding="utf-8")
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(run, as_version=4))
+        with atomic_path(html) as tmp:
+            tmp.write_text(body, encoding="utf-8")
+        with atomic_path(executed) as tmp:
+            shutil.copyfile(run, tmp)
 
 
 def execute(config: Mapping, notebook: str, executed: str, html: str, **analysis_files) -> None:

@@ -5,7 +5,9 @@ rule fig_loss_curves:
     input:
         model_dirs=model_dirs(),
     output:
-        **loss_figure_outputs(),
+        png=report(loss_figure_outputs()["png"], caption=f"{workflow.basedir}/workflow/report/loss_curves.rst",
+                   category="Models"),
+        pdf=loss_figure_outputs()["pdf"],
     params:
         step="loss_figure",
     log:

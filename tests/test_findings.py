@@ -1,0 +1,100 @@
+"""Verdicts from checks, the findings report, and the helpers every analysis shares (top-k, bootstrap CIs,
+model order, the summary file)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from influence_study.analyses.common import load_family_tables, mean_ci, model_sizes, top_k, write_analysis
+from influence_study.findings import (MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED, finding, findings_markdown,
+                                      increasing, load_findings, render_findings, verdict)
+from influence_study.io import read_parquet_metadata, write_parquet
+
+
+def test_verdict_follows_the_checks():
+    assert verdict({"a": True, "b": True}) == REPLICATED
+    assert verdict({"a": False, "b": False}) == NOT_REPLICATED
+    assert verdict({"a": True, "b": False}) == MIXED
+    assert verdict({}) == NOT_MEASURED
+    assert finding("X", "claim", "paper", "measured", {"a": np.bool_(True)}).verdict == REPLICATED
+
+
+@pytest.mark.parametrize("values, expected", [([1, 2, 3], True), ([1, 1, 2], True), ([3, 2, 1], False),
+                                              ([1, 3, 2, 4], False), ([1], False), ([2, 2], False)])
+def test_increasing(values, expected):
+    assert increasing(values) is expected
+
+
+def test_increasing_tolerates_a_small_dip_only_when_asked():
+    assert not increasing([1.0, 2.0, 1.95, 3.0])
+    assert increasing([1.0, 2.0, 1.95, 3.0], tolerance=0.1)
+
+
+def test_report_lists_every_finding_under_its_analysis_and_escapes_pipes(tmp_path):
+    items = [finding("Sparsity", "tail | power law", "2-4.3", "3.1", {"ok": True}),
+             finding("Layers", "even", "—", "0.3", {"x": False, "y": True}),
+             finding("Sparsity", "top 1%", "12-52%", "20%", {"z": False})]
+    text = render_findings(items, title="T", preamble="P")
+    assert text.index("## Sparsity") < text.index("## Layers")
+    assert "tail \\| power law" in text
+    assert "Verdicts: 1 replicated, 1 not replicated, 1 mixed." in text
+    assert text.count("| **") == 3
+    assert "✓ x" not in text and "✗ x; ✓ y" in text
+    assert "*mixed*" in findings_markdown([items[1].to_dict()])
+
+
+def test_summary_file_round_trips_findings_in_order(tmp_path):
+    frame = pd.DataFrame({"model": ["b", "a"], "value": [1.0, 2.0]})
+    stats = {"models": {"small": {"v": 1}, "large": {"v": 2}}}
+
+    def verdicts(statistics):
+        return [finding("A", "c", "p", "m", {name: s["v"] > 0 for name, s in statistics["models"].items()})]
+
+    document = write_analysis({"seed": 0}, "a", {"table": (frame, tmp_path / "a.parquet")}, stats, verdicts,
+                              str(tmp_path / "a.json"))
+    stored = json.loads((tmp_path / "a.json").read_text())
+    assert list(stored["statistics"]["models"]) == ["small", "large"]  # the order of sizes survives
+    assert list(stored["findings"][0]["checks"]) == ["small", "large"]
+    assert stored == json.loads(json.dumps(document, default=str))
+    assert read_parquet_metadata(tmp_path / "a.parquet")["analysis"] == "a"
+    assert load_findings([tmp_path / "a.json"])[0].verdict == REPLICATED
+
+
+def test_top_k_matches_a_sort_per_query_with_ties_broken_by_document():
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame({"query_id": np.repeat(["q1", "q2", "q3"], 20), "doc_id": [f"d{i:02d}" for i in range(20)] * 3,
+                          "score": rng.integers(0, 5, 60).astype(float)})
+    top = top_k(pairs, 4)
+    for query, group in pairs.groupby("query_id"):
+        expected = sorted(zip(-group["score"], group["doc_id"]))[:4]
+        got = top[top.query_id == query]
+        assert list(got["doc_id"]) == [d for _, d in expected]
+        assert list(got["rank"]) == [1, 2, 3, 4]
+
+
+def test_mean_ci_brackets_the_mean_and_shrinks_with_more_data():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(2.0, 1.0, 20), rng.normal(2.0, 1.0, 2000)
+    m, lo, hi = mean_ci(np.append(small, np.nan))
+    assert m == pytest.approx(small.mean()) and lo < m < hi
+    _, lo2, hi2 = mean_ci(large)
+    assert hi2 - lo2 < (hi - lo) / 4  # width ~ 1/sqrt(n): 10x the data -> ~1/10 the width
+    assert lo2 < 2.0 < hi2
+    assert all(np.isnan(mean_ci([])))
+    assert mean_ci([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_family_tables_are_ordered_by_size_and_must_be_in_the_learning_table(tmp_path):
+    learning = pd.DataFrame({"model": ["big", "small"], "parameters": [100, 10]})
+    paths = []
+    for model in ("big", "small"):
+        path = tmp_path / "scores" / model / "ekfac" / "pairwise.parquet"
+        write_parquet(pd.DataFrame({"query_id": ["q"], "doc_id": ["d"], "score": [1.0]}), path,
+                      metadata={"model": model})
+        paths.append(path)
+    assert list(model_sizes(learning).index) == ["small", "big"]
+    assert list(load_family_tables(paths, learning, columns=["score"])) == ["small", "big"]
+    with pytest.raises(ValueError, match=r"\['big'\] have scores but no row"):
+        load_family_tables(paths, learning[learning.model == "small"])

@@ -1,0 +1,1 @@
+# Placeholder: the lds analysis (rules analysis_lds and fig_lds) is being written.

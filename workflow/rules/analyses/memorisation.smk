@@ -1,0 +1,1 @@
+# Placeholder: the memorisation analysis (rules analysis_memorisation and fig_memorisation) is being written.

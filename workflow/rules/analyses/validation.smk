@@ -1,0 +1,1 @@
+# Placeholder: the validation analysis (rules analysis_validation and fig_validation) is being written.
