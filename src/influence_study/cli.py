@@ -26,7 +26,7 @@ def _summary(args: argparse.Namespace) -> int:
         return 1
     print(f"Study outputs under {root}/")
     for sub in ("corpus", "queries", "tokenizer", "models", "evaluation", "factors", "candidates", "scores", "tables",
-                "figures", "reports/explorer", "logs"):
+                "figures", "analyses", "reports/explorer", "reports/notebooks", "logs"):
         path = root / sub
         if path.exists():
             entries = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
@@ -56,7 +56,18 @@ def _summary(args: argparse.Namespace) -> int:
         table = frame.pivot_table(index=["model", "strategy"], columns="k", values="mean", sort=False)
         print(f"\nShare of the unfiltered top-{int(frame['top'].iloc[0])} that BM25's top-k holds ({recall}):")
         print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    if (root / "reports" / "findings.md").exists():
+        _print_findings(root)
     return 0
+
+
+def _print_findings(root: Path) -> None:
+    from .findings import load_findings
+
+    items = load_findings(sorted((root / "analyses").glob("*.json")))
+    print(f"\nFindings ({root / 'reports' / 'findings.md'}): verdict per finding of the paper")
+    for item in items:
+        print(f"  {item.verdict:<15} {item.analysis}: {item.claim}")
 
 
 def build_parser() -> argparse.ArgumentParser:
