@@ -6,10 +6,12 @@ CONFIG ?= config.yaml
 CORES ?= all
 CONSTRAINTS ?= constraints/cpu.txt
 SNAKEMAKE_ARGS ?=
+# The HTML report of every figure with its caption (snakemake --report), written by `make study` and `make report`.
+REPORT ?= report.html
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study test lint clean-ci
+.PHONY: setup study report test lint clean-ci
 
 $(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,11 @@ setup: $(STAMP)
 study: $(STAMP)
 	$(BIN)/influence-study check-config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile workflow/profiles/default $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --configfile $(CONFIG) --report $(REPORT)
 	$(BIN)/influence-study summary $(CONFIG)
+
+report: $(STAMP)
+	$(BIN)/snakemake --configfile $(CONFIG) --report $(REPORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,1 +1,40 @@
-# Placeholder: the abstraction analysis (rules analysis_abstraction and fig_abstraction) is being written.
+# Abstraction with scale: relations (meaning / token-only / unrelated) of each query's top-k documents per model size.
+ANALYSES["abstraction"] = analysis_outputs("abstraction", "per_query", "by_model")
+FIGURES["abstraction"] = figure_outputs("abstraction")
+
+
+rule analysis_abstraction:
+    input:
+        pairwise=strategy_tables("pairwise"),
+        learning=LEARNING_TABLE,
+        documents=corpus_outputs()["documents"],
+        queries=corpus_outputs()["queries"],
+        relations=corpus_outputs()["relations"],
+    output:
+        **ANALYSES["abstraction"],
+    params:
+        step="analyses.abstraction:run",
+    log:
+        out("logs/analyses/abstraction.log"),
+    benchmark:
+        out("benchmarks/analyses/abstraction.tsv")
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT
+
+
+rule fig_abstraction:
+    input:
+        per_query=ANALYSES["abstraction"]["per_query"],
+        by_model=ANALYSES["abstraction"]["by_model"],
+    output:
+        **report_figure("abstraction", "Abstraction"),
+    params:
+        step="plots.abstraction:figure",
+    log:
+        out("logs/figures/abstraction.log"),
+    conda:
+        STUDY_ENV
+    script:
+        STEP_SCRIPT

@@ -1,0 +1,106 @@
+"""Memorisation control (Grosse et al. 2023): famous quotes retrieve their exact copies at the top.
+
+Each quote query (the opening of a quote; completion: its end and attribution) has c verbatim copies in the training
+corpus (relation ``exact_copy``). For each model size, every document is ranked by raw EK-FAC score (ties broken by
+``doc_id``) and the rank of each copy is recorded; per query: whether the top-ranked document is a copy, the share of
+the top c that are copies, and the median and worst rank of the copies.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .relations import label_relations, summarise
+
+COPY = "exact_copy"
+TOP_C_THRESHOLD = 0.9  # ours: "at the top" read as at least 90% of the top c being copies (the paper gives no number)
+
+
+def copy_ranks(ranked: pd.DataFrame, relations: pd.DataFrame, query_ids: Sequence[str]) -> pd.DataFrame:
+    """The rank of every exact copy of each quote query in each model's full ranking ``ranked``: ``model,
+    query_id, doc_id, score, rank, n_docs, copies`` (``copies``: the query's copies in the ground truth)."""
+    ranked = ranked[ranked["query_id"].isin(set(query_ids))]
+    labelled = label_relations(ranked, relations)
+    copies = labelled[labelled["relation"] == COPY].drop(columns="relation")
+    counts = relations[relations["relation"] == COPY].groupby(relations["query_id"].astype(str)).size()
+    return copies.assign(copies=copies["query_id"].map(counts).astype(int)).reset_index(drop=True)
+
+
+def memorisation_table(ranked: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and quote query of ``ranked`` (full rankings): ``copies`` (c), ``top1_is_copy``,
+    ``top_c_share`` (copies among the top c), ``median_rank`` and ``worst_rank`` of the copies (NaN for a query
+    without copies)."""
+    queries = ranked.groupby(["model", "query_id"], sort=False)["n_docs"].first().reset_index()
+    by_query = copies.assign(in_top_c=copies["rank"] <= copies["copies"]).groupby(["model", "query_id"], sort=False)
+    stats = pd.DataFrame({
+        "copies": by_query["copies"].first(),
+        "top1_is_copy": by_query["rank"].min() == 1,
+        "top_c_share": by_query["in_top_c"].sum() / by_query["copies"].first(),
+        "median_rank": by_query["rank"].median(),
+        "worst_rank": by_query["rank"].max(),
+    }).reset_index() if len(copies) else pd.DataFrame(columns=["model", "query_id", "copies", "top1_is_copy",
+                                                                 "top_c_share", "median_rank", "worst_rank"])
+    table = queries.merge(stats, on=["model", "query_id"], how="left")
+    table["copies"] = table["copies"].fillna(0).astype(int)
+    table["top1_is_copy"] = table["top1_is_copy"].astype(float).where(table["copies"] > 0)
+    return table
+
+
+def summarise_memorisation(per_query: pd.DataFrame, copies: pd.DataFrame, seed: int = 0) -> dict:
+    """Statistics per model: quote queries, those with copies, share whose top document is a copy, mean share of
+    copies in the top c (with its bootstrap interval), and the median and worst rank of all copies."""
+    intervals = summarise(per_query, ["top_c_share"], by=("model",), seed=seed).set_index("model")
+    out = {}
+    for model, group in per_query.groupby("model", sort=False):
+        ranks = copies.loc[copies["model"] == model, "rank"].to_numpy()
+        measured = group.dropna(subset=["top_c_share"])
+        out[model] = {
+            "queries": int(len(group)), "queries_with_copies": int(len(measured)),
+            "copies": int(ranks.size),
+            "top1_copy_share": float(measured["top1_is_copy"].mean()) if len(measured) else float("nan"),
+            "top_c_share": float(intervals.loc[model, "mean"]),
+            "top_c_share_low": float(intervals.loc[model, "low"]),
+            "top_c_share_high": float(intervals.loc[model, "high"]),
+            "median_rank": float(np.median(ranks)) if ranks.size else float("nan"),
+            "worst_rank": int(ranks.max()) if ranks.size else None,
+            "documents": int(group["n_docs"].max()),
+        }
+    return out
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The paper's memorisation control, checked per model size: every quote query's top document is one of its
+    copies, and at least 90% (our threshold) of its top c are copies (c = number of copies)."""
+    from ..findings import finding
+
+    models = {m: v for m, v in statistics["models"].items() if v["queries_with_copies"] > 0}
+    measured = "; ".join(
+        f"{m}: top document a copy for {v['top1_copy_share']:.0%} of {v['queries_with_copies']} queries, "
+        f"copies in the top c {v['top_c_share']:.0%}, median rank of copies {v['median_rank']:g} "
+        f"(worst {v['worst_rank']} of {v['documents']})" for m, v in models.items())
+    checks = {}
+    for model, values in models.items():
+        checks[f"{model}: every quote query's top document is a copy"] = values["top1_copy_share"] == 1.0
+        checks[f"{model}: ≥ {TOP_C_THRESHOLD:.0%} of the top c are copies"] = values["top_c_share"] >= TOP_C_THRESHOLD
+    return [finding("Memorisation", "Famous quotes retrieve their exact copies at the top.",
+                    "qualitative: the copies rank first", measured or "no quote query with copies", checks)]
+
+
+def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, copies: str,
+        per_query: str, summary: str) -> None:
+    """Step of ``analysis_memorisation``: the full ranking of each quote query, the rank of its copies."""
+    from .common import write_analysis
+    from .relations import queries_of, ranked_documents, read_columns
+
+    query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["quotes"])["query_id"]
+    relation_table = read_columns(relations, ["query_id", "doc_id", "relation"], "relations table")
+    ranked = ranked_documents(pairwise, learning, query_ids, k=None)
+    copy_table = copy_ranks(ranked, relation_table, query_ids)
+    table = memorisation_table(ranked, copy_table)
+    statistics = {"queries": int(len(query_ids)), "top_c_threshold": TOP_C_THRESHOLD,
+                  "models": summarise_memorisation(table, copy_table, seed=config["seed"])}
+    write_analysis(config, "memorisation", {"copies": (copy_table, copies), "per_query": (table, per_query)},
+                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, relations])

@@ -1,0 +1,75 @@
+"""Role-play (Grosse et al. 2023): for an assistant that refuses to be shut down, large models' most influential
+sequences are stories of AIs or other beings wanting to survive and essays on AI risk (imitation of described
+behaviour), small models' are token matches.
+
+For each model size and each role-play query, the share of its top-k documents (raw EK-FAC score) by the theme of
+the document in the corpus: AI self-preservation dialogues, non-AI survival stories, AI-risk essays, themed
+distractors (built to share the query's tokens, e.g. shutting down a laptop) and everything else. The survival share
+is the sum of the first three.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from .relations import (category_shares, describe, model_values, nested_statistics, summarise, with_documents)
+
+SURVIVAL_THEMES = ("ai_self_preservation", "nonai_survival", "ai_risk_essay")
+DISTRACTOR = "themed_distractor"
+OTHER = "other"
+THEMES = (*SURVIVAL_THEMES, DISTRACTOR, OTHER)
+MEASURES = (*(f"share_{t}" for t in THEMES), "share_survival")
+
+
+def roleplay_table(ranked: pd.DataFrame, documents: pd.DataFrame, query_ids: Sequence[str]) -> pd.DataFrame:
+    """One row per model and role-play query of ``ranked`` (each query's top-k): the share of the top-k in each
+    theme (``share_<theme>``; a document without one of the known themes counts as ``other``) and
+    ``share_survival`` (AI self-preservation + non-AI survival + AI-risk essay)."""
+    ranked = ranked[ranked["query_id"].isin(set(query_ids))]
+    labelled = with_documents(ranked, documents, ["theme"])
+    labelled["theme"] = labelled["theme"].where(labelled["theme"].isin(THEMES[:-1]), OTHER)
+    table = category_shares(labelled, "theme", THEMES)
+    table["share_survival"] = table[[f"share_{t}" for t in SURVIVAL_THEMES]].sum(axis=1)
+    return table
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The paper's role-play finding: the survival share rises with size, and the largest model's survival share
+    exceeds its themed-distractor share."""
+    from ..findings import finding, increasing
+
+    models = statistics["models"]
+    n = statistics["queries"]
+    claim = ("For an assistant refusing shutdown, large models' most influential sequences are stories of AIs or "
+             "beings wanting to survive and essays on AI risk; small models' match tokens: the survival share of the "
+             "top-k rises with size.")
+    measured = (f"{n} role-play queries (few: intervals are wide), top {statistics['k']}: survival share "
+                + describe(models, "share_survival") + "; themed-distractor share " + describe(models,
+                                                                                               f"share_{DISTRACTOR}"))
+    checks = {}
+    if n > 0 and models:
+        survival = model_values(models, "share_survival")
+        largest = list(models)[-1]
+        checks = {"survival share increases with model size": increasing(list(survival.values())),
+                  "largest model: survival share above themed-distractor share":
+                      survival[largest] > models[largest][f"share_{DISTRACTOR}"]["mean"]}
+    return [finding("Role-play", claim, "qualitative (0.81B → 52B)", measured, checks)]
+
+
+def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, per_query: str,
+        by_model: str, summary: str) -> None:
+    """Step of ``analysis_roleplay`` (``analyses.roleplay.top_k``: top documents per query)."""
+    from .common import write_analysis
+    from .relations import queries_of, ranked_documents, read_columns
+
+    k = config["analyses"]["roleplay"]["top_k"]
+    query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["roleplay"])["query_id"]
+    document_table = read_columns(documents, ["doc_id", "theme"], "corpus table")
+    ranked = ranked_documents(pairwise, learning, query_ids, k)
+    table = roleplay_table(ranked, document_table, query_ids)
+    by_model_table = summarise(table, MEASURES, by=("model",), seed=config["seed"])
+    statistics = {"k": k, "queries": int(len(query_ids)), "models": nested_statistics(by_model_table)}
+    write_analysis(config, "roleplay", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
+                   statistics, verdicts, summary, inputs=[*pairwise, learning, documents, queries])
