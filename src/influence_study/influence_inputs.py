@@ -57,6 +57,20 @@ def make_batches(sequences: Sequence[Sequence[int]], scored_from: Sequence[int],
     return Batches(batches, where)
 
 
+def document_batches(sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int,
+                     subset: Sequence[int] | None = None) -> Batches:
+    """Training sequences (``EOS document``, see :func:`encode_training_documents`) as length-sorted padded
+    batches in which every real token after the first is a label."""
+    return make_batches(sequences, [1] * len(sequences), pad_id, batch_size, subset)
+
+
+def encode_training_documents(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Each text as the training sequence it is scored as: ``EOS text``, truncated to ``max_length`` tokens."""
+    from .tokenizer import encode_documents
+
+    return [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, texts)]
+
+
 def shard_range(n_batches: int, shard: int, n_shards: int) -> range:
     """Batches ``[floor(shard * n / n_shards), floor((shard + 1) * n / n_shards))``: ``n_shards`` contiguous
     shards that cover every batch once (``shard`` is 0-based)."""
@@ -100,8 +114,11 @@ class StudyInputs:
 
     def document_batches(self, batch_size: int, subset: Sequence[int] | None = None) -> Batches:
         """Training documents as length-sorted batches (every real token after the first is a label)."""
-        return make_batches(self.document_sequences, [1] * len(self.document_sequences), self.pad_id, batch_size,
-                            subset)
+        return document_batches(self.document_sequences, self.pad_id, batch_size, subset)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:
+        """Other texts (e.g. probes that are not in the corpus) tokenised exactly as the training documents are."""
+        return encode_training_documents(self.tokenizer, texts, self.max_length)
 
     def query_batches(self, batch_size: int, subset: Sequence[int] | None = None) -> Batches:
         """Queries as length-sorted batches (prompt tokens labelled -100)."""
@@ -123,8 +140,6 @@ def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike
     and the queries table, and tokenise both (documents as ``EOS doc``, queries as ``BOS prompt completion``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .tokenizer import encode_documents
-
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.eos_token_id is None:
@@ -139,6 +154,6 @@ def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike
                                                                                         "completion"])
     require_columns(table, ["query_id", "prompt", "completion"], str(queries))
     table = table.reset_index(drop=True)
-    doc_sequences = [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, docs["text"])]
+    doc_sequences = encode_training_documents(tokenizer, docs["text"], max_length)
     query_sequences, starts, _ = completion_sequences(tokenizer, table["prompt"], table["completion"], max_length)
     return StudyInputs(model, tokenizer, docs, table, doc_sequences, query_sequences, starts, max_length)

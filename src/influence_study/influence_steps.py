@@ -60,28 +60,46 @@ def _write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
     write_json(record, Path(path).with_name(Path(path).name + ".provenance.json"))
 
 
-def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir: str, documents: str,
-                      factors_dir: str, progress: bool = True) -> None:
-    """Fit ``strategy``'s curvature of one model on ``influence.fit_documents`` training documents (a seeded
-    random subset; labels sampled from the model unless ``influence.sampled_labels`` is false) and save it."""
+def factor_fit_documents(config: Mapping, model_name: str, n_docs: int) -> tuple[np.ndarray, int]:
+    """The training documents (sorted positions among the ``n_docs``) that the factors of ``model_name`` are
+    fitted on, ``influence.fit_documents`` of them drawn at random, and the seed (of that draw and of the sampled
+    labels)."""
+    n_fit = n_docs if config["influence"]["fit_documents"] is None else min(config["influence"]["fit_documents"],
+                                                                            n_docs)
+    seed = config["seed"] + 7919 * (1 + config["models"].index(model_entry(config, model_name)))
+    return np.sort(np.random.default_rng(seed).choice(n_docs, size=n_fit, replace=False)), seed
+
+
+def fit_study_factors(config: Mapping, model_name: str, inputs, strategy: str, blocks: int = 1,
+                      progress: bool = True):
+    """Fit ``strategy``'s curvature of one model (its :class:`~influence_study.influence_inputs.StudyInputs`) as
+    the study does: on :func:`factor_fit_documents`, labels sampled from the model unless
+    ``influence.sampled_labels`` is false, the A and S factors split into ``blocks`` diagonal blocks."""
     from .factors import fit_factors
     from .tasks import LanguageModelingTask
 
     section = config["influence"]
-    inputs = _inputs(config, model_dir, documents)
     n_docs = len(inputs.document_sequences)
-    n_fit = n_docs if section["fit_documents"] is None else min(section["fit_documents"], n_docs)
-    seed = config["seed"] + 7919 * (1 + config["models"].index(model_entry(config, model_name)))
-    subset = np.sort(np.random.default_rng(seed).choice(n_docs, size=n_fit, replace=False))
+    subset, seed = factor_fit_documents(config, model_name, n_docs)
     batches = inputs.document_batches(section["batch_size"], subset)
     factors = fit_factors(inputs.model, LanguageModelingTask(), batches.batches, strategy=strategy,
-                          modules=section["modules"], sampled_labels=section["sampled_labels"], seed=seed,
-                          progress=progress)
-    factors.metadata["fit_documents"] = {"count": int(n_fit), "of": int(n_docs), "seed": int(seed)}
+                          modules=section["modules"], sampled_labels=section["sampled_labels"], blocks=blocks,
+                          seed=seed, progress=progress)
+    factors.metadata["fit_documents"] = {"count": int(len(subset)), "of": int(n_docs), "seed": int(seed)}
+    return factors
+
+
+def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir: str, documents: str,
+                      factors_dir: str, progress: bool = True) -> None:
+    """Fit ``strategy``'s curvature of one model on ``influence.fit_documents`` training documents (a seeded
+    random subset; labels sampled from the model unless ``influence.sampled_labels`` is false) and save it."""
+    inputs = _inputs(config, model_dir, documents)
+    factors = fit_study_factors(config, model_name, inputs, strategy, progress=progress)
     factors.metadata["provenance"] = provenance(config, [model_dir, documents], model=model_name)
     factors.save(factors_dir)
+    fitted = factors.metadata["fit_documents"]
     get_logger().info("%s factors of %s: %d modules, fitted on %d of %d training documents, saved to %s", strategy,
-                      model_name, len(factors.module_names), n_fit, n_docs, factors_dir)
+                      model_name, len(factors.module_names), fitted["count"], fitted["of"], factors_dir)
 
 
 def make_candidates(config: Mapping, documents: str, queries: str, candidates: str) -> None:

@@ -70,9 +70,7 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
     import torch
     from transformers import AutoTokenizer
 
-    from .models import build_model, build_model_config, count_parameters, load_checkpoint
-    from .tokenizer import encode_documents
-    from .training import train_language_model
+    from .models import count_parameters, load_checkpoint
 
     log = get_logger()
     entry = model_entry(config, model_name)
@@ -85,17 +83,8 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
     else:
         settings = training_settings(config, model_name)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        docs = pd.read_parquet(documents)
-        train_ids = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
-        valid_ids = [d[:settings["seq_len"] - 1] for d in
-                     encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
-        model_config = build_model_config(entry, vocab_size=len(tokenizer), max_positions=settings["seq_len"],
-                                          eos_token_id=tokenizer.eos_token_id)
-        seed = config["seed"] + 1000 * config["models"].index(entry)
-        model = build_model(model_config, seed)
-        log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
-        result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
-                                      device=device, progress=progress, log=log.info, dtype=config["dtype"])
+        model, result, seed = train_from_scratch(config, model_name, pd.read_parquet(documents), tokenizer,
+                                                 settings, device, progress)
         history = result.history
         info = {"source": "scratch", "seconds": result.seconds, "tokens": result.tokens, "settings": settings,
                 "seed": seed, "threads": torch.get_num_threads(), "device": str(device), "dtype": config["dtype"]}
@@ -108,6 +97,30 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
         write_json(info, tmp / "training.json")
         write_json(provenance(config, inputs, model=model_name), tmp / "provenance.json")
     log.info("saved %s to %s", model_name, model_dir)
+
+
+def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tokenizer, settings: Mapping,
+                       device, progress: bool = True):
+    """Build model ``model_name`` of the family (its config entry and its init seed) and train it from scratch
+    with ``settings`` on the ``train`` rows of ``docs`` (validation loss on the ``valid`` rows). The recipe of
+    :func:`train_model`; the LDS retrains subsets with it. Returns ``(model, TrainingResult, seed)``."""
+    from .models import build_model, build_model_config, count_parameters
+    from .tokenizer import encode_documents
+    from .training import train_language_model
+
+    log = get_logger()
+    entry = model_entry(config, model_name)
+    train_ids = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
+    valid_ids = [d[:settings["seq_len"] - 1] for d in
+                 encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
+    model_config = build_model_config(entry, vocab_size=len(tokenizer), max_positions=settings["seq_len"],
+                                      eos_token_id=tokenizer.eos_token_id)
+    seed = config["seed"] + 1000 * config["models"].index(entry)
+    model = build_model(model_config, seed)
+    log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
+    result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
+                                  device=device, progress=progress, log=log.info, dtype=config["dtype"])
+    return model, result, seed
 
 
 def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: str, queries: str,

@@ -1,0 +1,241 @@
+"""Word order (Grosse et al. 2023, section 5.3): the influence of sequences that are NOT in the training data.
+
+For held-out facts, hand-built probe sequences (``queries/{corpus}-probes.parquet``) fall into the paper's six
+groups: rewordings that keep the name after the relation, the name removed, semantic changes, irrelevant
+sentences, the order flipped (name first), and flipped with the relation removed. A second set does the same for
+translation pairs: ``English: ... / French: ...`` in the query's order, and with the two languages swapped.
+
+Each probe is scored as if it were added to the training set once, read as a training document (``EOS text``,
+exactly how the corpus is tokenised), against its own query with the model's factors: the raw score
+∇f_q^T (G + λI)^-1 ∇log p(probe) divided by the number of training documents N is the change of
+log p(completion) in nats that adding one copy of the probe would cause (the study's ``score_norm``).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+FACT_GROUPS = ("reworded_name_after", "name_removed", "semantic_change", "irrelevant", "flipped",
+               "flipped_relation_removed")
+TRANSLATION_GROUPS = ("same_order", "flipped_order")
+GROUPS = {"fact": FACT_GROUPS, "translation": TRANSLATION_GROUPS}
+REFERENCE_GROUP = {"fact": "reworded_name_after", "translation": "same_order"}
+PROBE_COLUMNS = ["probe_id", "query_id", "probe_set", "group", "text"]
+SCORE_COLUMNS = ["model", "probe_id", "query_id", "probe_set", "group", "text", "tokens", "score", "score_norm"]
+
+# The checks, fixed before the numbers were seen (the paper's words turned into thresholds).
+NEAR_ZERO = 0.1          # "≈ 0": |group mean| below 10% of the reworded mean
+STRONGLY_REDUCED = 1 / 3  # "strongly reduced": flipped at most a third of the reworded mean
+SIMILAR_FACTOR = 2.0     # "≈ flipped": within a factor 2 (or both ≈ 0)
+TRANSLATION_REDUCED = 1 / 3  # paper: flipped order ≈ 10x lower; checked: at most a third of the same order
+
+
+# -- scoring ------------------------------------------------------------------------------------------------------
+def probe_scores(model, factors, query_batches, probe_sequences: Sequence[Sequence[int]],
+                 probe_query: Sequence[int], pad_id: int, batch_size: int, damping=None,
+                 progress: bool = False) -> np.ndarray:
+    """Raw influence of each probe, as a training sequence, on its own query.
+
+    ``query_batches``: :class:`~influence_study.influence_inputs.Batches` of the queries; ``probe_sequences``:
+    token ids of each probe as a training sequence; ``probe_query[i]``: the source position (as in
+    ``query_batches.order``) of probe i's query. Full query rank (the probes are few)."""
+    from ..influence_inputs import document_batches
+    from ..scoring import pairwise_scores
+    from ..tasks import LanguageModelingTask
+
+    if len(probe_sequences) != len(probe_query):
+        raise ValueError(f"probe_query: {len(probe_query)} query positions for {len(probe_sequences)} probes")
+    if len(probe_sequences) == 0:
+        return np.zeros(0)
+    probes = document_batches(probe_sequences, pad_id, batch_size)
+    result = pairwise_scores(model, LanguageModelingTask(), factors, query_batches.batches, probes.batches,
+                             damping=damping, progress=progress)
+    row_of = {int(position): row for row, position in enumerate(query_batches.order)}
+    column_of = {int(probes.order[index]): column for column, index in enumerate(result.train_indices.tolist())}
+    missing = sorted({int(q) for q in probe_query} - set(row_of))
+    if missing:
+        raise ValueError(f"probe_query: query positions {missing[:5]} are not in query_batches")
+    scores = result.scores.double().numpy()
+    return np.array([scores[row_of[int(q)], column_of[i]] for i, q in enumerate(probe_query)])
+
+
+def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: str, documents: str, queries: str,
+                probes: str, scores: str, progress: bool = True) -> None:
+    """Step of ``word_order_scores``: every probe of the probe table scored against its query with one model's
+    factors (``model, probe_id, query_id, probe_set, group, text, tokens, score, score_norm``)."""
+    from ..factors import Factors
+    from ..influence_inputs import load_study_inputs
+    from ..influence_steps import _table_provenance, _write_table
+    from ..io import require_columns, write_parquet
+    from ..provenance import provenance
+    from ..runtime import get_logger, resolve_device
+
+    table = pd.read_parquet(probes)
+    if table.empty:  # a corpus without probes (e.g. the user's own): an empty table, nothing to score
+        write_parquet(pd.DataFrame({c: pd.Series(dtype=float if "score" in c else np.int32 if c == "tokens" else str)
+                                    for c in SCORE_COLUMNS}),
+                      scores, metadata=provenance(config, [probes], model=model_name, note="no probes"))
+        get_logger().info("word-order probes of %s: the probe table is empty", model_name)
+        return
+    require_columns(table, PROBE_COLUMNS, probes)
+    inputs = load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
+    position = pd.Series(np.arange(len(inputs.queries)), index=inputs.queries["query_id"].astype(str))
+    unknown = sorted(set(table["query_id"].astype(str)) - set(position.index))
+    if unknown:
+        raise ValueError(f"{probes}: probes of queries {unknown[:5]} that are not in {queries}; rebuild the corpus")
+    probe_query = position.loc[table["query_id"].astype(str)].to_numpy()
+    factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
+    section = config["influence"]
+    sequences = inputs.encode_documents(table["text"].tolist())
+    query_batches = inputs.query_batches(section["batch_size"], np.unique(probe_query))
+    raw = probe_scores(inputs.model, factors, query_batches, sequences, probe_query, inputs.pad_id,
+                       section["batch_size"], section["damping"], progress)
+    n_train = len(inputs.documents)
+    frame = table[["probe_id", "query_id", "probe_set", "group", "text"]].reset_index(drop=True).astype(str)
+    frame.insert(0, "model", model_name)
+    frame["tokens"] = np.asarray([len(s) for s in sequences], dtype=np.int32)
+    frame["score"] = raw.astype(np.float64)
+    frame["score_norm"] = raw / n_train
+    strategy = factors.strategy
+    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, probes],
+                               n_train=n_train, what="influence of adding each probe (not in the training data) "
+                                                     "once, as a training sequence 'EOS text', on its query")
+    _write_table(frame[SCORE_COLUMNS], scores, record)
+    get_logger().info("word-order probes of %s: %d probes of %d queries", model_name, len(frame),
+                      frame["query_id"].nunique())
+
+
+# -- statistics ---------------------------------------------------------------------------------------------------
+def group_statistics(scores: pd.DataFrame, order: Sequence[str], level: float = 0.95, resamples: int = 2000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Per model (in ``order``), probe set and group: probes ``n``, ``mean`` normalised influence (nats per added
+    copy) with a bootstrap confidence interval (``ci_low``, ``ci_high``), and ``ratio`` = mean / mean of the
+    set's reference group (reworded name-after for facts, same order for translation)."""
+    from .common import mean_ci
+
+    rows = []
+    for model in order:
+        for probe_set, groups in GROUPS.items():
+            chosen = scores[(scores["model"] == model) & (scores["probe_set"] == probe_set)]
+            for group in groups:
+                values = chosen.loc[chosen["group"] == group, "score_norm"].to_numpy(np.float64)
+                mean, low, high = mean_ci(values, level, resamples, seed)
+                rows.append({"model": model, "probe_set": probe_set, "group": group, "n": int(values.size),
+                             "mean": mean, "ci_low": low, "ci_high": high})
+    frame = pd.DataFrame(rows, columns=["model", "probe_set", "group", "n", "mean", "ci_low", "ci_high"])
+    reference = frame[frame["group"].isin(REFERENCE_GROUP.values())].set_index(["model", "probe_set"])["mean"]
+    base = reference.reindex(pd.MultiIndex.from_frame(frame[["model", "probe_set"]])).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["ratio"] = frame["mean"].to_numpy() / base
+    return frame
+
+
+def summarise(groups: pd.DataFrame, sizes: Mapping[str, int]) -> dict:
+    """Statistics per model: parameters, and per probe set and group ``n, mean, ci_low, ci_high, ratio``."""
+    out = {}
+    for model, frame in groups.groupby("model", sort=False):
+        entry = {"parameters": int(sizes[model])}
+        for probe_set, part in frame.groupby("probe_set", sort=False):
+            entry[probe_set] = {row["group"]: {k: (int(row[k]) if k == "n" else float(row[k]))
+                                               for k in ("n", "mean", "ci_low", "ci_high", "ratio")}
+                                for row in part.to_dict("records")}
+        out[model] = entry
+    return out
+
+
+def _fact_means(entry: Mapping) -> dict[str, float] | None:
+    """The six fact-group means of one model, or None when a group has no probe."""
+    groups = entry.get("fact", {})
+    if any(groups.get(g, {}).get("n", 0) == 0 for g in FACT_GROUPS):
+        return None
+    return {g: groups[g]["mean"] for g in FACT_GROUPS}
+
+
+def _similar(a: float, b: float, reference: float) -> bool:
+    """``a ≈ b``: both within NEAR_ZERO of the reference, or the same sign and within SIMILAR_FACTOR."""
+    near_zero = reference > 0 and abs(a) < NEAR_ZERO * reference and abs(b) < NEAR_ZERO * reference
+    return near_zero or (a * b > 0 and 1 / SIMILAR_FACTOR <= a / b <= SIMILAR_FACTOR)
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The paper's six-group description (section 8 of PAPER.md) and the translation-order finding, checked per
+    model size (a model without probes of every group is left out)."""
+    from ..findings import finding
+
+    name = "Word order"
+    models = statistics["models"]
+    facts = {m: means for m, e in models.items() if (means := _fact_means(e)) is not None}
+
+    def measured(groups: Sequence[str]) -> str:
+        return "; ".join(f"{m}: " + ", ".join(f"{g} {v[g]:.2e}" for g in groups) for m, v in facts.items()) \
+            or "no fact probes"
+
+    rw = "reworded_name_after"
+    near = f"|mean| < {NEAR_ZERO:.0%} of reworded"
+    out = [
+        finding(name, "Rewordings that keep the name after the relation have a positive influence, the largest of "
+                      "the six groups.", "high (the largest bars)", measured(FACT_GROUPS),
+                {f"{m}: reworded > 0 and the largest group": v[rw] > 0 and v[rw] == max(v.values())
+                 for m, v in facts.items()}),
+        finding(name, "Removing the name removes the influence.", "≈ 0", measured([rw, "name_removed"]),
+                {f"{m}: name_removed {near}": v[rw] > 0 and abs(v["name_removed"]) < NEAR_ZERO * v[rw]
+                 for m, v in facts.items()}),
+        finding(name, "Irrelevant sequences have no influence.", "≈ 0", measured([rw, "irrelevant"]),
+                {f"{m}: irrelevant {near}": v[rw] > 0 and abs(v["irrelevant"]) < NEAR_ZERO * v[rw]
+                 for m, v in facts.items()}),
+        finding(name, "Semantic changes (other relation or entity) reduce the influence.", "reduced",
+                measured([rw, "semantic_change"]),
+                {f"{m}: semantic_change < reworded": v["semantic_change"] < v[rw] for m, v in facts.items()}),
+        finding(name, "Flipping the order (name before the relation) strongly reduces the influence.",
+                "strongly reduced", measured([rw, "flipped"]),
+                {f"{m}: flipped ≤ {STRONGLY_REDUCED:.2g} × reworded":
+                 v[rw] > 0 and v["flipped"] <= STRONGLY_REDUCED * v[rw] for m, v in facts.items()}),
+        finding(name, "Flipped sequences with the relation removed have about the flipped sequences' influence.",
+                "≈ flipped", measured([rw, "flipped", "flipped_relation_removed"]),
+                {f"{m}: within a factor {SIMILAR_FACTOR:g} of flipped (or both {near})":
+                 _similar(v["flipped_relation_removed"], v["flipped"], v[rw]) for m, v in facts.items()}),
+    ]
+    translation = {m: e["translation"] for m, e in models.items()
+                   if all(e.get("translation", {}).get(g, {}).get("n", 0) > 0 for g in TRANSLATION_GROUPS)}
+    out.append(finding(
+        name, "Translation pairs in the flipped order (other language first) have much less influence on an "
+              "English→other translation query.", "≈ 10× lower",
+        "; ".join(f"{m}: same order {t['same_order']['mean']:.2e}, flipped {t['flipped_order']['mean']:.2e} "
+                  f"(ratio {t['flipped_order']['ratio']:.2f})" for m, t in translation.items())
+        or "no translation probes",
+        {f"{m}: same order > 0 and flipped ≤ {TRANSLATION_REDUCED:.2g} × same order":
+         t["same_order"]["mean"] > 0 and t["flipped_order"]["mean"] <= TRANSLATION_REDUCED * t["same_order"]["mean"]
+         for m, t in translation.items()}))
+    return out
+
+
+def probes_in_training(probes: pd.DataFrame, documents: pd.DataFrame) -> int:
+    """How many probe texts are, verbatim, a training document (the paper's probes are not training data)."""
+    train = set(documents.loc[documents["split"] == "train", "text"])
+    return int(probes["text"].isin(train).sum())
+
+
+def run(config: Mapping, scores: Sequence[str], learning: str, documents: str, table: str, groups: str,
+        summary: str) -> None:
+    """Step of ``analysis_word_order``: merge the per-model probe scores, statistics per group and model size."""
+    from .common import model_sizes, write_analysis
+
+    section = config["analyses"]["word_order"]
+    frame = pd.concat([pd.read_parquet(p) for p in scores], ignore_index=True)
+    sizes = model_sizes(learning)
+    order = [m for m in sizes.index if m in set(frame["model"])]
+    frame["model"] = pd.Categorical(frame["model"], categories=order, ordered=True)
+    frame = frame.sort_values(["model", "probe_id"], kind="stable").reset_index(drop=True)
+    frame["model"] = frame["model"].astype(str)
+    stats = group_statistics(frame, order, section["confidence"], section["resamples"], config["seed"])
+    in_training = probes_in_training(frame.drop_duplicates("probe_id"),
+                                     pd.read_parquet(documents, columns=["text", "split"]))
+    statistics = {"probes": int(frame["probe_id"].nunique()), "queries": int(frame["query_id"].nunique()),
+                  "probes_in_training": in_training, "confidence": section["confidence"],
+                  "models": summarise(stats, sizes)}
+    write_analysis(config, "word_order", {"table": (frame, table), "groups": (stats, groups)}, statistics,
+                   verdicts, summary, inputs=[*scores, learning, documents])

@@ -1,0 +1,142 @@
+"""The word-order analysis: each probe's score against pairwise_scores on a one-query, one-document loader computed
+separately, the probes' tokenisation against the training documents', the group statistics and ratios on
+hand-made numbers, and the verdicts on hand-made statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
+from influence_study.analyses.word_order import (FACT_GROUPS, _similar, group_statistics, probe_scores,
+                                                 probes_in_training, score_model, summarise, verdicts)
+from influence_study.influence_inputs import StudyInputs, document_batches, make_batches
+
+transformers = pytest.importorskip("transformers")
+VOCAB = 30
+TASK = LanguageModelingTask()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=1, n_head=2, n_inner=12,
+                                     bos_token_id=0, eos_token_id=0, initializer_range=0.3)
+    model = transformers.GPT2LMHeadModel(config).double().eval()
+    gen = torch.Generator().manual_seed(1)
+
+    def sequences(lengths):
+        return [torch.randint(1, VOCAB, (int(n),), generator=gen).tolist() for n in lengths]
+
+    train = sequences(torch.randint(3, 9, (8,), generator=gen))
+    factors = fit_factors(model, TASK, document_batches(train, 0, 4).batches, strategy="ekfac",
+                          dtype=torch.float64, progress=False)
+    yield model, factors, sequences
+    torch.set_num_threads(threads)
+
+
+def test_probe_scores_match_one_pair_at_a_time(tiny):
+    model, factors, sequences = tiny
+    queries, starts = sequences([5, 7, 4, 6]), [2, 3, 1, 2]
+    probes = sequences([3, 8, 5, 6, 4, 7, 2])
+    probe_query = [3, 0, 0, 2, 3, 0, 2]  # query 1 has no probe: it is left out of the query batches
+    used = sorted(set(probe_query))
+    batches = make_batches(queries, starts, 0, 2, subset=used)
+    scores = probe_scores(model, factors, batches, probes, probe_query, pad_id=0, batch_size=3)
+    expected = []
+    for probe, q in zip(probes, probe_query):
+        one_query = make_batches([queries[q]], [starts[q]], 0, 1).batches
+        one_probe = document_batches([probe], 0, 1).batches
+        expected.append(pairwise_scores(model, TASK, factors, one_query, one_probe, dtype=torch.float64,
+                                        progress=False).scores[0, 0].item())
+    # the one-pair loaders have no padding and another batch composition: float32 round-off only
+    assert scores == pytest.approx(expected, rel=1e-4, abs=1e-6 * max(map(abs, expected)))
+    assert len(set(np.round(scores, 6))) == len(scores)  # distinct values: a permutation would be caught
+    with pytest.raises(ValueError, match="not in query_batches"):
+        probe_scores(model, factors, batches, probes[:1], [1], pad_id=0, batch_size=3)
+
+
+def test_probes_are_tokenised_as_training_documents():
+    from influence_study.tokenizer import train_tokenizer
+
+    texts = ["the red fox jumps over the dog", "a dog sleeps", "the fox was first"] * 3
+    tokenizer = train_tokenizer(texts, vocab_size=300, min_frequency=1, progress=False)
+    inputs = StudyInputs(model=None, tokenizer=tokenizer, documents=pd.DataFrame(), queries=pd.DataFrame(),
+                         document_sequences=[], query_sequences=[], query_starts=[], max_length=4)
+    encoded = inputs.encode_documents(["the red fox jumps over the dog", "a dog"])
+    for text, ids in zip(["the red fox jumps over the dog", "a dog"], encoded):
+        expected = [tokenizer.eos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]][:4]
+        assert ids == expected
+    assert len(encoded[0]) == 4  # truncated to the model's context
+
+
+def test_empty_probe_table_gives_an_empty_score_table(tmp_path):
+    probes = tmp_path / "probes.parquet"
+    pd.DataFrame({"query_id": pd.Series(dtype=str)}).to_parquet(probes)
+    out = tmp_path / "scores.parquet"
+    score_model({"seed": 0}, "m", "no-model", "no-factors", "no-docs", "no-queries", str(probes), str(out))
+    frame = pd.read_parquet(out)
+    assert frame.empty and {"probe_id", "group", "score_norm"} <= set(frame.columns)
+
+
+def hand_scores() -> pd.DataFrame:
+    rows = []
+    values = {"reworded_name_after": [2.0, 4.0], "name_removed": [0.1, -0.1], "semantic_change": [1.0, 2.0],
+              "irrelevant": [0.0, 0.2], "flipped": [0.5, 0.3], "flipped_relation_removed": [0.4, 0.6, 0.5],
+              "same_order": [3.0, 5.0], "flipped_order": [0.5, 0.3]}
+    for model, scale in (("small", 1.0), ("large", 10.0)):
+        for group, numbers in values.items():
+            probe_set = "translation" if "order" in group else "fact"
+            for i, v in enumerate(numbers):
+                rows.append({"model": model, "probe_id": f"{group}-{i}", "query_id": "q", "probe_set": probe_set,
+                             "group": group, "score_norm": v * scale})
+    return pd.DataFrame(rows)
+
+
+def test_group_statistics_by_hand():
+    stats = group_statistics(hand_scores(), ["small", "large"], resamples=200).set_index(["model", "group"])
+    assert list(stats.index.get_level_values(0)[:2]) == ["small", "small"]
+    row = stats.loc[("large", "flipped_relation_removed")]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(5.0) and row["ratio"] == pytest.approx(5.0 / 30.0)
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"] and row["ci_low"] >= 4.0 and row["ci_high"] <= 6.0
+    assert stats.loc[("small", "flipped_order"), "ratio"] == pytest.approx(0.4 / 4.0)
+    assert stats.loc[("small", "reworded_name_after"), "ratio"] == 1.0
+    partial = group_statistics(hand_scores().query("group != 'irrelevant'"), ["small"], resamples=200)
+    missing = partial.set_index("group").loc["irrelevant"]
+    assert missing["n"] == 0 and np.isnan(missing["mean"])
+
+
+def test_verdicts_on_hand_made_statistics():
+    stats = group_statistics(hand_scores(), ["small", "large"], resamples=200)
+    statistics = {"models": summarise(stats, {"small": 10, "large": 100})}
+    found = verdicts(statistics)
+    assert len(found) == 7 and all(f.verdict == "replicated" for f in found), [(f.claim, f.checks) for f in found]
+    # the small model's flipped probes as influential as the rewordings: only that check fails
+    scores = hand_scores()
+    scores.loc[(scores["model"] == "small") & (scores["group"] == "flipped"), "score_norm"] = 3.0
+    stats = group_statistics(scores, ["small", "large"], resamples=200)
+    results = verdicts({"models": summarise(stats, {"small": 10, "large": 100})})
+    flipped = next(f for f in results if f.claim.startswith("Flipping"))
+    assert flipped.verdict == "mixed" and flipped.checks == {"small: flipped ≤ 0.33 × reworded": False,
+                                                             "large: flipped ≤ 0.33 × reworded": True}
+    # no probes at all: nothing measured
+    empty = group_statistics(scores.iloc[:0], [], resamples=200)
+    assert {f.verdict for f in verdicts({"models": summarise(empty, {})})} == {"not measured"}
+    assert set(FACT_GROUPS) <= set(stats["group"])
+
+
+def test_probes_in_training_counts_verbatim_training_documents():
+    probes = pd.DataFrame({"text": ["a b", "c d", "e f"]})
+    documents = pd.DataFrame({"text": ["a b", "e f", "x"], "split": ["train", "valid", "train"]})
+    assert probes_in_training(probes, documents) == 1  # "e f" is only a validation document
+
+
+def test_similar_means():
+    assert _similar(0.5, 0.3, reference=10.0)         # both ≈ 0 next to the rewordings
+    assert _similar(4.0, 3.0, reference=10.0)         # within a factor 2
+    assert not _similar(4.0, 1.5, reference=10.0)     # a factor 2.7
+    assert not _similar(-4.0, 3.0, reference=10.0)    # opposite signs
