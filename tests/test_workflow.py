@@ -315,6 +315,7 @@ def test_summary_command(study):
     result = subprocess.run([sys.executable, "-m", "influence_study.cli", "summary", str(study["config_path"])],
                             capture_output=True, text=True, check=True)
     assert "Learning table" in result.stdout and "held-out loss falls with size" in result.stdout
+    assert "Findings (" in result.stdout and "Sparsity:" in result.stdout
 
 
 def test_lint_is_clean():

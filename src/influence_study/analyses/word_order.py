@@ -17,7 +17,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 FACT_GROUPS = ("reworded_name_after", "name_removed", "semantic_change", "irrelevant", "flipped",
                "flipped_relation_removed")
