@@ -1,0 +1,383 @@
+"""Validation against ground truth (Grosse et al. 2023, section 5.1): how well do the gradient dot product,
+LiSSA, K-FAC and EK-FAC agree with the proximal Bregman response function (PBRF), and at what cost?
+
+For each setting (:mod:`influence_study.validation_tasks`) every estimator scores N training points against M
+measurements, with the same damping λ (the PBRF's: 0.1 × the mean diagonal of the sampled Fisher, per module);
+the gradient dot product uses none. The metric is the paper's: the Pearson correlation, over the N points, of an
+estimator's influence with the PBRF's, averaged over the M measurements. Each estimator's wall time is the time of
+fitting it (factors, damping estimate) plus scoring the M measurements against the N points.
+
+On the smallest MLP, leave-one-out retraining adds two more references: retraining without each of k points from
+the same initialisation (``loo``), and from the trained weights (``loo_warm``, the local response of the
+optimum). Both are stored as the effect of ADDING the point, ``-(f_without - f) * n_train``, on the scale of the
+raw scores, so that every reference has the sign of the estimators.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+ESTIMATORS = ("identity", "lissa", "kfac", "ekfac")
+FACTOR_ESTIMATORS = ("identity", "kfac", "ekfac")
+GROUND_TRUTH = "pbrf"
+LOO_REFERENCES = ("loo", "loo_warm")
+LABELS = {"identity": "gradient dot product", "lissa": "LiSSA", "kfac": "K-FAC", "ekfac": "EK-FAC",
+          "pbrf": "PBRF", "loo": "leave-one-out (from init)", "loo_warm": "leave-one-out (from trained)"}
+SCORE_COLUMNS = ["setting", "estimator", "measurement", "point", "score"]
+# The paper's claim "EK-FAC ≈ LiSSA", made a number before the results were seen.
+SIMILAR = 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimation (one setting)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _score_frame(setting: str, estimator: str, scores, query_ids, point_ids) -> pd.DataFrame:
+    """A long table of a ``[measurements, points]`` score matrix."""
+    scores = np.asarray(scores, dtype=np.float64)
+    measurement, point = np.meshgrid(np.asarray(query_ids), np.asarray(point_ids), indexing="ij")
+    return pd.DataFrame({"setting": setting, "estimator": estimator,
+                         "measurement": measurement.ravel().astype(np.int64), "point": point.ravel().astype(np.int64),
+                         "score": scores.ravel()})
+
+
+def estimate_influence(setting, lissa: Mapping, pbrf: Mapping, factor_batch_size: int, seed: int = 0,
+                       progress: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+    """Score the setting's points against its measurements with the PBRF and every estimator.
+
+    Returns the long score table (``setting, estimator, measurement, point, score``; raw scores, positive = adding
+    the point raises f), the timings ``{estimator: {fit_seconds, score_seconds, total_seconds}}`` and the damping
+    used. ``lissa`` holds ``depth``, ``batch_size``, ``scale``; ``pbrf`` holds ``epsilon``, ``steps``,
+    ``learning_rate``, ``central``.
+    """
+    import torch
+
+    from ..factors import fit_factors
+    from ..scoring import pairwise_scores
+
+    model, task = setting.model, setting.task
+    dtype = next(model.parameters()).dtype
+    train = setting.train_batches(factor_batch_size)
+    frames, timings = [], {}
+
+    def timed(estimator, fit):
+        started = time.perf_counter()
+        solver = fit()
+        fitted = time.perf_counter()
+        result = pairwise_scores(model, task, solver, setting.query_batches, setting.point_batches, damping=damping,
+                                 dtype=dtype, progress=progress)
+        done = time.perf_counter()
+        columns = np.asarray(setting.point_ids)[result.train_indices.numpy()]
+        frames.append(_score_frame(setting.name, estimator, result.scores.double().cpu().numpy(), setting.query_ids,
+                                   columns))
+        timings[estimator] = {"fit_seconds": fitted - started, "score_seconds": done - fitted,
+                              "total_seconds": done - started}
+        return solver
+
+    damping = None  # the PBRF's default, then shared by every estimator
+    ground_truth = timed(GROUND_TRUTH, lambda: fit_factors(
+        model, task, train, strategy="pbrf", seed=seed, progress=progress, epsilon=pbrf["epsilon"],
+        steps=pbrf["steps"], learning_rate=pbrf["learning_rate"], central=pbrf["central"]))
+    damping = ground_truth.damping_values()
+    for strategy in FACTOR_ESTIMATORS:
+        timed(strategy, lambda: fit_factors(model, task, train, strategy=strategy, dtype=torch.float64, seed=seed,
+                                            progress=progress))
+        if strategy == "identity":
+            timed("lissa", lambda: fit_factors(model, task, setting.train_batches(lissa["batch_size"]),
+                                               strategy="lissa", seed=seed, progress=progress, depth=lissa["depth"],
+                                               scale=lissa["scale"]))
+    return pd.concat(frames, ignore_index=True), timings, damping
+
+
+def loo_frames(setting, points: Sequence[int], progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Leave-one-out references of ``points`` (training-set indices): ``loo`` and ``loo_warm`` rows with score
+    ``-(f_without - f) * n_train`` (the effect of adding the point, on the raw-score scale), and their timings."""
+    from ..validation_tasks import leave_one_out
+
+    frames, timings = [], {}
+    for reference, start in zip(LOO_REFERENCES, ("init", "trained")):
+        started = time.perf_counter()
+        change = leave_one_out(setting, points, start=start, progress=progress)
+        timings[reference] = {"fit_seconds": 0.0, "score_seconds": time.perf_counter() - started,
+                              "total_seconds": time.perf_counter() - started}
+        frames.append(_score_frame(setting.name, reference, -change * setting.n_train, setting.query_ids, points))
+    return pd.concat(frames, ignore_index=True), timings
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics (pure)
+# ---------------------------------------------------------------------------------------------------------------
+
+def pearson(a, b) -> float:
+    """Pearson correlation of two vectors; NaN with fewer than 3 pairs or a constant vector."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def correlations(scores: pd.DataFrame, reference: str, estimators: Sequence[str]) -> pd.DataFrame:
+    """Per setting, measurement and estimator: the Pearson correlation, over the points both have, of the
+    estimator's scores with ``reference``'s (columns ``setting, reference, estimator, measurement, points,
+    pearson``). Settings without ``reference`` give no rows."""
+    wide = scores.pivot_table(index=["setting", "measurement", "point"], columns="estimator", values="score",
+                              aggfunc="first")
+    rows = []
+    if reference not in wide.columns:
+        return pd.DataFrame(columns=["setting", "reference", "estimator", "measurement", "points", "pearson"])
+    for (setting, measurement), group in wide.groupby(level=["setting", "measurement"], sort=False):
+        for estimator in estimators:
+            if estimator not in group.columns or estimator == reference:
+                continue
+            pair = group[[reference, estimator]].dropna()
+            if pair.empty:
+                continue
+            rows.append({"setting": setting, "reference": reference, "estimator": estimator,
+                         "measurement": int(measurement), "points": int(len(pair)),
+                         "pearson": pearson(pair[estimator], pair[reference])})
+    return pd.DataFrame(rows, columns=["setting", "reference", "estimator", "measurement", "points", "pearson"])
+
+
+def summarise_correlations(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean correlation over measurements with a bootstrap 95% interval, per setting, reference and estimator."""
+    from .common import mean_ci
+
+    rows = []
+    for (setting, reference, estimator), group in table.groupby(["setting", "reference", "estimator"], sort=False):
+        mean, low, high = mean_ci(group["pearson"], seed=seed)
+        rows.append({"setting": setting, "reference": reference, "estimator": estimator, "pearson_mean": mean,
+                     "ci_low": low, "ci_high": high, "measurements": int(group["pearson"].notna().sum()),
+                     "points": int(group["points"].max())})
+    return pd.DataFrame(rows, columns=["setting", "reference", "estimator", "pearson_mean", "ci_low", "ci_high",
+                                       "measurements", "points"])
+
+
+def timing_table(records: Sequence[Mapping], summary: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and estimator: fit, scoring and total seconds, with the mean correlation with the PBRF."""
+    rows = []
+    for record in records:
+        for estimator, times in record["timings"].items():
+            rows.append({"setting": record["setting"], "estimator": estimator, **times,
+                         "points": record["points"], "measurements": record["measurements"]})
+    frame = pd.DataFrame(rows, columns=["setting", "estimator", "fit_seconds", "score_seconds", "total_seconds",
+                                        "points", "measurements"])
+    accuracy = summary.loc[summary["reference"] == GROUND_TRUTH, ["setting", "estimator", "pearson_mean"]]
+    return frame.merge(accuracy, on=["setting", "estimator"], how="left")
+
+
+def statistics_of(summary: pd.DataFrame, timings: pd.DataFrame, records: Sequence[Mapping]) -> dict:
+    """The statistics of the summary JSON: per setting, each estimator's mean correlation (with CI) with every
+    reference, and its wall time; plus what each setting was."""
+    settings = {}
+    for record in records:
+        name = record["setting"]
+        entry = {"points": record["points"], "measurements": record["measurements"], "n_train": record["n_train"],
+                 "description": record.get("description", {}), "damping": record.get("damping", {}),
+                 "correlation": {}, "seconds": {}}
+        for _, row in summary[summary["setting"] == name].iterrows():
+            entry["correlation"].setdefault(row["reference"], {})[row["estimator"]] = {
+                "mean": row["pearson_mean"], "ci": [row["ci_low"], row["ci_high"]], "points": int(row["points"])}
+        for _, row in timings[timings["setting"] == name].iterrows():
+            entry["seconds"][row["estimator"]] = float(row["total_seconds"])
+        if "loo" in record:
+            entry["loo"] = record["loo"]
+        settings[name] = entry
+    return {"settings": settings}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verdicts: the paper's claims as checks, fixed before the numbers were seen
+# ---------------------------------------------------------------------------------------------------------------
+
+def _value(setting: Mapping, reference: str, estimator: str) -> float:
+    return float(setting["correlation"].get(reference, {}).get(estimator, {}).get("mean", float("nan")))
+
+
+def _checks(settings: Mapping, check) -> dict:
+    """``{name: bool}`` of ``check(name, setting) -> (label, value or None)`` for every setting where the
+    statistic exists (None or NaN inputs: not measured, no check)."""
+    out = {}
+    for name, setting in settings.items():
+        result = check(name, setting)
+        if result is not None:
+            out[result[0]] = result[1]
+    return out
+
+
+def _finite(*values) -> bool:
+    return all(np.isfinite(v) for v in values)
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The paper's validation findings (section 5.1, Figure 3), each checked per setting."""
+    from ..findings import finding
+
+    settings = statistics["settings"]
+    name = "Validation against ground truth"
+    r = lambda s, e: _value(s, GROUND_TRUTH, e)  # noqa: E731
+    fmt = lambda f: "; ".join(f"{n}: {f(s)}" for n, s in settings.items())  # noqa: E731
+
+    def at_least_dot_product(n, s):
+        if _finite(r(s, "ekfac"), r(s, "identity")):
+            return f"{n}: EK-FAC's mean r ≥ the gradient dot product's", r(s, "ekfac") >= r(s, "identity")
+
+    def close_to_lissa(n, s):
+        if _finite(r(s, "ekfac"), r(s, "lissa")):
+            return f"{n}: |EK-FAC − LiSSA| ≤ {SIMILAR}", abs(r(s, "ekfac") - r(s, "lissa")) <= SIMILAR
+
+    def faster_than_lissa(n, s):
+        ekfac, lissa = s["seconds"].get("ekfac", np.nan), s["seconds"].get("lissa", np.nan)
+        if _finite(ekfac, lissa):
+            return f"{n}: EK-FAC's wall time (fitting included) < LiSSA's", ekfac < lissa
+
+    def better_than_kfac(n, s):
+        if _finite(r(s, "ekfac"), r(s, "kfac")):
+            return f"{n}: EK-FAC's mean r ≥ K-FAC's", r(s, "ekfac") >= r(s, "kfac")
+
+    def pbrf_over_loo(n, s):
+        if _finite(r(s, "ekfac"), _value(s, "loo", "ekfac")):
+            return (f"{n}: EK-FAC correlates better with the PBRF than with leave-one-out retraining",
+                    r(s, "ekfac") > _value(s, "loo", "ekfac"))
+
+    seconds = lambda s, e: f"{s['seconds'].get(e, float('nan')):.3g} s"  # noqa: E731
+    items = [
+        finding(name, "EK-FAC approximates the PBRF at least as well as the gradient dot product.",
+                "EK-FAC > gradient dot product (Figure 3)",
+                "mean r with PBRF, EK-FAC vs dot product — "
+                + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'identity'):.2f}"),
+                _checks(settings, at_least_dot_product)),
+        finding(name, "EK-FAC is about as accurate as LiSSA.", "EK-FAC ≈ LiSSA (Figure 3)",
+                "mean r with PBRF, EK-FAC vs LiSSA — " + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'lissa'):.2f}"),
+                _checks(settings, close_to_lissa)),
+        finding(name, "EK-FAC is much faster than LiSSA over several measurements, factor fitting included.",
+                "orders of magnitude faster",
+                "wall time, EK-FAC vs LiSSA — " + fmt(lambda s: f"{seconds(s, 'ekfac')} vs {seconds(s, 'lissa')}"),
+                _checks(settings, faster_than_lissa)),
+        finding(name, "EK-FAC's eigenvalue correction makes it at least as accurate as K-FAC (why the paper uses "
+                      "EK-FAC; K-FAC is not in its Figure 3).", "not reported (George et al. 2018: EK-FAC ≥ K-FAC)",
+                "mean r with PBRF, EK-FAC vs K-FAC — " + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'kfac'):.2f}"),
+                _checks(settings, better_than_kfac)),
+    ]
+    loo = {n: s for n, s in settings.items() if "loo" in s.get("correlation", {})}
+    if loo:
+        items.append(finding(
+            name, "Influence functions of neural networks approximate the PBRF rather than leave-one-out retraining "
+                  "(Bae et al. 2022; the reason the paper validates against the PBRF).", "no number",
+            "mean r of EK-FAC with PBRF vs with leave-one-out from the same initialisation (and from the trained "
+            "weights) — " + "; ".join(f"{n}: {r(s, 'ekfac'):.2f} vs {_value(s, 'loo', 'ekfac'):.2f} "
+                                      f"({_value(s, 'loo_warm', 'ekfac'):.2f})" for n, s in loo.items()),
+            _checks(loo, pbrf_over_loo)))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------------------
+
+def _smallest_model(model_dirs: Sequence[str], learning: str) -> tuple[str, str]:
+    """``(name, directory)`` of the family's smallest model by parameters in the learning table."""
+    from pathlib import Path
+
+    from .common import model_sizes
+
+    by_name = {Path(d).name: d for d in model_dirs}
+    for name in model_sizes(learning).index:
+        if name in by_name:
+            return name, by_name[name]
+    raise ValueError(f"{learning}: none of the models {sorted(by_name)} has a row in the learning table")
+
+
+def build_setting(config: Mapping, setting: str, model_dirs=None, learning=None, documents=None, queries=None):
+    """The setting ``setting`` of the config's ``analyses.validation`` section (the ``lm`` one needs the model
+    directories, the learning table, the documents and the queries)."""
+    from ..runtime import resolve_device
+    from ..validation_tasks import LM_SETTING, MLP_SETTINGS, build_lm_setting, build_mlp_setting
+
+    section = config["analyses"]["validation"]
+    if setting in MLP_SETTINGS:
+        return build_mlp_setting(setting, section, config["seed"])
+    if setting == LM_SETTING:
+        missing = [k for k, v in {"model_dirs": model_dirs, "learning": learning, "documents": documents,
+                                  "queries": queries}.items() if not v]
+        if missing:
+            raise ValueError(f"setting 'lm': the rule must give the input(s) {missing}")
+        name, directory = _smallest_model(model_dirs, learning)
+        built = build_lm_setting(directory, documents, queries, section, config["seed"],
+                                 device=resolve_device(config["device"]))
+        built.description["model"] = name
+        built.description["architecture"] = f"{name} ({built.description['architecture']})"
+        return built
+    raise ValueError(f"setting: expected one of {(*MLP_SETTINGS, LM_SETTING)}, got {setting!r}")
+
+
+def run_setting(config: Mapping, setting: str, table: str, record: str, model_dirs=None, learning=None,
+                documents=None, queries=None, progress: bool = True) -> None:
+    """Step of ``validation_setting``: build and train the setting, score it with the PBRF and every estimator
+    (and leave-one-out retraining where ``analyses.validation.loo`` asks), and write the long score table and a
+    record of timings, damping and what the setting was."""
+    from ..io import write_json, write_parquet
+    from ..provenance import provenance
+    from ..runtime import get_logger
+
+    section = config["analyses"]["validation"]
+    log = get_logger()
+    started = time.perf_counter()
+    built = build_setting(config, setting, model_dirs, learning, documents, queries)
+    log.info("validation %s: %s, %d points x %d measurements, built in %.1f s", setting, built.description,
+             len(built.point_ids), len(built.query_ids), time.perf_counter() - started)
+    options = section["lm"] if setting == "lm" else section
+    batch_size = section["lm"]["batch_size"] if setting == "lm" else section["mlp"]["batch_size"]
+    frame, timings, damping = estimate_influence(built, options["lissa"], options["pbrf"], batch_size,
+                                                 config["seed"], progress)
+    document = {"setting": setting, "points": int(len(built.point_ids)), "measurements": int(len(built.query_ids)),
+                "n_train": int(built.n_train), "description": built.description, "damping": damping,
+                "lissa": dict(options["lissa"]), "pbrf": dict(options["pbrf"])}
+    loo = section["loo"]
+    if setting == loo["setting"] and loo["points"] > 0:
+        chosen = np.asarray(built.point_ids)[:loo["points"]]
+        loo_frame, loo_timings = loo_frames(built, chosen, progress)
+        frame = pd.concat([frame, loo_frame], ignore_index=True)
+        document["loo"] = {"points": int(len(chosen)),
+                           "seconds": {k: v["total_seconds"] for k, v in loo_timings.items()}}
+    document["timings"] = timings
+    document["seconds"] = time.perf_counter() - started
+    inputs = [p for p in (documents, queries, learning) if p] + ([built.description["model_dir"]]
+                                                                if "model_dir" in built.description else [])
+    record_provenance = provenance(config, inputs, analysis="validation", setting=setting)
+    document["provenance"] = record_provenance
+    write_parquet(frame, table, metadata=record_provenance)
+    write_json(document, record, sort_keys=False)
+    log.info("validation %s: done in %.1f s; timings %s", setting, document["seconds"],
+             {k: round(v["total_seconds"], 2) for k, v in timings.items()})
+
+
+def run(config: Mapping, tables: Sequence[str], records: Sequence[str], correlations: str, timings: str,
+        scores: str, summary: str) -> None:
+    """Step of ``analysis_validation``: merge the settings, correlate every estimator with the PBRF (and with
+    leave-one-out retraining where it was run), time them, and write the tables and verdicts."""
+    from ..io import read_json
+    from .common import write_analysis
+
+    score_table = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)[SCORE_COLUMNS]
+    documents = [read_json(p) for p in records]
+    correlation_table = pd.concat(
+        [correlations_of(score_table, reference) for reference in (GROUND_TRUTH, *LOO_REFERENCES)],
+        ignore_index=True)
+    summary_table = summarise_correlations(correlation_table, config["seed"])
+    timing = timing_table(documents, summary_table)
+    statistics = statistics_of(summary_table, timing, documents)
+    write_analysis(config, "validation", {"correlations": (correlation_table, correlations),
+                                          "timings": (timing, timings), "scores": (score_table, scores)},
+                   statistics, verdicts, summary, inputs=[*tables, *records])
+
+
+def correlations_of(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Every other estimator's correlations with ``reference`` (the PBRF too when the reference is LOO)."""
+    others = [*ESTIMATORS, GROUND_TRUTH] if reference != GROUND_TRUTH else list(ESTIMATORS)
+    if reference == "loo_warm":
+        others.append("loo")
+    return correlations(scores, reference, others)
