@@ -4,11 +4,8 @@ from influence_study.analyses.lds import lds_model
 
 LDS = config["analyses"]["lds"]
 LDS_MODEL = lds_model(config)  # None when every model is an imported checkpoint: nothing to retrain
-
-
-def lds_measurements():
-    return expand(out("lds/{model}/subset-{subset}/measurements.parquet"), model=LDS_MODEL,
-                  subset=range(LDS["subsets"]))
+LDS_MEASUREMENTS = expand(out("lds/{model}/subset-{subset}/measurements.parquet"), model=LDS_MODEL,
+                          subset=range(LDS["subsets"]))
 
 
 if LDS_MODEL is not None:
@@ -64,7 +61,7 @@ if LDS_MODEL is not None:
         input:
             pairwise=expand(out("scores/{model}/{strategy}/pairwise.parquet"), model=LDS_MODEL, strategy=STRATEGIES),
             subsets=out("lds/subsets.parquet"),
-            measurements=lds_measurements(),
+            measurements=LDS_MEASUREMENTS,
             queries=corpus_outputs()["queries"],
         output:
             **ANALYSES["lds"],
