@@ -45,8 +45,10 @@ def _factors(inputs, factors_dir: str):
     return Factors.load(factors_dir, model=inputs.model, device="cpu")
 
 
-def _table_provenance(config: Mapping, model_name: str, strategy: str, factors_dir: str, inputs: Sequence[str],
-                      **extra) -> dict:
+def table_provenance(config: Mapping, model_name: str, strategy: str, factors_dir: str, inputs: Sequence[str],
+                     **extra) -> dict:
+    """The provenance record of a scores table of ``model_name``/``strategy``: config and input hashes, model and
+    factor fingerprints, sign convention and normalisation (plus ``extra``)."""
     from .factors import METADATA_FILE
 
     factor_meta = read_json(Path(factors_dir) / METADATA_FILE)
@@ -55,7 +57,8 @@ def _table_provenance(config: Mapping, model_name: str, strategy: str, factors_d
                       sign=SIGN_CONVENTION, normalisation=NORMALISATION, **extra)
 
 
-def _write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
+def write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
+    """Write a table with ``record`` in its parquet metadata and in a ``<path>.provenance.json`` sidecar."""
     write_parquet(frame, path, metadata=record)
     write_json(record, Path(path).with_name(Path(path).name + ".provenance.json"))
 
@@ -112,7 +115,7 @@ def make_candidates(config: Mapping, documents: str, queries: str, candidates: s
     section = config["candidates"]
     frame = bm25_candidates(docs, table, section["top_k"], k1=section["k1"])
     record = provenance(config, [documents, queries], top_k=section["top_k"], k1=section["k1"])
-    _write_table(frame, candidates, record)
+    write_table(frame, candidates, record)
     get_logger().info("BM25 candidates: %d rows for %d queries (top %d)", len(frame), frame["query_id"].nunique(),
                       section["top_k"])
 
@@ -147,7 +150,7 @@ def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: st
     factors = _factors(inputs, factors_dir)
     pairs = _candidate_positions(candidates, inputs.documents, inputs.queries)
     frame = score(inputs, factors, index, total, scoring_settings(config), pairs, progress=progress)
-    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
+    record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                shard=scatteritem)
     write_parquet(frame, shard, metadata=record)
     get_logger().info("shard %s of %s/%s: %d rows", scatteritem, model_name, strategy, len(frame))
@@ -189,13 +192,13 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
     pairs = _candidate_positions(candidates, docs, table)
     full, restricted = gather_shards([pd.read_parquet(p) for p in shards], len(table), len(docs), settings, pairs)
     n_train = len(docs)
-    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
+    record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                n_train=n_train, query_rank=settings.query_rank,
                                rescore_top_k=settings.rescore_top_k, shards=len(shards),
                                layers="layer_i = raw score carried by the tracked modules of transformer block i")
-    _write_table(_with_ids(full, docs, table, n_train), pairwise, record)
+    write_table(_with_ids(full, docs, table, n_train), pairwise, record)
     restricted = _with_ids(restricted, docs, table, n_train)
-    _write_table(restricted, candidate_scores, {**record, "restricted_to": "BM25 candidates (candidates.top_k)"})
+    write_table(restricted, candidate_scores, {**record, "restricted_to": "BM25 candidates (candidates.top_k)"})
     get_logger().info("%s/%s: %d pairs (%d re-scored at full rank), %d candidate pairs", model_name, strategy,
                       len(full), int(full["rescored"].sum()), len(restricted))
 
@@ -229,10 +232,10 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
         "token": vocabulary[frame["token_id"].to_numpy()], "score": frame["score"],
         "score_norm": (frame["score"] / len(inputs.documents)).astype(np.float32),
     })
-    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, pairwise],
+    record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, pairwise],
                                n_train=len(inputs.documents), token_documents=config["influence"]["token_documents"],
                                position="the input position t; its score is carried by the prediction of token t+1")
-    _write_table(out, tokens, record)
+    write_table(out, tokens, record)
     get_logger().info("token scores of %s/%s: %d tokens of %d pairs", model_name, strategy, len(out), len(pairs))
 
 
@@ -251,7 +254,7 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
         recall = bm25_recall(scores, bm25, section["recall_k"], top=section["recall_top"])
         frames.append(recall.assign(model=record["model"], strategy=record["strategy"]))
     frame = pd.concat(frames, ignore_index=True)
-    _write_table(frame, table, provenance(config, [*pairwise, candidates], what="BM25 recall of the unfiltered top"))
+    write_table(frame, table, provenance(config, [*pairwise, candidates], what="BM25 recall of the unfiltered top"))
     mean = (frame.groupby(["model", "strategy", "k", "top"], sort=False)["recall"]
             .agg(["mean", "median", "min"]).reset_index())
     with atomic_path(summary) as tmp:

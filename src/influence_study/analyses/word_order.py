@@ -68,7 +68,7 @@ def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: s
     factors (``model, probe_id, query_id, probe_set, group, text, tokens, score, score_norm``)."""
     from ..factors import Factors
     from ..influence_inputs import load_study_inputs
-    from ..influence_steps import _table_provenance, _write_table
+    from ..influence_steps import table_provenance, write_table
     from ..io import require_columns, write_parquet
     from ..provenance import provenance
     from ..runtime import get_logger, resolve_device
@@ -100,10 +100,10 @@ def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: s
     frame["score"] = raw.astype(np.float64)
     frame["score_norm"] = raw / n_train
     strategy = factors.strategy
-    record = _table_provenance(config, model_name, strategy, factors_dir, [documents, queries, probes],
+    record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, probes],
                                n_train=n_train, what="influence of adding each probe (not in the training data) "
                                                      "once, as a training sequence 'EOS text', on its query")
-    _write_table(frame[SCORE_COLUMNS], scores, record)
+    write_table(frame[SCORE_COLUMNS], scores, record)
     get_logger().info("word-order probes of %s: %d probes of %d queries", model_name, len(frame),
                       frame["query_id"].nunique())
 
