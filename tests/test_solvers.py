@@ -386,6 +386,40 @@ def test_datainf_with_one_example_is_the_exact_sherman_morrison_inverse():
         assert relative_error(out[name].flatten(1), expected) < 1e-9
 
 
+@pytest.mark.parametrize("block_diagonal", [True, False])
+def test_exact_empirical_fisher_is_the_dense_damped_solve_of_mean_outer_products(block_diagonal):
+    """DataInf's "exact" reference: (1/n) sum_i g_i g_i^T of true-label loss gradients (vmap(grad) here), per
+    module or over all modules, plus the per-module damping, solved densely."""
+    model, x, y = make_mlp(seed=9, n=7)
+    loader = [{"inputs": x[:4], "labels": y[:4]}, {"inputs": x[4:], "labels": y[4:]}]
+    solver = fit_factors(model, ClassificationTask(), loader, strategy="exact", curvature="empirical_fisher",
+                         block_diagonal=block_diagonal, progress=False)
+    flat = Flat(model, ["0", "2"])
+    g = per_example_loss_gradients(model, flat, x, y)  # [n, P]
+    fisher = g.T @ g / len(g)
+    if block_diagonal:
+        fisher = torch.block_diag(*[fisher[a:a + s, a:a + s] for a, s in
+                                    zip(torch.tensor([0, *flat.sizes]).cumsum(0).tolist(), flat.sizes)])
+    torch.manual_seed(10)
+    v = torch.randn(3, sum(flat.sizes), dtype=torch.float64)
+    damping = {"0": 0.03, "2": 0.005}  # different per module: the damping must follow the module order
+    lam = torch.cat([torch.full((s,), damping[n], dtype=torch.float64) for n, s in zip(flat.names, flat.sizes)])
+    expected = torch.linalg.solve(fisher + torch.diag(lam), v.T).T
+    out = flat.from_matrices(solver.precondition(flat.to_matrices(v), damping=damping))
+    assert relative_error(out, expected) < 1e-9  # cond < 1e4 (damping against |g|^2), float64 solves
+    default = solver.damping_values(None)
+    per_module = flat.to_matrices(g)
+    for name in flat.names:  # DataInf's rule: 0.1 x the mean squared gradient entry of the module
+        assert default[name] == pytest.approx(0.1 * (per_module[name] ** 2).mean().item(), rel=1e-10)
+
+
+def test_exact_curvature_is_checked():
+    model, x, y = make_mlp()
+    with pytest.raises(ValueError, match="curvature"):
+        fit_factors(model, ClassificationTask(), [{"inputs": x, "labels": y}], strategy="exact",
+                    curvature="hessian", progress=False)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. PBRF
 # ---------------------------------------------------------------------------------------------------------------
