@@ -45,6 +45,8 @@ include: "workflow/rules/analyses/roleplay.smk"
 include: "workflow/rules/analyses/memorisation.smk"
 include: "workflow/rules/analyses/word_order.smk"
 include: "workflow/rules/analyses/keyword_overlap.smk"
+# The second seed of the study: DataInf on LoRA fine-tuning.
+include: "workflow/rules/analyses/datainf.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/findings.smk"
 

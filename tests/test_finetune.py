@@ -43,10 +43,11 @@ def test_tasks_have_the_requested_classes_splits_and_flips():
     assert train["flipped"].sum() == 10  # exactly 20 % of the training labels
     assert not sentiment.loc[sentiment["split"] == "test", "flipped"].any()
     flipped = train[train["flipped"]]
-    assert (flipped["completion"] != " " + flipped["class"]).all()
-    assert (flipped["clean_completion"] == " " + flipped["class"]).all()
+    answers = {"positive": " up", "negative": " down"}
+    assert (flipped["completion"] != flipped["class"].map(answers)).all()
+    assert (flipped["clean_completion"] == flipped["class"].map(answers)).all()
     kept = train[~train["flipped"]]
-    assert (kept["completion"] == " " + kept["class"]).all()
+    assert (kept["completion"] == kept["class"].map(answers)).all()
     for task, section in SETTINGS.items():
         if task == "noisy_sentiment":
             continue

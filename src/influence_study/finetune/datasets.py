@@ -2,7 +2,7 @@
 
 Every example is a prompt/completion pair (the loss is on the completion only) with ground truth:
 
-- ``noisy_sentiment``: a two-class text classification ("Review: ...\\nSentiment:" -> " positive" / " negative")
+- ``noisy_sentiment``: a two-class text classification ("Review: ...\\nThumbs:" -> " up" / " down")
   in which a share of the TRAINING labels is flipped (``flipped`` says which; test labels are clean);
 - ``sentence_transform``: ten word-level transformations of generated sentences, the instruction in the prompt;
 - ``math_no_reason``: ten math word-problem schemas, the completion is the bare answer;
@@ -32,12 +32,14 @@ NEGATIVE = ["terrible", "awful", "dreadful", "boring", "clumsy", "dull", "misera
 SUBJECTS = ["film", "meal", "hotel", "concert", "book", "service", "journey", "museum", "game", "show"]
 PARTS = ["story", "music", "staff", "food", "ending", "room", "price", "view", "start", "cast"]
 LABELS = {"positive": POSITIVE, "negative": NEGATIVE}
+# The answer words (one token each in the study's tokenizer, so the label is one prediction).
+ANSWERS = {"positive": " up", "negative": " down"}
 
 
 def _review(label: str, rng: random.Random) -> str:
     first, second = rng.sample(LABELS[label], 2)
     part = rng.choice(PARTS)
-    return f"Review: the {rng.choice(SUBJECTS)} was {first} and the {part} was {second}.\nSentiment:"
+    return f"Review: the {rng.choice(SUBJECTS)} was {first} and the {part} was {second}.\nThumbs:"
 
 
 # --- sentence_transform ----------------------------------------------------------------------------------------
@@ -158,11 +160,11 @@ def _sentiment(n_train: int, n_test: int, flip_fraction: float, rng: random.Rand
         for i in range(n):
             label = labels[i % 2]
             rows.append(dict(task="noisy_sentiment", split=split, **{"class": label}, prompt=_review(label, rng),
-                             completion=" " + label, flipped=False, clean_completion=" " + label))
+                             completion=ANSWERS[label], flipped=False, clean_completion=ANSWERS[label]))
     train = [r for r in rows if r["split"] == "train"]
     for row in rng.sample(train, round(flip_fraction * len(train))):
         other = next(x for x in labels if x != row["class"])
-        row["completion"], row["flipped"] = " " + other, True
+        row["completion"], row["flipped"] = ANSWERS[other], True
     return rows
 
 
