@@ -353,3 +353,17 @@ def test_checkpoint_entries_get_no_scratch_sizes(raw):
 def test_hub_dataset_name_without_organisation_is_accepted(raw):
     raw["corpus"].update(source="hf_dataset", path="wikitext")
     assert validate_config(raw)["corpus"]["path"] == "wikitext"
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r["finetune"].update(models=["gpt2-xl"]), "finetune.models: ['gpt2-xl']"),
+    (lambda r: r["finetune"].update(detection_rank=16), "finetune.detection_rank: 16"),
+    (lambda r: r["finetune"].update(methods=["datainf", "identity"]), "finetune.methods: 'exact'"),
+    (lambda r: r["finetune"].update(methods=["trak"]), "finetune.methods[0]"),
+    (lambda r: r["finetune"]["tasks"].update(poetry={}), "finetune.tasks"),
+    (lambda r: r["finetune"]["tasks"]["sentence_transform"].update(classes=11), "classes"),
+])
+def test_finetune_section_is_checked(raw, mutate, key):
+    mutate(raw)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate_config(raw)

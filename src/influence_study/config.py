@@ -223,6 +223,16 @@ def _check_semantics(config: dict, source: str) -> None:
     if config["analyses"]["strategy"] not in influence["strategies"]:
         raise ConfigError(f"{source}: analyses.strategy: {config['analyses']['strategy']!r} is not one of "
                           f"influence.strategies {influence['strategies']}")
+    finetune = config["finetune"]
+    unknown = sorted(set(finetune["models"] or []) - {m["name"] for m in config["models"]})
+    if unknown:
+        raise ConfigError(f"{source}: finetune.models: {unknown} are not names of `models`")
+    if finetune["detection_rank"] is not None and finetune["detection_rank"] not in finetune["ranks"]:
+        raise ConfigError(f"{source}: finetune.detection_rank: {finetune['detection_rank']} is not one of "
+                          f"finetune.ranks {finetune['ranks']}")
+    if "exact" not in finetune["methods"]:
+        raise ConfigError(f"{source}: finetune.methods: 'exact' is the reference every method is compared with; "
+                          f"keep it in the list")
     too_deep = [k for k in config["candidates"]["recall_k"] if k > config["candidates"]["top_k"]]
     if too_deep:
         raise ConfigError(f"{source}: candidates.recall_k: {too_deep} exceed candidates.top_k = "

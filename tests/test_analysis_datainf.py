@@ -1,0 +1,104 @@
+"""The DataInf statistics against references written here: AUCs by counting ordered pairs, detection curves and
+recalls by hand, correlations with numpy/scipy; and the verdict rules on hand-made statistics."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from influence_study.analyses import datainf
+
+
+def pair_auc(labels, scores):
+    """P(score of a positive > score of a negative) + 0.5 P(tie), by enumerating every pair."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    pos, neg = scores[labels], scores[~labels]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def totals_frame(rng, methods=("identity", "datainf", "exact"), tasks=("noisy_sentiment", "math_no_reason"),
+                 ranks=(1, 4), n=30):
+    rows = []
+    for task in tasks:
+        flipped = rng.random(n) < 0.3
+        for rank in ranks:
+            base = rng.normal(size=n)
+            for method in methods:
+                noise = 0 if method == "exact" else rng.normal(scale=0.5 if method == "datainf" else 2.0, size=n)
+                rows.append(pd.DataFrame({"model": "m", "task": task, "rank": rank, "method": method,
+                                          "example_id": [f"{task}-{i}" for i in range(n)], "class": "c",
+                                          "flipped": flipped, "score": base + noise - 2 * flipped}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_correlations_against_numpy_and_scipy():
+    rng = np.random.default_rng(0)
+    totals = totals_frame(rng)
+    table = datainf.correlation_table(totals)
+    assert set(table["method"]) == {"identity", "datainf"}  # exact is the reference
+    assert len(table) == 2 * 2 * 2
+    for row in table.itertuples():
+        part = totals[(totals["task"] == row.task) & (totals["rank"] == row.rank)]
+        x = part[part["method"] == row.method].sort_values("example_id")["score"].to_numpy()
+        y = part[part["method"] == "exact"].sort_values("example_id")["score"].to_numpy()
+        assert row.pearson == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+        assert row.spearman == pytest.approx(scipy_stats.spearmanr(x, y)[0], abs=1e-12)
+
+
+def test_mislabel_auc_counts_pairs_and_the_curve_is_the_running_share():
+    rng = np.random.default_rng(1)
+    totals = totals_frame(rng)
+    aucs, curves = datainf.mislabel_tables(totals)
+    assert set(aucs["rank"]) == {1, 4} and (aucs["flipped"] > 0).all()
+    for row in aucs.itertuples():
+        part = totals[(totals["task"] == "noisy_sentiment") & (totals["rank"] == row.rank)
+                      & (totals["method"] == row.method)]
+        # a flipped label harms: lower score = more suspicious
+        assert row.auc == pytest.approx(pair_auc(part["flipped"], -part["score"]), abs=1e-12)
+    # a hand-worked curve: 4 examples, harm order b, d, a, c; flipped b and c
+    inspected, found = datainf.detection_curve([False, True, True, False], [0.1, 0.9, -1.0, 0.5], points=5)
+    assert inspected.tolist() == [0, 0.25, 0.5, 0.75, 1.0]
+    assert found.tolist() == [0, 0.5, 0.5, 0.5, 1.0]
+    assert len(curves) == len(aucs) * 101
+
+
+def test_class_detection_by_hand():
+    classes = {"t": "a", "x1": "a", "x2": "b", "x3": "a", "x4": "b"}
+    pairwise = pd.DataFrame({"method": "datainf", "test_id": "t", "example_id": ["x1", "x2", "x3", "x4"],
+                             "score": [0.9, 0.8, 0.1, 0.05]})
+    table = datainf.class_detection(pairwise, classes)
+    row = table.iloc[0]
+    # same class: x1, x3 (k = 2); top 2 by score: x1, x2 -> recall 1/2
+    assert row["recall"] == pytest.approx(0.5)
+    assert row["auc"] == pytest.approx(pair_auc([True, False, True, False], [0.9, 0.8, 0.1, 0.05]))  # 0.75
+    assert row["auc"] == pytest.approx(0.75)
+    # ties are broken by example id
+    tied = pairwise.assign(score=0.0)
+    assert datainf.class_detection(tied, classes).iloc[0]["recall"] == pytest.approx(0.5)  # x1, x2 first
+
+
+def stats_for(corr, mislabel, class_auc, class_recall, seconds):
+    return {"correlation_with_exact": corr, "mislabel_auc": mislabel, "class_auc": class_auc,
+            "class_recall": class_recall, "seconds": seconds,
+            "speedups": {m: {f"{o}/datainf": v[o] / v["datainf"] for o in ("lissa", "exact") if o in v}
+                         for m, v in seconds.items()}}
+
+
+def test_verdicts_follow_the_checks():
+    good = stats_for({"m": {"1": {"datainf": 0.9, "identity": 0.5, "lissa": 0.4},
+                            "8": {"datainf": 0.7, "identity": 0.5, "lissa": 0.4}}},
+                     {"m": {"datainf": 0.8, "identity": 0.7, "lissa": 0.6}},
+                     {"m": {"math": {"datainf": 0.9, "identity": 0.8}}},
+                     {"m": {"math": {"datainf": 0.6, "identity": 0.5}}},
+                     {"m": {"datainf": 1.0, "lissa": 5.0, "exact": 100.0}})
+    assert [f.verdict for f in datainf.verdicts(good)] == ["replicated"] * 5
+    bad = stats_for({"m": {"1": {"datainf": 0.1, "identity": 0.5, "lissa": 0.4},
+                           "8": {"datainf": 0.3, "identity": 0.5, "lissa": 0.4}}},
+                    {"m": {"datainf": 0.4, "identity": 0.7, "lissa": 0.6}},
+                    {"m": {"math": {"datainf": 0.4, "identity": 0.8}}},
+                    {"m": {"math": {"datainf": 0.1, "identity": 0.5}}},
+                    {"m": {"datainf": 10.0, "lissa": 5.0, "exact": 1.0}})
+    assert [f.verdict for f in datainf.verdicts(bad)] == ["not replicated"] * 5
+    one_rank = stats_for({"m": {"4": {"datainf": 0.9}}}, {}, {}, {}, {})
+    assert datainf.verdicts(one_rank)[1].verdict == "not measured"
