@@ -230,6 +230,16 @@ def _check_semantics(config: dict, source: str) -> None:
     if finetune["detection_rank"] is not None and finetune["detection_rank"] not in finetune["ranks"]:
         raise ConfigError(f"{source}: finetune.detection_rank: {finetune['detection_rank']} is not one of "
                           f"finetune.ranks {finetune['ranks']}")
+    removal = finetune["removal"]
+    if removal["task"] not in finetune["tasks"]:
+        raise ConfigError(f"{source}: finetune.removal.task: {removal['task']!r} is not one of finetune.tasks "
+                          f"{sorted(finetune['tasks'])}")
+    if removal["method"] not in finetune["methods"]:
+        raise ConfigError(f"{source}: finetune.removal.method: {removal['method']!r} is not one of "
+                          f"finetune.methods {finetune['methods']}")
+    unknown = sorted(set(config["analyses"]["memorisation_sign"]["models"] or []) - {m["name"] for m in config["models"]})
+    if unknown:
+        raise ConfigError(f"{source}: analyses.memorisation_sign.models: {unknown} are not names of `models`")
     if "exact" not in finetune["methods"]:
         raise ConfigError(f"{source}: finetune.methods: 'exact' is the reference every method is compared with; "
                           f"keep it in the list")
