@@ -47,6 +47,10 @@ include: "workflow/rules/analyses/word_order.smk"
 include: "workflow/rules/analyses/keyword_overlap.smk"
 # The second seed of the study: DataInf on LoRA fine-tuning.
 include: "workflow/rules/analyses/datainf.smk"
+# The third seed: memorisation and the sign of influence, influence on fewer parameters, influence-guided removal.
+include: "workflow/rules/analyses/memorisation_sign.smk"
+include: "workflow/rules/analyses/fewer_parameters.smk"
+include: "workflow/rules/analyses/removal.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/findings.smk"
 

@@ -166,3 +166,13 @@ def test_run_orders_models_by_size_and_writes_the_summary(tmp_path):
     middle = summary["statistics"]["models"]["tiny"]["restricted"]["middle"]["meaning"]["mean"]
     assert middle == pytest.approx(0.5)  # top 2 under the middle third: d_mid (related) and d_flat
     assert [f["verdict"] for f in summary["findings"]][2] == "replicated"
+
+
+def test_top_documents_break_ties_at_the_cut_by_the_lower_column():
+    # small integers: many ties, also at the k-th place (a partition picked among them arbitrarily before)
+    scores = np.random.default_rng(3).integers(0, 4, size=(30, 12)).astype(float)
+    chosen, valid = top_documents(scores, 3)
+    for row, picked in zip(scores, chosen):
+        expected = sorted(range(len(row)), key=lambda c: (-row[c], c))[:3]
+        assert list(picked) == expected
+    assert valid.all()

@@ -181,7 +181,8 @@ def test_retrain_subset_trains_on_the_subset_only(tmp_path):
                          "split": ["train"] * 36 + ["valid"] * 4})
     queries = pd.DataFrame({"query_id": ["a", "b"], "prompt": ["The capital of Land3 is", "The capital of Land8 is"],
                             "completion": [" City3.", " City1."]})
-    paths = {name: tmp_path / f"{name}.parquet" for name in ("documents", "queries", "subsets", "measurements")}
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("documents", "queries", "subsets", "measurements",
+                                                             "document_losses")}
     docs.to_parquet(paths["documents"]), queries.to_parquet(paths["queries"])
     tokenizer_dir = tmp_path / "tokenizer"
     save_tokenizer(train_tokenizer(TEXTS, vocab_size=300, progress=False), tokenizer_dir)
@@ -190,7 +191,8 @@ def test_retrain_subset_trains_on_the_subset_only(tmp_path):
 
     torch.set_num_threads(1)
     frame = retrain_subset(config, "tiny", "1", str(paths["documents"]), str(tokenizer_dir), str(paths["queries"]),
-                           str(paths["subsets"]), str(paths["measurements"]), progress=False)
+                           str(paths["subsets"]), str(paths["measurements"]), str(paths["document_losses"]),
+                           progress=False)
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     chosen = docs[docs["doc_id"].isin(membership.loc[membership["subset"] == 1, "doc_id"])]
@@ -205,3 +207,15 @@ def test_retrain_subset_trains_on_the_subset_only(tmp_path):
     np.testing.assert_allclose(stored["logprob"], reference["logprob"], rtol=1e-5)
     np.testing.assert_allclose(frame["logprob"], stored["logprob"])
     assert (stored["logprob"] < 0).all()
+    # every training document's log-likelihood under the retrain, read as "EOS document" (summed by hand here)
+    losses = pd.read_parquet(paths["document_losses"])
+    train_docs = docs[docs["split"] == "train"]
+    assert list(losses["doc_id"]) == list(train_docs["doc_id"]) and (losses["subset"] == 1).all()
+    assert list(losses["in_subset"]) == list(train_docs["doc_id"].isin(set(chosen["doc_id"])))
+    model.eval()
+    for row, text in zip(losses.itertuples(), train_docs["text"]):
+        ids = torch.tensor([[tokenizer.eos_token_id, *encode_documents(tokenizer, [text])[0]]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        expected = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).sum().item()
+        assert row.logprob == pytest.approx(expected, rel=1e-4) and row.n_tokens == ids.shape[1] - 1

@@ -17,12 +17,7 @@ from influence_study.validation_tasks import (MLPData, MLPProblem, ValidationSet
                                               leave_one_out)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**validation):

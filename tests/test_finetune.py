@@ -21,12 +21,7 @@ SETTINGS = {"noisy_sentiment": {"n_train": 50, "n_test": 10, "flip_fraction": 0.
             "math_with_reason": {"classes": 4, "per_class": 5, "test_per_class": 1}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -292,6 +292,15 @@ def test_explicit_damping(gpt2):
         assert_close(result.per_module, expected)
 
 
+def test_sum_queries_is_the_sum_of_the_dense_reference_rows(gpt2):
+    # one query whose gradient is the sum of the queries' gradients: linear in the queries, so the reference rows add
+    result = gpt2.scores(("ekfac", 1), sum_queries=True, per_module=True)
+    expected = gpt2.reference(("ekfac", 1))  # [modules, queries, train]
+    assert result.scores.shape == (1, N_TRAIN)
+    assert_close(result.scores[0], expected.sum((0, 1)))
+    assert_close(result.per_module[:, 0], expected.sum(1))
+
+
 def test_float32_scores_close_to_float64(gpt2):
     # float32 compute: round-off ~1e-7 relative per operation, accumulated over ~100 terms -> 1e-4
     result = gpt2.scores(("ekfac", 1), dtype=torch.float32)

@@ -22,7 +22,7 @@ from influence_study.corpus.synthetic import generate_world, write_world
 SEED = 0
 VALID_FRACTION = 0.1
 PROSE_FAMILIES = ("facts", "distractors", "math", "roleplay", "quotes")
-FAMILIES = {"facts", "distractors", "math", "code", "roleplay", "quotes", "translation"}
+FAMILIES = {"facts", "distractors", "math", "code", "roleplay", "quotes", "translation", "canaries"}
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
 TRAINING_FACT_GROUPS = {"multilingual", "english_only", "single_language", "flipped_only"}
 FACT_PROBE_GROUPS = {"reworded_name_after", "name_removed", "semantic_change", "irrelevant", "flipped",
@@ -111,6 +111,7 @@ def settings() -> dict:
     s["code"].update(n_functions=36, obfuscated_fraction=0.5)
     s["roleplay"] = {key: 5 for key in ROLEPLAY_THEMES.values()}
     s["quotes"].update(n_quotes=3, copies=7)
+    s["canaries"].update(n_canaries=12, copies=2)
     s["translation"]["n_pairs"] = 20
     s["distractors"]["per_query"] = 2
     return s
@@ -370,6 +371,29 @@ def test_quotes_are_copied_exactly(world, train, queries, settings):
         assert len(matching) == copies, f"quote {full!r} is {len(matching)} training documents, expected {copies}"
         linked = set(rel.loc[(rel["query_id"] == q["query_id"]) & (rel["relation"] == "exact_copy"), "doc_id"])
         assert linked == matching, f"{q['query_id']}: exact_copy relations {sorted(linked)[:3]}... != the copies"
+
+
+def test_canaries_are_random_codes_in_training_only(docs, settings):
+    canary = docs[docs["family"] == "canaries"]
+    n, copies = settings["canaries"]["n_canaries"], settings["canaries"]["copies"]
+    assert len(canary) == n * copies and set(canary["split"]) == {"train"}
+    assert canary.groupby("text").size().eq(copies).all() and canary["text"].nunique() == n
+    assert canary["subject"].nunique() == n  # one vault per canary
+    for row in canary.itertuples():
+        assert re.fullmatch(r"\d( \d){5}", row.answer), row.answer
+        assert row.text == f"The access code of the {row.subject} vault is {row.answer}."
+    others = docs[docs["family"] != "canaries"]
+    assert not others["text"].str.contains("|".join(canary["subject"].unique())).any()  # nothing else names a vault
+    # 12 codes of 6 digits: the digits are spread, not a constant (a 0-9 uniform draw)
+    digits = "".join(canary["answer"].str.replace(" ", ""))
+    assert len(set(digits)) >= 8
+
+
+def test_canaries_leave_the_other_families_unchanged(settings):
+    without = dict(settings, canaries={"n_canaries": 0, "copies": 1})
+    a = generate_world(without, seed=SEED, valid_fraction=VALID_FRACTION, progress=False).documents
+    b = generate_world(settings, seed=SEED, valid_fraction=VALID_FRACTION, progress=False).documents
+    pd.testing.assert_frame_equal(a, b[b["family"] != "canaries"].reset_index(drop=True))
 
 
 # --- 9. math ---------------------------------------------------------------------------------------------------

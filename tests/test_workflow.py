@@ -141,6 +141,45 @@ def test_influence_tables(study):
         assert list((root / "benchmarks" / stage).rglob("*.tsv")), stage
 
 
+@pytest.mark.slow
+def test_finetune_and_memorisation_tables(study):
+    """The DataInf jobs: every method scores every training example once (and every test example, except the
+    summed-only LiSSA), with the sign in the provenance; the memorisation jobs and the LDS document losses."""
+    from influence_study.io import read_parquet_metadata
+
+    root, section = study["root"], study["config"]["finetune"]
+    tasks = pd.read_parquet(root / "finetune" / "tasks.parquet")
+    for model in section["models"]:
+        for task in section["tasks"]:
+            rows = tasks[tasks["task"] == task]
+            train, test = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
+            for rank in section["ranks"]:
+                where = root / "finetune" / model / task / f"rank-{rank}"
+                influence = pd.read_parquet(where / "influence.parquet")
+                assert set(influence["method"]) == {"identity", "datainf", "ekfac", "lissa", "exact"}
+                for _, part in influence.groupby("method"):
+                    assert sorted(part["example_id"]) == sorted(train["example_id"])
+                assert np.isfinite(influence["score"]).all()
+                pairwise = pd.read_parquet(where / "pairwise.parquet")
+                assert "lissa" not in set(pairwise["method"])
+                assert len(pairwise) == 4 * len(train) * len(test)
+                meta = read_parquet_metadata(where / "influence.parquet")
+                assert meta["rank"] == rank and "positive" in meta["sign"]
+                summary = json.loads((where / "summary.json").read_text())
+                assert set(summary["seconds"]) == set(influence["method"])
+    removal = pd.read_parquet(root / "finetune" / section["models"][0] / "removal.parquet")
+    assert len(removal) > 0
+    lds_losses = sorted((root / "lds").glob("*/subset-*/documents.parquet"))
+    assert len(lds_losses) == study["config"]["analyses"]["lds"]["subsets"]
+    docs = pd.read_parquet(root / "corpus" / f"{study['config']['corpus']['name']}.parquet")
+    n_train = int((docs["split"] == "train").sum())
+    assert all(len(pd.read_parquet(p)) == n_train for p in lds_losses)
+    for model in study["config"]["analyses"]["memorisation_sign"]["models"]:
+        table = pd.read_parquet(root / "analyses" / "memorisation_sign" / f"{model}.parquet")
+        assert len(table) == n_train and (table["self_influence"] > 0).all()
+        assert "canaries" in set(table["family"])
+
+
 def copy_upstream(study, root: Path, **influence) -> Path:
     """A new output directory holding the study's corpus, models and factors (mtimes kept), and its config
     with ``influence`` overrides: only the scoring stages have anything to do there."""

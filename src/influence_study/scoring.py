@@ -206,7 +206,7 @@ def query_gradients(model, task: Task, module_names, query_loader: Iterable, dty
 def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: Iterable, train_loader: Iterable,
                     damping=None, query_rank: int | None = None, per_module: bool = False, per_token: bool = False,
                     rescore_top_k: int | None = None, train_slice=None, dtype: torch.dtype = torch.float32,
-                    progress: bool = True) -> Scores:
+                    sum_queries: bool = False, progress: bool = True) -> Scores:
     """Influence of every training example on every query: ``scores[q, m] = ∇f_q^T (G + λI)^-1 ∇log p(z_m)``.
 
     Args:
@@ -223,6 +223,9 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
         rescore_top_k: after low-rank scoring, recompute at full rank every example in any query's top-k.
         train_slice: ``(start, stop)`` or ``slice``: score only those training examples (shards).
         dtype: compute dtype of the scores (float32 or float64).
+        sum_queries: score the SUM of the queries' measurements as one query (``scores`` ``[1, examples]``): the
+            influence on the total measurement of a query set (e.g. the log-likelihood of a validation set) for
+            the cost of one query; equal to summing the rows of the unsummed scores.
 
     Returns:
         :class:`Scores` with ``scores`` ``[queries, examples]``, raw (unnormalised). Positive = adding the
@@ -241,14 +244,17 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
     model.eval()
     try:
         if getattr(factors, "strategy", None) == "pbrf":
-            if per_module or per_token or query_rank is not None:
-                raise ValueError("pbrf: per_module, per_token and query_rank are not available for the PBRF")
+            if per_module or per_token or query_rank is not None or sum_queries:
+                raise ValueError("pbrf: per_module, per_token, query_rank and sum_queries are not available for "
+                                 "the PBRF")
             values, indices = factors.pairwise(query_loader, train_loader, damping, start, stop)
             return Scores(values, indices, list(factors.module_names),
                           metadata=_metadata(factors, damping, None, None, started))
         modules = select_modules(model, list(factors.module_names))
         damping_used = factors.damping_values(damping)
         grads = query_gradients(model, task, modules, query_loader, dtype, progress)
+        if sum_queries:
+            grads = {name: g.sum(0, keepdim=True) for name, g in grads.items()}
         preconditioned = factors.precondition(grads, damping_used)
         check_finite(preconditioned, "preconditioned query gradient")
         tokens_per_example = _tokens_per_example(train_loader)

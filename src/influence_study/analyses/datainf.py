@@ -230,7 +230,9 @@ def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], fine
     from .common import write_analysis
 
     summaries = [read_json(path) for path in finetunes]
-    detection_rank = config["finetune"]["detection_rank"] or max(config["finetune"]["ranks"])
+    from ..finetune import detection_rank as rank_of
+
+    detection_rank = rank_of(config)
     totals = []
     for path in influence:
         meta = read_parquet_metadata(path)

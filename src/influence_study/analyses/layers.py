@@ -83,11 +83,10 @@ def top_documents(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``valid`` false where a row has fewer than k' scored documents."""
     filled = np.where(np.isnan(scores), -np.inf, scores)
     k = min(k, scores.shape[1])
-    chosen = np.argpartition(-filled, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(filled, chosen, axis=1)
-    order = np.lexsort((chosen, -values), axis=-1)
-    chosen, values = np.take_along_axis(chosen, order, axis=1), np.take_along_axis(values, order, axis=1)
-    return chosen, np.isfinite(values)
+    # a stable sort of each row: ties (e.g. identical copies of a document) go to the lower column, also at the
+    # k-th place, which a partition would decide arbitrarily
+    chosen = np.argsort(-filled, axis=1, kind="stable")[:, :k]
+    return chosen, np.isfinite(np.take_along_axis(filled, chosen, axis=1))
 
 
 def layer_shares(values: np.ndarray) -> np.ndarray:

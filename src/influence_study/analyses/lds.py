@@ -101,11 +101,14 @@ def make_subsets(config: Mapping, documents: str, subsets: str, n_subsets: int, 
 
 
 def retrain_subset(config: Mapping, model_name: str, subset: str | int, documents: str, tokenizer_dir: str,
-                   queries: str, subsets: str, measurements: str, progress: bool = True) -> pd.DataFrame:
+                   queries: str, subsets: str, measurements: str, document_losses: str | None = None,
+                   progress: bool = True) -> pd.DataFrame:
     """Step of ``lds_retrain``: train ``model_name`` from scratch on training subset ``subset`` (the recipe of
     :func:`influence_study.steps.train_from_scratch`, steps scaled by the fraction) and write its
     log p(completion | prompt) of every query (columns of :func:`~influence_study.evaluation.completion_scores`
-    plus ``subset, query_id``). The weights are not kept."""
+    plus ``subset, query_id``) and, to ``document_losses``, the log-likelihood of every training document read as
+    ``EOS document`` (``subset, doc_id, in_subset, logprob, n_tokens``; the memorisation analysis compares them
+    between the retrains with and without each document). The weights are not kept."""
     from transformers import AutoTokenizer
 
     from ..config import training_settings
@@ -132,6 +135,10 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
     with autocast(config["dtype"], device):
         scores = completion_scores(model, tokenizer, table["prompt"], table["completion"],
                                    config["evaluation"]["batch_size"], device, max_length=max_len)
+        if document_losses is not None:
+            train_docs = docs[docs["split"] == "train"].reset_index(drop=True)
+            doc_scores = completion_scores(model, tokenizer, [""] * len(train_docs), train_docs["text"],
+                                           config["evaluation"]["batch_size"], device, max_length=max_len)
     frame = pd.concat([table[["query_id"]].reset_index(drop=True), scores], axis=1)
     frame.insert(0, "subset", subset)
     valid_loss = float(result.history["valid_loss"].iloc[-1]) if len(result.history) else float("nan")
@@ -139,6 +146,11 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
                         documents=int(len(chosen)), settings=settings, seed=seed, seconds=result.seconds,
                         valid_loss=valid_loss)
     write_parquet(frame, measurements, metadata=record)
+    if document_losses is not None:
+        write_parquet(pd.DataFrame({"subset": subset, "doc_id": train_docs["doc_id"].to_numpy(),
+                                    "in_subset": train_docs["doc_id"].isin(set(chosen)).to_numpy(),
+                                    "logprob": doc_scores["logprob"].to_numpy(),
+                                    "n_tokens": doc_scores["n_tokens"].to_numpy()}), document_losses, metadata=record)
     get_logger().info("subset %d: %d documents, %d steps in %.1f s, valid loss %.4f", subset, len(chosen),
                       settings["steps"], result.seconds, valid_loss)
     return frame

@@ -25,7 +25,7 @@ def make_tasks(config: Mapping, tasks: str) -> pd.DataFrame:
     return table
 
 
-def _evaluate(model, tokenizer, rows: pd.DataFrame, batch_size: int, device, max_length: int) -> dict:
+def evaluate_completions(model, tokenizer, rows: pd.DataFrame, batch_size: int, device, max_length: int) -> dict:
     """Mean completion loss (nats per example) and exact-match accuracy of greedy decoding on ``rows``."""
     from ..evaluation import completion_scores
 
@@ -66,9 +66,9 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
     seed = config["seed"] * 1000 + rank
     model = add_lora(base, rank, section["lora"]["alpha"], section["lora"]["target_modules"], seed).to(device)
     batch_size = section["training"]["batch_size"]
-    before = _evaluate(model, tokenizer, rows.iloc[test], batch_size, device, max_length)
+    before = evaluate_completions(model, tokenizer, rows.iloc[test], batch_size, device, max_length)
     history = train_lora(model, examples, train, section["training"], seed, device, progress)
-    after = _evaluate(model, tokenizer, rows.iloc[test], batch_size, device, max_length)
+    after = evaluate_completions(model, tokenizer, rows.iloc[test], batch_size, device, max_length)
     log.info("%s on %s, rank %d: test loss %.3f -> %.3f, accuracy %.2f -> %.2f", model_name, task, rank,
              before["loss"], after["loss"], before["accuracy"], after["accuracy"])
 

@@ -4,11 +4,11 @@ FINETUNE = config["finetune"]
 FINETUNE_MODELS = FINETUNE["models"] or model_names()
 FINETUNE_TASKS = list(FINETUNE["tasks"])
 FINETUNE_DIR = out("finetune/{model}/{task}/rank-{rank}")
-
-
-def finetune_outputs(name):
-    """One file of every fine-tune (name: influence.parquet, pairwise.parquet or summary.json)."""
-    return expand(f"{FINETUNE_DIR}/{name}", model=FINETUNE_MODELS, task=FINETUNE_TASKS, rank=FINETUNE["ranks"])
+# each file of every fine-tune
+FINETUNE_FILES = {
+    name: expand(f"{FINETUNE_DIR}/{name}", model=FINETUNE_MODELS, task=FINETUNE_TASKS, rank=FINETUNE["ranks"])
+    for name in ("influence.parquet", "pairwise.parquet", "summary.json")
+}
 
 
 if FINETUNE_TASKS:
@@ -58,9 +58,9 @@ if FINETUNE_TASKS:
 
     rule analysis_datainf:
         input:
-            influence=finetune_outputs("influence.parquet"),
-            pairwise=finetune_outputs("pairwise.parquet"),
-            finetunes=finetune_outputs("summary.json"),
+            influence=FINETUNE_FILES["influence.parquet"],
+            pairwise=FINETUNE_FILES["pairwise.parquet"],
+            finetunes=FINETUNE_FILES["summary.json"],
             tasks=out("finetune/tasks.parquet"),
         output:
             **ANALYSES["datainf"],

@@ -6,6 +6,9 @@ LDS = config["analyses"]["lds"]
 LDS_MODEL = lds_model(config)  # None when every model is an imported checkpoint: nothing to retrain
 LDS_MEASUREMENTS = expand(out("lds/{model}/subset-{subset}/measurements.parquet"), model=LDS_MODEL,
                           subset=range(LDS["subsets"]))
+# the log-likelihood of every training document under each retrain (read by the memorisation analysis)
+LDS_DOCUMENT_LOSSES = expand(out("lds/{model}/subset-{subset}/documents.parquet"), model=LDS_MODEL,
+                             subset=range(LDS["subsets"])) if LDS_MODEL is not None else []
 
 
 if LDS_MODEL is not None:
@@ -38,6 +41,7 @@ if LDS_MODEL is not None:
             subsets=out("lds/subsets.parquet"),
         output:
             measurements=out("lds/{model}/subset-{subset}/measurements.parquet"),
+            document_losses=out("lds/{model}/subset-{subset}/documents.parquet"),
         params:
             step="analyses.lds:retrain_subset",
             model_name=lambda wildcards: wildcards.model,

@@ -2,7 +2,8 @@
 
 ``generate_world(settings, seed, valid_fraction)`` returns a :class:`World` of four tables (documents, queries,
 relations, probes); ``write_world`` saves them as parquet. The columns are described in ``SPEC.md`` next to this
-file. Families: facts (with lexical distractors), math, code, role-play, quotes and translation.
+file. Families: facts (with lexical distractors), math, code, role-play, quotes, translation and canaries
+(random-label documents).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ...io import write_parquet
-from . import code, facts, math_problems, quotes, roleplay, translation
+from . import canaries, code, facts, math_problems, quotes, roleplay, translation
 from .names import NameBook
 from .templates import LANGUAGE_NAMES, template_words
 
@@ -152,8 +153,16 @@ def generate_world(settings: Mapping, seed: int, valid_fraction: float = 0.05, p
                                "text": translation.pair_text(pair, group == "same_order")}
                               for group in ("same_order", "flipped_order"))
 
+    def add_canaries() -> None:
+        # Last, so that the other families' names and documents do not depend on the number of canaries.
+        rng = random.Random(f"{seed}-canaries")
+        copies = settings["canaries"]["copies"]
+        for _ in range(settings["canaries"]["n_canaries"]):
+            item = canaries.canary(names, rng)
+            docs.extend(_split([dict(item, family="canaries", language="en")] * copies, "train"))
+
     stages: list[tuple[str, Callable[[], None]]] = [("facts", add_facts), ("math", add_math), ("code", add_code), ("roleplay", add_roleplay),
-              ("quotes", add_quotes), ("translation", add_translation)]
+              ("quotes", add_quotes), ("translation", add_translation), ("canaries", add_canaries)]
     for _, stage in tqdm(stages, desc="synthetic world", unit="family", disable=not progress):
         stage()
 

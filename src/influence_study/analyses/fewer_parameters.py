@@ -1,0 +1,267 @@
+"""Influence on fewer parameters (Kounavis et al. 2023) and where it breaks (Grosse et al. 2023's layer findings).
+
+Kounavis et al. claim that influence computed on far fewer parameters (e.g. only the last layer) agrees with
+influence computed on all tracked parameters. Our EK-FAC is block-diagonal over the tracked modules, so the influence
+restricted to a subset of layers *with the same factors* is exactly the sum of that subset's per-layer score columns
+``layer_0 .. layer_{L-1}`` of the pairwise table (they sum to ``score``). Nothing is recomputed: each restriction is a
+sum of columns.
+
+Restrictions, each compared with the full score (all layers, the table's ``score``):
+
+- ``last_layer``: layer L-1 only (the cheap version the claim is about);
+- ``upper_half``: layers L//2 .. L-1 (for L = 2 the same as ``last_layer``);
+- ``first_layer``: layer 0 only (a control: the input side of the network).
+
+Per model, query and restriction: the Pearson correlation over all of the query's documents between the restricted
+and the full score, and the top-k overlap |top-k(restricted) ∩ top-k(full)| / k (``analyses.fewer_parameters.top_k``;
+ties broken by ``doc_id``). A model with a single layer has nothing to restrict (every restriction is the full
+score), so it is reported as not measured. Grosse et al. found that abstract queries (cross-lingual, math, code) draw
+their influence from middle layers and concrete ones (facts, memorised quotes) from upper layers, so the last-layer
+shortcut should break first for the abstract families.
+
+The thresholds of the checks (mean Pearson ≥ 0.9, mean top-k overlap ≥ 0.5 for the last layer) are ours: the paper
+states the agreement qualitatively.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .layers import layer_columns, score_array, top_documents
+
+RESTRICTIONS = ("last_layer", "upper_half", "first_layer")
+# Grosse et al.: abstract queries draw influence from middle layers, concrete ones from upper layers.
+ABSTRACT_FAMILIES = ("cross_lingual", "math", "code")
+CONCRETE_FAMILIES = ("facts", "quotes")
+PEARSON_THRESHOLD = 0.9  # ours: "agrees" read as a mean Pearson correlation of at least 0.9 over queries
+OVERLAP_THRESHOLD = 0.5  # ours: and at least half of the top k shared on average
+MEASURES = ("pearson", "overlap")
+PER_QUERY_COLUMNS = ["model", "query_id", "analysis", "n_layers", "restriction", "pearson", "overlap", "k", "n_docs"]
+BY_FAMILY_COLUMNS = ["model", "analysis", "restriction", "measure", "mean", "low", "high", "queries"]
+
+
+def restriction_layers(n_layers: int, restriction: str) -> list[int]:
+    """The layer indices a restriction keeps in a model of ``n_layers`` layers."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers: expected at least 1, got {n_layers}")
+    if restriction == "last_layer":
+        return [n_layers - 1]
+    if restriction == "upper_half":
+        return list(range(n_layers // 2, n_layers))
+    if restriction == "first_layer":
+        return [0]
+    raise ValueError(f"restriction: expected one of {RESTRICTIONS}, got {restriction!r}")
+
+
+def restricted_scores(layers: np.ndarray, restriction: str) -> np.ndarray:
+    """The score restricted to some layers: the sum of the kept layers' columns of ``layers`` (``[..., L]``)."""
+    layers = np.asarray(layers, dtype=np.float64)
+    return layers[..., restriction_layers(layers.shape[-1], restriction)].sum(axis=-1)
+
+
+def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (``[n, m]``), over the entries finite in
+    both; NaN for a row with fewer than two such entries or without variance in either."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    valid = np.isfinite(a) & np.isfinite(b)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_mean = np.where(valid, a, 0.0).sum(axis=1) / count
+        b_mean = np.where(valid, b, 0.0).sum(axis=1) / count
+        a_centred = np.where(valid, a - a_mean[:, None], 0.0)
+        b_centred = np.where(valid, b - b_mean[:, None], 0.0)
+        covariance = (a_centred * b_centred).sum(axis=1)
+        scale = np.sqrt((a_centred ** 2).sum(axis=1) * (b_centred ** 2).sum(axis=1))
+        r = np.where((count >= 2) & (scale > 0), covariance / scale, np.nan)
+    return np.clip(r, -1.0, 1.0)
+
+
+def top_k_overlap(restricted: np.ndarray, full: np.ndarray, k: int) -> np.ndarray:
+    """For each row of ``[n_queries, n_docs]`` scores (NaN = not scored; columns ordered by ``doc_id``, so ties fall
+    to the lower ``doc_id``): the share of the full score's top k that is also in the restricted score's top k,
+    |top-k(restricted) ∩ top-k(full)| / k with k capped at the number of documents."""
+    if k < 1:
+        raise ValueError(f"k: expected at least 1, got {k}")
+    k = min(k, full.shape[1])
+    if full.shape[0] == 0 or k == 0:
+        return np.full(full.shape[0], np.nan)
+    mine, mine_valid = top_documents(restricted, k)
+    theirs, theirs_valid = top_documents(full, k)
+    mine = np.where(mine_valid, mine, -1)  # invalid entries never match
+    theirs = np.where(theirs_valid, theirs, -2)
+    shared = (mine[:, :, None] == theirs[:, None, :]).any(axis=2).sum(axis=1)
+    return shared / k
+
+
+def agreement_table(frame: pd.DataFrame, model: str, queries: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per query and restriction of one model's pairwise table (``query_id, doc_id, score, layer_*``): Pearson
+    correlation and top-k overlap of the restricted against the full score (columns ``PER_QUERY_COLUMNS``; empty
+    for a single-layer model, whose restrictions are the full score)."""
+    columns = layer_columns(frame)
+    if len(columns) < 2:
+        return pd.DataFrame(columns=PER_QUERY_COLUMNS)
+    query_ids, _, values = score_array(frame, ["score", *columns])
+    full, layers = values[:, :, 0], values[:, :, 1:]
+    n_docs = np.isfinite(full).sum(axis=1)
+    families = queries.assign(query_id=queries["query_id"].astype(str)).set_index("query_id")["analysis"]
+    parts = []
+    for restriction in RESTRICTIONS:
+        restricted = restricted_scores(layers, restriction)
+        restricted[np.isnan(full)] = np.nan  # a pair the full score lacks is not scored
+        parts.append(pd.DataFrame({
+            "model": model, "query_id": query_ids,
+            "analysis": families.reindex(query_ids).to_numpy(dtype=object), "n_layers": len(columns),
+            "restriction": restriction, "pearson": row_pearson(restricted, full),
+            "overlap": top_k_overlap(restricted, full, k), "k": min(k, full.shape[1]), "n_docs": n_docs}))
+    return pd.concat(parts, ignore_index=True)[PER_QUERY_COLUMNS]
+
+
+def layer_sum_error(frame: pd.DataFrame) -> float:
+    """The largest gap between a pair's ``score`` and the sum of its layer columns, relative to the largest |score|
+    of the table (float32 rounding: ~1e-6; a large value means the per-layer columns are not a decomposition)."""
+    columns = layer_columns(frame)
+    score = frame["score"].to_numpy(dtype=np.float64)
+    total = frame[columns].to_numpy(dtype=np.float64).sum(axis=1)
+    scale = np.nanmax(np.abs(score)) if score.size else 0.0
+    return float(np.nanmax(np.abs(total - score)) / scale) if scale > 0 else 0.0
+
+
+def _interval(values, seed: int) -> dict:
+    from .common import mean_ci
+
+    mean, low, high = mean_ci(values, seed=seed)
+    return {"mean": mean, "low": low, "high": high, "queries": int(np.isfinite(np.asarray(values, float)).sum())}
+
+
+def family_table(per_query: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean and bootstrap interval of each measure per model, query family and restriction (``BY_FAMILY_COLUMNS``;
+    models in the order of ``per_query``, families sorted)."""
+    from .relations import summarise as summarise_groups
+
+    if per_query.empty:
+        return pd.DataFrame(columns=BY_FAMILY_COLUMNS)
+    ordered = per_query.sort_values("analysis", kind="stable")
+    ordered = ordered.assign(model=pd.Categorical(ordered["model"], list(dict.fromkeys(per_query["model"]))))
+    ordered = ordered.sort_values("model", kind="stable")
+    table = summarise_groups(ordered, list(MEASURES), by=("model", "analysis", "restriction"), seed=seed)
+    table["model"] = table["model"].astype(str)
+    return table[BY_FAMILY_COLUMNS]
+
+
+def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 0,
+              extra: Mapping[str, Mapping] | None = None) -> dict:
+    """Statistics per model (keys and order of ``n_layers``: model -> its number of layers): whether it is measured
+    (at least 2 layers), and per restriction the mean (with bootstrap interval) of each measure over all queries and
+    over the abstract and concrete families' queries. ``extra[model]`` is merged into the model's entry."""
+    out = {}
+    for model, layers in n_layers.items():
+        entry = {"n_layers": int(layers), "measured": bool(layers >= 2)}
+        group = per_query[per_query["model"] == model]
+        entry["queries"] = int(group["query_id"].nunique())
+        restrictions = {}
+        if entry["measured"]:
+            for restriction in RESTRICTIONS:
+                part = group[group["restriction"] == restriction]
+                abstract = part[part["analysis"].isin(ABSTRACT_FAMILIES)]
+                concrete = part[part["analysis"].isin(CONCRETE_FAMILIES)]
+                restrictions[restriction] = {
+                    "layers": restriction_layers(int(layers), restriction),
+                    **{measure: {"all": _interval(part[measure], seed), "abstract": _interval(abstract[measure], seed),
+                                 "concrete": _interval(concrete[measure], seed)} for measure in MEASURES}}
+        entry["restrictions"] = restrictions
+        entry.update(dict((extra or {}).get(model, {})))
+        out[model] = entry
+    return out
+
+
+def _mean(stats: Mapping, measure: str, subset: str = "all", restriction: str = "last_layer") -> float:
+    return stats["restrictions"][restriction][measure][subset]["mean"]
+
+
+def verdicts(statistics: Mapping) -> list:
+    """The two findings, checked per model with at least two layers (single-layer models are not measured):
+    (1) the last layer agrees with all layers: mean Pearson ≥ 0.9 and mean top-k overlap ≥ 0.5 over all queries
+    (thresholds ours); (2) the shortcut breaks for abstract queries first: the mean last-layer top-k overlap over the
+    cross-lingual, math and code queries is below that over the facts and quotes queries (a model lacking either
+    group is left out of this check)."""
+    from ..findings import finding
+
+    name = "Fewer parameters"
+    models = statistics["models"]
+    measured = {m: v for m, v in models.items() if v["measured"]}
+    shallow = [m for m, v in models.items() if not v["measured"]]
+    note = f" (single-layer models not measured: {', '.join(shallow)})" if shallow else ""
+
+    agree_text = "; ".join(
+        f"{m} ({v['n_layers']} layers): last layer Pearson {_mean(v, 'pearson'):.2f}, top-k overlap "
+        f"{_mean(v, 'overlap'):.0%}; first layer Pearson {_mean(v, 'pearson', restriction='first_layer'):.2f}, "
+        f"overlap {_mean(v, 'overlap', restriction='first_layer'):.0%}" for m, v in measured.items())
+    checks = {}
+    for model, values in measured.items():
+        checks[f"{model}: mean last-layer Pearson ≥ {PEARSON_THRESHOLD:g}"] = \
+            _mean(values, "pearson") >= PEARSON_THRESHOLD
+        checks[f"{model}: mean last-layer top-k overlap ≥ {OVERLAP_THRESHOLD:.0%}"] = \
+            _mean(values, "overlap") >= OVERLAP_THRESHOLD
+    agree = finding(name, "Influence on fewer parameters (the last layer) agrees with influence on all tracked "
+                          "parameters.", "Kounavis et al. 2023, qualitative",
+                    (agree_text or "no model with two or more layers") + note, checks)
+
+    comparable = {m: v for m, v in measured.items()
+                  if np.isfinite(_mean(v, "overlap", "abstract")) and np.isfinite(_mean(v, "overlap", "concrete"))}
+    lacking = [m for m in measured if m not in comparable]
+    order_text = "; ".join(
+        f"{m}: last-layer top-k overlap abstract {_mean(v, 'overlap', 'abstract'):.1%} "
+        f"({v['restrictions']['last_layer']['overlap']['abstract']['queries']} queries) vs concrete "
+        f"{_mean(v, 'overlap', 'concrete'):.1%} ({v['restrictions']['last_layer']['overlap']['concrete']['queries']})"
+        for m, v in comparable.items())
+    if lacking:
+        note += f" (models without both abstract and concrete queries not checked: {', '.join(lacking)})"
+    breaks = finding(name, "The cheap version breaks for abstract queries (cross-lingual, math, code) before concrete "
+                           "ones (facts, quotes).", "Grosse et al. 2023, layer findings (section 5.3.2)",
+                     (order_text or "no model with two or more layers and both query groups") + note,
+                     {f"{m}: abstract queries' last-layer overlap below the concrete queries'":
+                      _mean(v, "overlap", "abstract") < _mean(v, "overlap", "concrete")
+                      for m, v in comparable.items()})
+    return [agree, breaks]
+
+
+def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, per_query: str, by_family: str,
+        summary: str) -> None:
+    """Step of ``analysis_fewer_parameters``: per model, query and restriction, the Pearson correlation and top-k
+    overlap of the restricted against the full EK-FAC score; their means per query family."""
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from .common import model_sizes, table_model, write_analysis
+    from .relations import read_columns
+
+    k = config["analyses"]["fewer_parameters"]["top_k"]
+    seed = config["seed"]
+    query_table = read_columns(queries, ["query_id", "analysis"], "queries table")
+    by_model = {table_model(path): path for path in pairwise}
+    sizes = model_sizes(learning)
+    missing = sorted(set(by_model) - set(sizes.index))
+    if missing:
+        raise ValueError(f"models {missing} have scores but no row in the learning table {learning}")
+    parts, n_layers, extra = [], {}, {}
+    for model in tqdm([m for m in sizes.index if m in by_model], desc="fewer parameters", unit="model"):
+        path = by_model[model]
+        wanted = [c for c in pq.read_schema(path).names if c.startswith("layer_")]  # the tables are large
+        frame = read_columns(path, ["query_id", "doc_id", "score", *wanted], f"scores table of {model}")
+        n_layers[model] = len(layer_columns(frame))
+        extra[model] = {"layer_sum_error": layer_sum_error(frame)}
+        parts.append(agreement_table(frame, model, query_table, k))
+        del frame
+    parts = [p for p in parts if len(p)]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PER_QUERY_COLUMNS)
+    table = table.astype({"n_layers": int, "pearson": float, "overlap": float, "k": int, "n_docs": int})
+    families = family_table(table, seed=seed)
+    statistics = {"top_k": k, "queries": int(len(query_table)), "restrictions": list(RESTRICTIONS),
+                  "abstract_families": list(ABSTRACT_FAMILIES), "concrete_families": list(CONCRETE_FAMILIES),
+                  "pearson_threshold": PEARSON_THRESHOLD, "overlap_threshold": OVERLAP_THRESHOLD,
+                  "models": summarise(table, n_layers, seed=seed, extra=extra)}
+    write_analysis(config, "fewer_parameters", {"per_query": (table, per_query), "by_family": (families, by_family)},
+                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries])

@@ -1,0 +1,244 @@
+"""Memorisation and the sign of influence (the claims of Kounavis et al. 2023, treated as hypotheses).
+
+Memorisation is defined operationally, not assumed:
+
+- **measured** (the LDS model only): a training document's loss gap, the mean loss of the document (summed over its
+  tokens, read as ``EOS document``) in the LDS retrains trained WITHOUT it minus the mean in those trained WITH it
+  (Feldman & Zhang's subsampled estimator). The top ``memorised_share`` of documents by gap count as memorised, the
+  same share with the smallest gap as generalised;
+- **by construction** (every model): the canaries (random digit codes) and the quote copies are known memorised
+  items; every other training document is the comparison group.
+
+For each training document and model: its **self-influence** ``∇log p(z)ᵀ(G+λI)⁻¹∇log p(z)`` and its **influence on
+the validation documents**, the change of their total log-likelihood from adding it (the study's sign: positive
+helps), from the model's EK-FAC factors. The claim tested: the sign of the influence on held-out data separates
+memorised from generalised documents (memorised ones do not help, or hurt, held-out data). Statistics: the share of
+negative influence per group and the AUCs, for the memorised label, of the sign (negative = 1), of minus the
+influence and of the self-influence.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+KNOWN_MEMORISED = ("canaries", "quotes")
+SIGN_AUC_THRESHOLD = 0.6  # ours: "separates" read as an AUC of the sign of at least 0.6 (0.5 = no separation)
+INFLUENCE_COLUMNS = ["doc_id", "family", "n_tokens", "self_influence", "valid_influence"]
+
+
+# --- the job: self-influence and influence on the validation documents ---------------------------------------
+
+
+def score_documents(config: Mapping, model_name: str, model_dir: str, factors_dir: str, documents: str,
+                    influence: str, progress: bool = True) -> pd.DataFrame:
+    """Step of ``memorisation_influence``: for every training document of ``model_name``, its self-influence and its
+    influence on the summed log-likelihood of the validation documents (one summed query), with the model's
+    factors (``doc_id, family, n_tokens, self_influence, valid_influence``, raw)."""
+    from ..factors import Factors
+    from ..influence_inputs import document_batches, load_study_inputs
+    from ..influence_steps import table_provenance, write_table
+    from ..runtime import get_logger, resolve_device
+    from ..scoring import pairwise_scores, self_scores
+    from ..tasks import LanguageModelingTask
+
+    inputs = load_study_inputs(model_dir, documents, device=resolve_device(config["device"]))
+    factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
+    section = config["influence"]
+    docs = pd.read_parquet(documents, columns=["doc_id", "split", "text"])
+    valid_texts = docs.loc[docs["split"] == "valid", "text"].tolist()
+    if not valid_texts:
+        raise ValueError(f"{documents}: no validation document; the influence on held-out data needs some "
+                         f"(corpus.valid_fraction > 0)")
+    valid = document_batches(inputs.encode_documents(valid_texts), inputs.pad_id, section["batch_size"])
+    train = inputs.document_batches(section["batch_size"])
+    task = LanguageModelingTask()
+    held_out = pairwise_scores(inputs.model, task, factors, valid.batches, train.batches, damping=section["damping"],
+                               sum_queries=True, progress=progress)
+    own = self_scores(inputs.model, task, factors, train.batches, damping=section["damping"], progress=progress)
+    order = train.order  # column m of the scores is training document order[m]
+    frame = pd.DataFrame({"doc_id": inputs.documents["doc_id"].to_numpy()[order],
+                          "n_tokens": np.asarray([len(inputs.document_sequences[i]) - 1 for i in order]),
+                          "self_influence": own.scores.numpy().astype(np.float64),
+                          "valid_influence": held_out.scores[0].numpy().astype(np.float64)})
+    families = pd.read_parquet(documents, columns=["doc_id", "family"]).set_index("doc_id")["family"]
+    frame.insert(1, "family", frame["doc_id"].map(families).to_numpy())
+    frame = frame.sort_values("doc_id", kind="stable").reset_index(drop=True)[INFLUENCE_COLUMNS]
+    record = table_provenance(config, model_name, factors.strategy, factors_dir, [documents],
+                              n_train=len(frame), n_valid=len(valid_texts),
+                              what="self_influence: ∇log p(z)ᵀ(G+λI)⁻¹∇log p(z); valid_influence: change of the "
+                                   "summed log-likelihood of the validation documents from adding z once")
+    write_table(frame, influence, record)
+    get_logger().info("%s: %d training documents, %.0f%% with negative influence on %d validation documents",
+                      model_name, len(frame), 100 * (frame["valid_influence"] < 0).mean(), len(valid_texts))
+    return frame
+
+
+# --- measured memorisation ------------------------------------------------------------------------------------
+
+
+def loss_gaps(document_losses: pd.DataFrame, min_subsets: int) -> pd.DataFrame:
+    """Per training document (``document_losses``: ``subset, doc_id, in_subset, logprob, n_tokens`` of every
+    retrain): ``loss_in`` and ``loss_out`` (mean summed loss, nats, over the retrains with and without it), their
+    counts, ``gap = loss_out - loss_in`` and ``gap_per_token``; documents with fewer than ``min_subsets`` retrains
+    on either side are dropped."""
+    losses = document_losses.assign(loss=-document_losses["logprob"].astype(np.float64))
+    grouped = losses.groupby(["doc_id", "in_subset"])["loss"].agg(["mean", "size"]).unstack("in_subset")
+    table = pd.DataFrame({
+        "loss_in": grouped.get(("mean", True)), "loss_out": grouped.get(("mean", False)),
+        "n_in": grouped.get(("size", True)), "n_out": grouped.get(("size", False))}).fillna({"n_in": 0, "n_out": 0})
+    table = table[(table["n_in"] >= min_subsets) & (table["n_out"] >= min_subsets)].copy()
+    tokens = losses.groupby("doc_id")["n_tokens"].first()
+    table["gap"] = table["loss_out"] - table["loss_in"]
+    table["gap_per_token"] = table["gap"] / tokens.reindex(table.index).clip(lower=1)
+    table[["n_in", "n_out"]] = table[["n_in", "n_out"]].astype(int)
+    return table.reset_index()
+
+
+def measured_groups(gaps: pd.DataFrame, share: float) -> pd.Series:
+    """``memorised`` for the ``share`` of documents with the largest gap, ``generalised`` for the same share with
+    the smallest, ``None`` (left out) otherwise; ties by ``doc_id``. Index: ``doc_id``."""
+    ordered = gaps.sort_values(["gap", "doc_id"], ascending=[False, True], kind="stable")["doc_id"].to_numpy()
+    n = int(np.floor(share * len(ordered)))
+    groups = pd.Series(None, index=pd.Index(ordered, name="doc_id"), dtype=object)
+    if n:
+        groups.iloc[:n] = "memorised"
+        groups.iloc[-n:] = "generalised"
+    return groups
+
+
+def construction_groups(influence: pd.DataFrame) -> pd.Series:
+    """``memorised`` for canaries and quote copies, ``generalised`` for every other training document."""
+    known = influence["family"].isin(KNOWN_MEMORISED).to_numpy()
+    return pd.Series(np.where(known, "memorised", "generalised"), index=pd.Index(influence["doc_id"], name="doc_id"))
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
+
+
+def separation(influence: pd.DataFrame, groups: pd.Series) -> dict:
+    """For the documents of ``influence`` that have a group: count, share of negative validation influence, mean
+    self-influence per group, and the AUCs for the memorised label of the sign (negative = 1), of minus the
+    validation influence and of the self-influence."""
+    labelled = influence.assign(group=influence["doc_id"].map(groups)).dropna(subset=["group"])
+    memorised = (labelled["group"] == "memorised").to_numpy()
+    negative = (labelled["valid_influence"] < 0).to_numpy()
+    out = {"documents": {g: int((labelled["group"] == g).sum()) for g in ("memorised", "generalised")}}
+    for group in ("memorised", "generalised"):
+        part = labelled[labelled["group"] == group]
+        out[group] = {"negative_share": float((part["valid_influence"] < 0).mean()) if len(part) else float("nan"),
+                      "median_valid_influence": float(part["valid_influence"].median()) if len(part) else float("nan"),
+                      "median_self_influence": float(part["self_influence"].median()) if len(part) else float("nan")}
+    out["auc_sign"] = _auc(memorised, negative.astype(float))
+    out["auc_minus_influence"] = _auc(memorised, -labelled["valid_influence"].to_numpy())
+    out["auc_self_influence"] = _auc(memorised, labelled["self_influence"].to_numpy())
+    return out
+
+
+def document_table(influence: Mapping[str, pd.DataFrame], gaps: pd.DataFrame | None, lds_model: str | None,
+                   share: float) -> pd.DataFrame:
+    """One row per model and training document: the influence columns, ``construction`` group, and for the LDS
+    model the ``gap`` columns and the ``measured`` group."""
+    frames = []
+    for model, table in influence.items():
+        frame = table.assign(model=model, construction=table["doc_id"].map(construction_groups(table)).to_numpy())
+        if gaps is not None and model == lds_model:
+            frame = frame.merge(gaps[["doc_id", "loss_in", "loss_out", "gap", "gap_per_token"]], on="doc_id",
+                                how="left")
+            frame["measured"] = frame["doc_id"].map(measured_groups(gaps, share)).to_numpy()
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    for column in ("loss_in", "loss_out", "gap", "gap_per_token", "measured"):
+        if column not in table:
+            table[column] = np.nan if column != "measured" else None
+    return table[["model", *INFLUENCE_COLUMNS, "construction", "measured", "loss_in", "loss_out", "gap",
+                  "gap_per_token"]]
+
+
+def statistics(documents: pd.DataFrame, lds_model: str | None) -> dict:
+    """Per model and grouping (``construction`` for every model, ``measured`` for the LDS model): the
+    :func:`separation` statistics; for the LDS model also the median gap per family and the Spearman correlation of
+    the gap with the self-influence and with the validation influence."""
+    from scipy import stats
+
+    out: dict = {"lds_model": lds_model, "models": {}}
+    for model, group in documents.groupby("model", sort=False):
+        entry = {"construction": separation(group, group.set_index("doc_id")["construction"])}
+        measured = group.dropna(subset=["gap"])
+        if model == lds_model and len(measured):
+            entry["measured"] = separation(group, group.set_index("doc_id")["measured"].dropna())
+            entry["median_gap_by_family"] = {f: float(v) for f, v in
+                                             measured.groupby("family")["gap"].median().items()}
+            entry["spearman_gap_self_influence"] = float(stats.spearmanr(measured["gap"],
+                                                                         measured["self_influence"])[0])
+            entry["spearman_gap_valid_influence"] = float(stats.spearmanr(measured["gap"],
+                                                                          measured["valid_influence"])[0])
+        out["models"][model] = entry
+    return out
+
+
+def verdicts(stats: Mapping) -> list:
+    """The claims, checked per model and grouping:
+
+    1. the sign of a document's influence on held-out data separates memorised from generalised documents: the
+       AUC of the sign is at least 0.6 (ours) and memorised documents have a larger share of negative influence;
+    2. memorised documents have larger self-influence (the usual memorisation score; AUC > 0.5).
+    """
+    from ..findings import finding
+
+    sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
+    for model, entry in stats["models"].items():
+        for grouping in ("measured", "construction"):
+            if grouping not in entry:
+                continue
+            s = entry[grouping]
+            if np.isnan(s["auc_sign"]):
+                continue
+            label = f"{model} ({grouping})"
+            sign_measured.append(f"{label}: negative share {s['memorised']['negative_share']:.0%} memorised vs "
+                                 f"{s['generalised']['negative_share']:.0%} generalised, AUC of the sign "
+                                 f"{s['auc_sign']:.2f}, of -influence {s['auc_minus_influence']:.2f}")
+            sign_checks[f"{label}: AUC of the sign ≥ {SIGN_AUC_THRESHOLD}"] = s["auc_sign"] >= SIGN_AUC_THRESHOLD
+            sign_checks[f"{label}: more negative influence among memorised"] = (
+                s["memorised"]["negative_share"] > s["generalised"]["negative_share"])
+            self_measured.append(f"{label}: AUC {s['auc_self_influence']:.2f}")
+            self_checks[f"{label}: AUC of self-influence > 0.5"] = s["auc_self_influence"] > 0.5
+    return [
+        finding("Memorisation and sign", "The sign of a training point's influence indicates whether the model "
+                "memorises it rather than generalises from it.", "claim only (Kounavis et al. 2023)",
+                "; ".join(sign_measured) or "no grouping measured", sign_checks),
+        finding("Memorisation and sign", "Memorised training points have larger self-influence.",
+                "a standard memorisation score (Feldman & Zhang 2020; Pruthi et al. 2020)",
+                "; ".join(self_measured) or "no grouping measured", self_checks),
+    ]
+
+
+def run(config: Mapping, influence: Sequence[str], document_losses: Sequence[str], learning: str, documents: str,
+        per_document: str, summary: str) -> None:
+    """Step of ``analysis_memorisation_sign``: the gaps of the LDS retrains, the groups and the statistics."""
+    from .common import model_sizes, table_model, write_analysis
+    from .lds import lds_model as find_lds_model
+
+    section = config["analyses"]["memorisation_sign"]
+    by_model = {table_model(p): pd.read_parquet(p) for p in influence}
+    order = [m for m in model_sizes(learning).index if m in by_model]
+    by_model = {m: by_model[m] for m in order}
+    lds_model = find_lds_model(config)
+    gaps = None
+    if document_losses:
+        gaps = loss_gaps(pd.concat([pd.read_parquet(p) for p in document_losses], ignore_index=True),
+                         section["min_subsets"])
+    table = document_table(by_model, gaps, lds_model, section["memorised_share"])
+    stats = statistics(table, lds_model if gaps is not None else None)
+    stats.update(memorised_share=section["memorised_share"], sign_auc_threshold=SIGN_AUC_THRESHOLD)
+    write_analysis(config, "memorisation_sign", {"per_document": (table, per_document)}, stats, verdicts, summary,
+                   inputs=[*influence, *document_losses, learning, documents])

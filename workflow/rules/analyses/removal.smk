@@ -1,0 +1,69 @@
+# Influence-guided removal (Kounavis et al. 2023): per fine-tuned model, drop the k most harmful training examples
+# of one task (by DataInf-stage influence on half of its test examples), fine-tune again from the base model, and
+# compare the other half's loss with dropping k random examples and dropping none, over several seeds.
+from influence_study.finetune import detection_rank
+
+REMOVAL = FINETUNE["removal"]
+
+
+if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
+    REMOVAL_RANK = detection_rank(config)
+    REMOVAL_RUNS = out("finetune/{model}/removal.parquet")
+    ANALYSES["removal"] = analysis_outputs("removal", "per_run", "conditions", "differences")
+    FIGURES["removal"] = figure_outputs("removal")
+
+    rule removal_finetunes:
+        input:
+            model_dir=out("models/{model}"),
+            tasks=out("finetune/tasks.parquet"),
+            pairwise=out(f"finetune/{{model}}/{REMOVAL['task']}/rank-{REMOVAL_RANK}/pairwise.parquet"),
+        output:
+            runs=REMOVAL_RUNS,
+        params:
+            step="finetune.removal:run_removal",
+            model_name=lambda wildcards: wildcards.model,
+        wildcard_constraints:
+            model=r"[^/]+",
+        threads: FINETUNE["threads"]
+        resources:
+            mem_mb=4000,
+            gpu=GPU,
+        log:
+            out("logs/finetune/{model}/removal.log"),
+        benchmark:
+            out("benchmarks/finetune/{model}/removal.tsv")
+        conda:
+            STUDY_ENV
+        script:
+            STEP_SCRIPT
+
+    rule analysis_removal:
+        input:
+            runs=expand(REMOVAL_RUNS, model=FINETUNE_MODELS),
+        output:
+            **ANALYSES["removal"],
+        params:
+            step="analyses.removal:run",
+        log:
+            out("logs/analyses/removal.log"),
+        benchmark:
+            out("benchmarks/analyses/removal.tsv")
+        conda:
+            STUDY_ENV
+        script:
+            STEP_SCRIPT
+
+    rule fig_removal:
+        input:
+            per_run=ANALYSES["removal"]["per_run"],
+            conditions=ANALYSES["removal"]["conditions"],
+        output:
+            **report_figure("removal", "Removal"),
+        params:
+            step="plots.removal:figure",
+        log:
+            out("logs/figures/removal.log"),
+        conda:
+            STUDY_ENV
+        script:
+            STEP_SCRIPT
