@@ -19,6 +19,7 @@ from influence_study.influence_steps import factor_fit_documents
 from influence_study.scoring import query_gradients
 
 transformers = pytest.importorskip("transformers")
+from tiny_models import tiny_gpt2  # noqa: E402
 VOCAB = 30
 TASK = LanguageModelingTask()
 
@@ -28,10 +29,7 @@ def setup():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    # n_inner 12: c_fc's gradient is [12, 8+1] (smaller side 9), c_proj's [8, 12+1] (smaller side 8)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=1, n_head=2, n_inner=12,
-                                     bos_token_id=0, eos_token_id=0, initializer_range=0.3)
-    model = transformers.GPT2LMHeadModel(config).double().eval()
+    model = tiny_gpt2(VOCAB)  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
     gen = torch.Generator().manual_seed(1)
     lengths = torch.randint(3, 9, (10,), generator=gen)
     train = [torch.randint(1, VOCAB, (int(n),), generator=gen).tolist() for n in lengths]

@@ -15,6 +15,7 @@ from influence_study.analyses.word_order import (FACT_GROUPS, _similar, group_st
 from influence_study.influence_inputs import StudyInputs, document_batches, make_batches
 
 transformers = pytest.importorskip("transformers")
+from tiny_models import tiny_gpt2  # noqa: E402
 VOCAB = 30
 TASK = LanguageModelingTask()
 
@@ -24,9 +25,7 @@ def tiny():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=1, n_head=2, n_inner=12,
-                                     bos_token_id=0, eos_token_id=0, initializer_range=0.3)
-    model = transformers.GPT2LMHeadModel(config).double().eval()
+    model = tiny_gpt2(VOCAB)  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
     gen = torch.Generator().manual_seed(1)
 
     def sequences(lengths):
