@@ -36,6 +36,11 @@ def test_groups_take_the_extreme_shares_and_the_known_families():
     assert set(groups[groups == "memorised"].index) == {"d2", "d7"}  # gaps 9 and 7
     assert set(groups[groups == "generalised"].index) == {"d6", "d3"}  # gaps -2 and 0
     assert groups.isna().sum() == 6
+    # per token: d0..d9 have 1..10 tokens, so gap/token = 5, .5, 3, 0, .6, .5, -2/7, .875, 4/9, .2
+    gaps = gaps.assign(gap_per_token=gaps["gap"] / np.arange(1, 11))
+    groups = ms.measured_groups(gaps, 0.2, "gap_per_token")
+    assert set(groups[groups == "memorised"].index) == {"d0", "d2"}
+    assert set(groups[groups == "generalised"].index) == {"d6", "d3"}
     influence = pd.DataFrame({"doc_id": ["a", "b", "c"], "family": ["quotes", "facts", "canaries"]})
     assert ms.construction_groups(influence).to_dict() == {"a": "memorised", "b": "generalised", "c": "memorised"}
 
@@ -73,6 +78,36 @@ def test_verdicts_follow_the_checks():
     sign, _ = ms.verdicts(stats_with(0.55, 0.3, 0.2, 0.6))
     assert sign.verdict == "mixed"
     assert ms.verdicts({"models": {}})[0].verdict == "not measured"
+
+
+def test_document_table_and_statistics_per_grouping():
+    rng = np.random.default_rng(1)
+    n = 30
+    ids = [f"d{i:02d}" for i in range(n)]
+    families = ["canaries", "quotes"] + ["facts"] * (n - 2)
+
+    def influence():
+        return pd.DataFrame({"doc_id": ids, "family": families, "n_tokens": rng.integers(3, 40, n),
+                             "self_influence": rng.exponential(size=n), "valid_influence": rng.normal(size=n)})
+
+    by_model = {"small": influence(), "big": influence()}
+    gap = rng.normal(size=n) * 3
+    gaps = pd.DataFrame({"doc_id": ids, "loss_in": 1.0, "loss_out": 1.0 + gap, "gap": gap,
+                         "gap_per_token": gap / by_model["small"]["n_tokens"]})
+    table = ms.document_table(by_model, gaps, "small", share=0.2)
+    small = table[table["model"] == "small"].set_index("doc_id")
+    assert small["measured"].to_dict() == ms.measured_groups(gaps, 0.2).reindex(ids).to_dict()
+    assert small["measured_per_token"].to_dict() == ms.measured_groups(gaps, 0.2, "gap_per_token").reindex(
+        ids).to_dict()
+    assert (small["measured_per_token"] == "memorised").sum() == 6
+    assert table.loc[table["model"] == "big", list(ms.MEASURED)].isna().all().all()
+    stats = ms.statistics(table, "small")
+    assert set(stats["models"]["small"]) >= {"construction", *ms.MEASURED}
+    assert set(stats["models"]["big"]) == {"construction"}
+    expected = ms.separation(by_model["small"], small["measured_per_token"].dropna())
+    assert stats["models"]["small"]["measured_per_token"] == expected
+    sign, _ = ms.verdicts(stats)
+    assert any("small (measured_per_token)" in check for check in sign.checks)
 
 
 TEXTS = [f"The capital of Land{i} is City{i % 5}. It is quiet." for i in range(16)]

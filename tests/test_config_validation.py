@@ -362,8 +362,30 @@ def test_hub_dataset_name_without_organisation_is_accepted(raw):
     (lambda r: r["finetune"].update(methods=["trak"]), "finetune.methods[0]"),
     (lambda r: r["finetune"]["tasks"].update(poetry={}), "finetune.tasks"),
     (lambda r: r["finetune"]["tasks"]["sentence_transform"].update(classes=11), "classes"),
+    (lambda r: r["finetune"]["removal"].update(k=[90, 900]), "finetune.removal.k: [900]"),
+    (lambda r: r["finetune"]["removal"].update(task="math_no_reason", k=[10]) or
+     r["finetune"]["tasks"]["math_no_reason"].update(classes=2, per_class=7, test_per_class=2),
+     "finetune.removal.k: [10]"),
 ])
 def test_finetune_section_is_checked(raw, mutate, key):
     mutate(raw)
     with pytest.raises(ConfigError, match=re.escape(key)):
         validate_config(raw)
+
+
+def test_removal_may_leave_one_training_example(raw):
+    raw["finetune"]["tasks"]["noisy_sentiment"] = {"n_train": 50, "n_test": 10}
+    raw["finetune"]["removal"].update(task="noisy_sentiment", k=[49])
+    assert validate_config(raw)["finetune"]["removal"]["k"] == [49]
+
+
+@pytest.mark.parametrize("task, section", [
+    ("noisy_sentiment", {"n_train": 37, "n_test": 5, "flip_fraction": 0.2}),
+    ("sentence_transform", {"classes": 3, "per_class": 7, "test_per_class": 2}),
+    ("math_with_reason", {"classes": 2, "per_class": 5, "test_per_class": 1}),
+])
+def test_train_size_counts_the_generated_training_examples(task, section):
+    from influence_study.finetune.datasets import generate_tasks, train_size
+
+    table = generate_tasks({task: section}, seed=3)
+    assert train_size(task, section) == int((table["split"] == "train").sum())

@@ -237,6 +237,14 @@ def _check_semantics(config: dict, source: str) -> None:
     if removal["method"] not in finetune["methods"]:
         raise ConfigError(f"{source}: finetune.removal.method: {removal['method']!r} is not one of "
                           f"finetune.methods {finetune['methods']}")
+    if removal["task"] in finetune["tasks"]:
+        from .finetune.datasets import train_size
+
+        available = train_size(removal["task"], finetune["tasks"][removal["task"]])
+        too_many = [k for k in removal["k"] if k >= available]
+        if too_many:
+            raise ConfigError(f"{source}: finetune.removal.k: {too_many} leave no training example of "
+                              f"{removal['task']!r} ({available} in all); use values below {available}")
     unknown = sorted(set(config["analyses"]["memorisation_sign"]["models"] or []) - {m["name"] for m in config["models"]})
     if unknown:
         raise ConfigError(f"{source}: analyses.memorisation_sign.models: {unknown} are not names of `models`")

@@ -6,6 +6,9 @@ Memorisation is defined operationally, not assumed:
   tokens, read as ``EOS document``) in the LDS retrains trained WITHOUT it minus the mean in those trained WITH it
   (Feldman & Zhang's subsampled estimator). The top ``memorised_share`` of documents by gap count as memorised, the
   same share with the smallest gap as generalised;
+- **measured per token** (the LDS model only; added after the first run of the study showed that the summed gap
+  grows with the document's length, so long code and role-play documents filled the measured group): the same
+  shares ranked by the gap divided by the document's number of predicted tokens;
 - **by construction** (every model): the canaries (random digit codes) and the quote copies are known memorised
   items; every other training document is the comparison group.
 
@@ -26,6 +29,7 @@ import pandas as pd
 
 KNOWN_MEMORISED = ("canaries", "quotes")
 SIGN_AUC_THRESHOLD = 0.6  # ours: "separates" read as an AUC of the sign of at least 0.6 (0.5 = no separation)
+MEASURED = ("measured", "measured_per_token")  # the groupings by the LDS retrains' loss gap
 INFLUENCE_COLUMNS = ["doc_id", "family", "n_tokens", "self_influence", "valid_influence"]
 
 
@@ -96,10 +100,11 @@ def loss_gaps(document_losses: pd.DataFrame, min_subsets: int) -> pd.DataFrame:
     return table.reset_index()
 
 
-def measured_groups(gaps: pd.DataFrame, share: float) -> pd.Series:
-    """``memorised`` for the ``share`` of documents with the largest gap, ``generalised`` for the same share with
-    the smallest, ``None`` (left out) otherwise; ties by ``doc_id``. Index: ``doc_id``."""
-    ordered = gaps.sort_values(["gap", "doc_id"], ascending=[False, True], kind="stable")["doc_id"].to_numpy()
+def measured_groups(gaps: pd.DataFrame, share: float, column: str = "gap") -> pd.Series:
+    """``memorised`` for the ``share`` of documents with the largest ``column`` (``gap`` or ``gap_per_token``),
+    ``generalised`` for the same share with the smallest, ``None`` (left out) otherwise; ties by ``doc_id``.
+    Index: ``doc_id``."""
+    ordered = gaps.sort_values([column, "doc_id"], ascending=[False, True], kind="stable")["doc_id"].to_numpy()
     n = int(np.floor(share * len(ordered)))
     groups = pd.Series(None, index=pd.Index(ordered, name="doc_id"), dtype=object)
     if n:
@@ -146,7 +151,7 @@ def separation(influence: pd.DataFrame, groups: pd.Series) -> dict:
 def document_table(influence: Mapping[str, pd.DataFrame], gaps: pd.DataFrame | None, lds_model: str | None,
                    share: float) -> pd.DataFrame:
     """One row per model and training document: the influence columns, ``construction`` group, and for the LDS
-    model the ``gap`` columns and the ``measured`` group."""
+    model the ``gap`` columns and the ``measured`` and ``measured_per_token`` groups."""
     frames = []
     for model, table in influence.items():
         frame = table.assign(model=model, construction=table["doc_id"].map(construction_groups(table)).to_numpy())
@@ -154,17 +159,19 @@ def document_table(influence: Mapping[str, pd.DataFrame], gaps: pd.DataFrame | N
             frame = frame.merge(gaps[["doc_id", "loss_in", "loss_out", "gap", "gap_per_token"]], on="doc_id",
                                 how="left")
             frame["measured"] = frame["doc_id"].map(measured_groups(gaps, share)).to_numpy()
+            frame["measured_per_token"] = frame["doc_id"].map(
+                measured_groups(gaps, share, "gap_per_token")).to_numpy()
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    for column in ("loss_in", "loss_out", "gap", "gap_per_token", "measured"):
+    for column in ("loss_in", "loss_out", "gap", "gap_per_token", *MEASURED):
         if column not in table:
-            table[column] = np.nan if column != "measured" else None
-    return table[["model", *INFLUENCE_COLUMNS, "construction", "measured", "loss_in", "loss_out", "gap",
+            table[column] = None if column in MEASURED else np.nan
+    return table[["model", *INFLUENCE_COLUMNS, "construction", *MEASURED, "loss_in", "loss_out", "gap",
                   "gap_per_token"]]
 
 
 def statistics(documents: pd.DataFrame, lds_model: str | None) -> dict:
-    """Per model and grouping (``construction`` for every model, ``measured`` for the LDS model): the
+    """Per model and grouping (``construction`` for every model, :data:`MEASURED` for the LDS model): the
     :func:`separation` statistics; for the LDS model also the median gap per family and the Spearman correlation of
     the gap with the self-influence and with the validation influence."""
     from scipy import stats
@@ -174,7 +181,8 @@ def statistics(documents: pd.DataFrame, lds_model: str | None) -> dict:
         entry = {"construction": separation(group, group.set_index("doc_id")["construction"])}
         measured = group.dropna(subset=["gap"])
         if model == lds_model and len(measured):
-            entry["measured"] = separation(group, group.set_index("doc_id")["measured"].dropna())
+            for grouping in MEASURED:
+                entry[grouping] = separation(group, group.set_index("doc_id")[grouping].dropna())
             entry["median_gap_by_family"] = {f: float(v) for f, v in
                                              measured.groupby("family")["gap"].median().items()}
             entry["spearman_gap_self_influence"] = float(stats.spearmanr(measured["gap"],
@@ -196,7 +204,7 @@ def verdicts(stats: Mapping) -> list:
 
     sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
     for model, entry in stats["models"].items():
-        for grouping in ("measured", "construction"):
+        for grouping in (*MEASURED, "construction"):
             if grouping not in entry:
                 continue
             s = entry[grouping]

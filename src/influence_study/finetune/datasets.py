@@ -178,6 +178,13 @@ def _check_classes(task: str, settings: Mapping, available: int) -> int:
     return classes
 
 
+def train_size(task: str, section: Mapping) -> int:
+    """Number of training examples that :func:`generate_tasks` makes for ``task`` from its settings ``section``."""
+    if task == "noisy_sentiment":
+        return section["n_train"]
+    return section["classes"] * (section["per_class"] - section["test_per_class"])
+
+
 def generate_tasks(settings: Mapping, seed: int) -> pd.DataFrame:
     """The fine-tuning examples of the tasks in ``settings`` (the validated ``finetune.tasks`` section; a task
     that is absent is not generated), seeded by ``seed``; one row per example, test rows first within a class."""

@@ -18,6 +18,9 @@ def _signed_log(values: pd.Series) -> np.ndarray:
     return np.sign(values) * np.log10(1 + np.abs(values))
 
 
+GROUPINGS = ("measured", "measured_per_token", "construction")
+
+
 def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.Figure:
     """Three panels: (a) the LDS model's loss gap (nats per document, retrains without minus with the document)
     per family; (b) influence on the validation documents (signed log scale) against the gap, memorised and
@@ -46,7 +49,7 @@ def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.
     axes[1].set(xlabel="loss gap (nats)", ylabel="influence on validation (signed log10)",
                 title="held-out influence against the gap")
     rows = [{"model": model, "grouping": grouping, "score": label, "auc": entry[grouping][key]}
-            for model, entry in statistics["models"].items() for grouping in ("measured", "construction")
+            for model, entry in statistics["models"].items() for grouping in GROUPINGS
             if grouping in entry for key, label in SCORES.items()]
     aucs = pd.DataFrame(rows, columns=["model", "grouping", "score", "auc"])
     if len(aucs):
