@@ -225,6 +225,37 @@ def test_lora_influence_of_every_method_against_dense_references():
         assert method.fit_seconds >= 0 and method.solve_seconds >= 0
 
 
+def test_per_test_lissa_solves_each_test_example():
+    # With one batch and a fixed scale, LiSSA is a fixed linear map of the test gradient, so the per-test solves
+    # sum to the summed solve; each row is checked against the dense series of its own test gradient.
+    model = tiny_lora(rank=2, seed=3)
+    train_examples, test_examples = tiny_examples(10, seed=5), tiny_examples(3, seed=6)
+    train_batches, train_order = train_examples.batches(5)
+    test_batches, test_order = test_examples.batches(3)
+    options = {"depth": 15, "scale": LISSA_SCALE, "batches": 1}
+    summed = lora_influence(model, train_batches, test_batches, methods=["exact", "lissa"], lissa=options,
+                            dtype=torch.float64).methods["lissa"]
+    per_test = lora_influence(model, train_batches, test_batches, methods=["exact", "lissa"],
+                              lissa={**options, "per_test": True}, dtype=torch.float64)
+    lissa = per_test.methods["lissa"]
+    assert summed.pairwise is None and lissa.pairwise.shape == (3, 10)
+    np.testing.assert_allclose(lissa.total, summed.total, rtol=1e-9, atol=1e-12 * np.abs(summed.total).max())
+    np.testing.assert_allclose(lissa.total, lissa.pairwise.sum(0), rtol=1e-12)
+    g_train, sizes = reference_gradients(model, train_examples)
+    g_test, _ = reference_gradients(model, test_examples)
+    g_train, g_test = g_train[train_order], g_test[test_order]
+    task = LanguageModelingTask()
+    ggn = fit_factors(model, task, train_batches[:1], strategy="exact", modules=list(LORA_MODULES), progress=False)
+    lam = torch.cat([torch.full((size,), per_test.damping[n]) for size, n in zip(sizes, ggn.module_names)])
+    damped = ggn.matrix + torch.diag(lam.double())
+    for t in range(3):
+        h = g_test[t].clone()
+        for _ in range(15):
+            h = g_test[t] + h - damped @ h / LISSA_SCALE
+        expected = (h / LISSA_SCALE @ g_train.T).numpy()
+        assert np.linalg.norm(lissa.pairwise[t] - expected) <= 1e-8 * np.linalg.norm(expected)
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="finetune.methods"):
         lora_influence(tiny_lora(), [], [], methods=["trak"])

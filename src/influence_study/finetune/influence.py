@@ -8,8 +8,9 @@ DataInf's own sign is the opposite). The methods:
 - ``identity``: the gradient dot product (no curvature);
 - ``datainf``: Kwon et al.'s Sherman-Morrison closed form on the empirical Fisher;
 - ``ekfac``: EK-FAC fitted on the true labels (the empirical Fisher, the matrix the others approximate);
-- ``lissa``: the stochastic Neumann series with Gauss-Newton-vector products (the engine's LiSSA), solved for
-  the summed test gradient only (one solve instead of one per test example);
+- ``lissa``: the stochastic Neumann series with Gauss-Newton-vector products (the engine's LiSSA). By default it is
+  solved for the summed test gradient only (one solve instead of one per test example, so it has no per-test
+  scores); ``per_test`` solves every test example (the cost grows with the number of test examples);
 - ``exact``: the dense damped empirical Fisher per module, solved exactly (the reference).
 
 The influence on the total test loss of a training example is the sum of its column.
@@ -31,15 +32,17 @@ from ..tracking import select_modules
 from .lora import LORA_MODULES
 
 METHODS = ("identity", "datainf", "ekfac", "lissa", "exact")
-# Methods whose preconditioner costs one solve per query: only the summed test gradient is solved.
-SUMMED_ONLY = ("lissa",)
+# Methods whose preconditioner costs one solve per query: only the summed test gradient is solved unless their
+# options ask for ``per_test``.
+PER_QUERY_COST = ("lissa",)
 METHOD_OPTIONS = {"identity": {}, "datainf": {"sampled_labels": False}, "ekfac": {"sampled_labels": False},
                   "lissa": {}, "exact": {"curvature": "empirical_fisher", "block_diagonal": True}}
 
 
 @dataclass
 class MethodResult:
-    """Scores of one method: ``pairwise`` ``[test, train]`` (``None`` for :data:`SUMMED_ONLY` methods), ``total``
+    """Scores of one method: ``pairwise`` ``[test, train]`` (``None`` when only the summed test gradient was
+    solved, see :data:`PER_QUERY_COST`), ``total``
     ``[train]`` (influence on the summed test log-likelihood) and the seconds spent fitting and solving."""
 
     pairwise: np.ndarray | None
@@ -72,8 +75,9 @@ def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], tes
     """Scores of every training example (in ``train_batches`` order) on every test example (in ``test_batches``
     order) by each of ``methods``, on the tracked ``modules`` (default: the LoRA matrices).
 
-    ``lissa`` holds the LiSSA options (``depth``, ``scale``) and ``batches`` (how many training batches its
-    Gauss-Newton-vector products cycle over; default all). ``dtype``: of the per-example gradients (scores are
+    ``lissa`` holds the LiSSA options (``depth``, ``scale``), ``batches`` (how many training batches its
+    Gauss-Newton-vector products cycle over; default all) and ``per_test`` (solve every test example, not only
+    their sum; default false). ``dtype``: of the per-example gradients (scores are
     accumulated in float64).
     """
     unknown = sorted(set(methods) - set(METHODS))
@@ -94,6 +98,7 @@ def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], tes
     summed = {name: g.sum(0, keepdim=True) for name, g in test.items()}
     lissa = dict(lissa or {})
     lissa_batches = lissa.pop("batches", None)
+    summed_only = set() if lissa.pop("per_test", False) else set(PER_QUERY_COST)
     for method in methods:
         started = time.perf_counter()
         options = dict(METHOD_OPTIONS[method])
@@ -104,11 +109,11 @@ def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], tes
         preconditioner = fit_factors(model, task, loader, strategy=method, modules=names, seed=seed,
                                      dtype=dtype, progress=progress, **options)
         fitted = time.perf_counter()
-        queries = summed if method in SUMMED_ONLY else test
+        queries = summed if method in summed_only else test
         solved = _flat(preconditioner.precondition(queries, result.damping), names)
         scores = (solved @ train_flat.T).cpu().numpy()
         done = time.perf_counter()
-        pairwise = None if method in SUMMED_ONLY else scores
-        total = scores[0] if method in SUMMED_ONLY else scores.sum(0)
+        pairwise = None if method in summed_only else scores
+        total = scores[0] if method in summed_only else scores.sum(0)
         result.methods[method] = MethodResult(pairwise, total, fitted - started, done - fitted)
     return result
