@@ -414,6 +414,67 @@ def test_exact_curvature_is_checked():
                     curvature="hessian", progress=False)
 
 
+def test_gradient_solvers_from_given_gradients_are_the_reference_solves():
+    """``gradient_solver`` builds DataInf and the empirical-Fisher solve from gradients the caller already has; the
+    gradients of log p (minus the loss gradients) give the same solvers, since both use only g g^T and (g.v) g."""
+    from influence_study.solvers import gradient_solver
+
+    model, x, y = make_mlp(seed=11, n=6)
+    flat = Flat(model, ["0", "2"])
+    g = per_example_loss_gradients(model, flat, x, y)  # [n, P]
+    modules = {name: model.get_submodule(name) for name in flat.names}
+    given = flat.to_matrices(-g)  # {module: [n, out, in+1]}
+    torch.manual_seed(12)
+    v = torch.randn(2, sum(flat.sizes), dtype=torch.float64)
+    damping = {"0": 0.02, "2": 0.01}
+    datainf = flat.from_matrices(gradient_solver("datainf", model, modules, given).precondition(
+        flat.to_matrices(v), damping=damping))
+    per_module = flat.to_matrices(g)
+    bounds = torch.tensor([0, *flat.sizes]).cumsum(0).tolist()
+    for name, a, size in zip(flat.names, bounds, flat.sizes):
+        expected = datainf_reference(per_module[name].flatten(1), v[:, a:a + size], damping[name])
+        assert relative_error(datainf[:, a:a + size], expected) < TIGHT
+    exact = gradient_solver("exact", model, modules, given, block_diagonal=True)
+    fisher = torch.block_diag(*[(g[:, a:a + s].T @ g[:, a:a + s]) / len(g) for a, s in zip(bounds, flat.sizes)])
+    lam = torch.cat([torch.full((s,), damping[n], dtype=torch.float64) for n, s in zip(flat.names, flat.sizes)])
+    expected = torch.linalg.solve(fisher + torch.diag(lam), v.T).T
+    assert relative_error(flat.from_matrices(exact.precondition(flat.to_matrices(v), damping=damping)),
+                          expected) < 1e-9
+    with pytest.raises(ValueError, match="no per-example gradients .*'2'"):
+        gradient_solver("datainf", model, modules, {"0": given["0"]})
+    with pytest.raises(ValueError, match="'lissa'"):
+        gradient_solver("lissa", model, modules, given)
+
+
+def test_lissa_computes_its_default_damping_only_when_asked(monkeypatch):
+    """Fitting LiSSA costs no pass over the data; the default damping (a pass) is computed once, on first use,
+    with the model in eval mode."""
+    import influence_study.solvers as solvers
+
+    model, loader, flat, _ = _lissa_setup()
+    calls = []
+    original = solvers._mean_diagonal
+
+    def counted(model, *args):
+        calls.append(model.training)
+        return original(model, *args)
+
+    monkeypatch.setattr(solvers, "_mean_diagonal", counted)
+    solver = fit_factors(model, ClassificationTask(), loader, strategy="lissa", depth=2, scale=10.0, progress=False)
+    v = flat.to_matrices(torch.ones(1, sum(flat.sizes), dtype=torch.float64))
+    solver.precondition(v, damping=0.1)
+    solver.precondition(v, damping={name: 0.1 for name in solver.module_names})  # a full mapping: no default
+    assert calls == []
+    model.train()
+    first = solver.damping_values(None)
+    second = solver.damping_values(None)
+    assert calls == [False] and model.training  # computed once, in eval mode, and the mode restored
+    assert first == second == original(model.eval(), ClassificationTask(), loader, solver.functional.modules,
+                                       None, 0, False)
+    partial = solver.damping_values({solver.module_names[0]: 0.5})  # the default fills the modules left out
+    assert partial == {**first, solver.module_names[0]: 0.5} and list(partial) == solver.module_names
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. PBRF
 # ---------------------------------------------------------------------------------------------------------------

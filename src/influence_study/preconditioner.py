@@ -65,7 +65,8 @@ class Preconditioner(ABC):
         ...
 
     def damping_values(self, damping: float | Mapping[str, float] | None = None) -> dict[str, float]:
-        """Per-module damping: the default rule for ``None``, a number for every module, or a mapping."""
+        """Per-module damping: the default rule for ``None``, a number for every module, or a mapping (the default
+        rule for the modules it leaves out)."""
         if damping is None:
             return self.default_damping()
         if isinstance(damping, Mapping):
@@ -74,7 +75,10 @@ class Preconditioner(ABC):
                 raise KeyError(f"damping: unknown module(s) {unknown}; tracked: {self.module_names}")
             for value in damping.values():
                 check_damping(value)
-            return {**self.default_damping(), **{k: float(v) for k, v in damping.items()}}
+            given = {k: float(v) for k, v in damping.items()}
+            # the default rule only for modules the mapping leaves out (it may cost a pass over the data)
+            defaults = self.default_damping() if set(self.module_names) - set(given) else {}
+            return {name: given[name] if name in given else defaults[name] for name in self.module_names}
         check_damping(damping)
         return {name: float(damping) for name in self.module_names}
 

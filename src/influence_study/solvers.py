@@ -18,6 +18,7 @@ summed loss averaged over sequences, ``G = E_seq[J^T H_out J]``, the same curvat
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Iterable, Mapping
 
 import torch
@@ -226,8 +227,10 @@ class LissaSolver(Preconditioner):
 
     strategy = "lissa"
 
-    def __init__(self, functional: FunctionalModel, loader, damping_default: dict[str, float], depth: int,
+    def __init__(self, functional: FunctionalModel, loader, damping_default, depth: int,
                  scale: float | None, metadata: dict, progress: bool):
+        """``damping_default``: the default damping per module, or a function that computes it (called once, when
+        the default is first needed, so that a caller who always passes a damping pays nothing for it)."""
         if depth < 1:
             raise ValueError(f"depth: expected a positive number of LiSSA iterations, got {depth}")
         if scale is not None and not scale > 0:
@@ -239,6 +242,8 @@ class LissaSolver(Preconditioner):
         self.module_names = list(functional.modules)
 
     def default_damping(self):
+        if callable(self._default):
+            self._default = self._default()
         return dict(self._default)
 
     def _batches(self):
@@ -387,6 +392,41 @@ class PBRF:
         return torch.stack(columns, dim=1), torch.tensor(indices)
 
 
+@contextmanager
+def evaluation_mode(model: nn.Module):
+    """``model`` in eval mode inside the block, its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def gradient_solver(strategy: str, model: nn.Module, modules: Mapping[str, nn.Module],
+                    gradients: Mapping[str, torch.Tensor], sampled_labels: bool = False,
+                    curvature: str = "empirical_fisher", block_diagonal: bool = False) -> Preconditioner:
+    """The solvers built from per-example gradients alone, from gradients the caller already has
+    (``gradients[module]``: ``[n, out, in(+1)]`` of the tracked ``modules`` of ``model``, e.g. from
+    :func:`~influence_study.passes.per_example_gradients`): ``datainf``, or ``exact`` with
+    ``curvature="empirical_fisher"``. Their sign does not matter (both use only ``g gᵀ`` and ``(g·v) g``).
+    ``sampled_labels`` only records how the gradients were made."""
+    missing = sorted(set(modules) - set(gradients))
+    if missing:
+        raise ValueError(f"gradients: no per-example gradients for the tracked module(s) {missing}")
+    gradients = {name: gradients[name] for name in modules}
+    n = len(next(iter(gradients.values())))
+    if strategy == "datainf":
+        meta = fitted_metadata(model, modules, strategy, counts={"sequences": n}, sampled_labels=bool(sampled_labels))
+        return DataInfSolver(gradients, meta)
+    if strategy == "exact" and curvature == "empirical_fisher":
+        meta = fitted_metadata(model, modules, strategy, counts={"sequences": n}, curvature=curvature,
+                               block_diagonal=bool(block_diagonal))
+        return EmpiricalFisherSolver(gradients, bool(block_diagonal), meta)
+    raise ValueError(f"gradient_solver: builds 'datainf' or 'exact' with curvature='empirical_fisher', not "
+                     f"{strategy!r} with curvature={curvature!r}")
+
+
 def make_solver(strategy: str, model, task: Task, loader: Iterable, modules, sampled_labels=None,
                 max_examples=None, dtype=torch.float32, seed: int = 0, progress: bool = True, **options):
     """Create the solver ``strategy`` (see the module docstring); called by :func:`fit_factors`."""
@@ -396,25 +436,19 @@ def make_solver(strategy: str, model, task: Task, loader: Iterable, modules, sam
     if unknown:
         raise TypeError(f"fit_factors: unexpected option(s) {unknown} for strategy {strategy!r}; "
                         f"it takes {sorted(allowed) or 'none'}")
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         if strategy == "datainf":
             kind = "sampled" if sampled_labels else "loss"  # the paper: true labels (empirical Fisher)
-            grads, n = per_example_gradients(model, task, loader, modules, kind, max_examples, dtype, seed, progress,
+            grads, _ = per_example_gradients(model, task, loader, modules, kind, max_examples, dtype, seed, progress,
                                              desc="datainf gradients")
-            meta = fitted_metadata(model, modules, strategy, counts={"sequences": n}, sampled_labels=bool(sampled_labels))
-            return DataInfSolver(grads, meta)
+            return gradient_solver(strategy, model, modules, grads, sampled_labels=bool(sampled_labels))
         curvature = options.get("curvature", "gauss_newton")
         if strategy == "exact" and curvature not in ("gauss_newton", "empirical_fisher"):
             raise ValueError(f"curvature: expected 'gauss_newton' or 'empirical_fisher', got {curvature!r}")
         if strategy == "exact" and curvature == "empirical_fisher":
-            grads, n = per_example_gradients(model, task, loader, modules, "loss", max_examples, torch.float64, seed,
+            grads, _ = per_example_gradients(model, task, loader, modules, "loss", max_examples, torch.float64, seed,
                                              progress, desc="empirical Fisher gradients")
-            block_diagonal = bool(options.get("block_diagonal", False))
-            meta = fitted_metadata(model, modules, strategy, counts={"sequences": n}, curvature=curvature,
-                                   block_diagonal=block_diagonal)
-            return EmpiricalFisherSolver(grads, block_diagonal, meta)
+            return gradient_solver(strategy, model, modules, grads, **options)
         functional = FunctionalModel(model, task, modules)
         if strategy == "exact":
             device = model_device(model)
@@ -432,13 +466,17 @@ def make_solver(strategy: str, model, task: Task, loader: Iterable, modules, sam
             meta = fitted_metadata(model, modules, strategy, counts={"sequences": n}, curvature=curvature,
                                    block_diagonal=bool(options.get("block_diagonal", False)))
             return ExactSolver(functional, matrix, meta)
-        damping_default = _mean_diagonal(model, task, loader, modules, max_examples, seed, progress)
         if strategy == "lissa":
-            meta = fitted_metadata(model, modules, strategy, depth=options.get("depth", 1000), scale=options.get("scale"))
+            meta = fitted_metadata(model, modules, strategy, depth=options.get("depth", 1000),
+                                   scale=options.get("scale"))
+
+            def damping_default():  # only when a caller leaves the damping to the solver (a pass over the data)
+                with evaluation_mode(model):
+                    return _mean_diagonal(model, task, loader, modules, max_examples, seed, progress)
+
             return LissaSolver(functional, loader, damping_default, options.get("depth", 1000), options.get("scale"),
                                meta, progress)
+        damping_default = _mean_diagonal(model, task, loader, modules, max_examples, seed, progress)
         meta = fitted_metadata(model, modules, strategy, **{k: options.get(k) for k in sorted(allowed)})
         return PBRF(functional, loader, damping_default, options.get("epsilon", 1e-3), options.get("steps", 500),
                     options.get("learning_rate", 1e-3), options.get("central", True), max_examples, meta, progress)
-    finally:
-        model.train(was_training)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..factors import fit_factors
+from ..solvers import evaluation_mode, gradient_solver
 from ..passes import per_example_gradients
 from ..tasks import LanguageModelingTask
 from ..tracking import select_modules
@@ -37,6 +38,9 @@ METHODS = ("identity", "datainf", "ekfac", "lissa", "exact")
 PER_QUERY_COST = ("lissa",)
 METHOD_OPTIONS = {"identity": {}, "datainf": {"sampled_labels": False}, "ekfac": {"sampled_labels": False},
                   "lissa": {}, "exact": {"curvature": "empirical_fisher", "block_diagonal": True}}
+# Methods built from the per-example training gradients alone: made from the ones already computed (their fit
+# time is then only building the solver; the gradients are counted once, in ``gradient_seconds``).
+FROM_GRADIENTS = ("datainf", "exact")
 
 
 @dataclass
@@ -77,8 +81,8 @@ def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], tes
 
     ``lissa`` holds the LiSSA options (``depth``, ``scale``), ``batches`` (how many training batches its
     Gauss-Newton-vector products cycle over; default all) and ``per_test`` (solve every test example, not only
-    their sum; default false). ``dtype``: of the per-example gradients (scores are
-    accumulated in float64).
+    their sum; default false). ``dtype``: of the per-example gradients (scores are accumulated in float64).
+    ``datainf`` and ``exact`` are built from the training gradients computed here (not computed again).
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -87,33 +91,37 @@ def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], tes
     selected = select_modules(model, list(modules))
     names = list(selected)
     result = LoraInfluence()
-    started = time.perf_counter()
-    train, _ = per_example_gradients(model, task, train_batches, selected, "logp", dtype=dtype, progress=progress,
-                                     desc="training gradients")
-    test, _ = per_example_gradients(model, task, test_batches, selected, "measurement", dtype=dtype,
-                                    progress=progress, desc="test gradients")
-    result.gradient_seconds = time.perf_counter() - started
-    result.damping = datainf_damping(train)
-    train_flat = _flat(train, names)
-    summed = {name: g.sum(0, keepdim=True) for name, g in test.items()}
-    lissa = dict(lissa or {})
-    lissa_batches = lissa.pop("batches", None)
-    summed_only = set() if lissa.pop("per_test", False) else set(PER_QUERY_COST)
-    for method in methods:
+    with evaluation_mode(model):  # no dropout in the gradients
         started = time.perf_counter()
-        options = dict(METHOD_OPTIONS[method])
-        loader = train_batches
-        if method == "lissa":
-            options.update(lissa)
-            loader = list(train_batches)[:lissa_batches] if lissa_batches else train_batches
-        preconditioner = fit_factors(model, task, loader, strategy=method, modules=names, seed=seed,
-                                     dtype=dtype, progress=progress, **options)
-        fitted = time.perf_counter()
-        queries = summed if method in summed_only else test
-        solved = _flat(preconditioner.precondition(queries, result.damping), names)
-        scores = (solved @ train_flat.T).cpu().numpy()
-        done = time.perf_counter()
-        pairwise = None if method in summed_only else scores
-        total = scores[0] if method in summed_only else scores.sum(0)
-        result.methods[method] = MethodResult(pairwise, total, fitted - started, done - fitted)
+        train, _ = per_example_gradients(model, task, train_batches, selected, "logp", dtype=dtype, progress=progress,
+                                         desc="training gradients")
+        test, _ = per_example_gradients(model, task, test_batches, selected, "measurement", dtype=dtype,
+                                        progress=progress, desc="test gradients")
+        result.gradient_seconds = time.perf_counter() - started
+        result.damping = datainf_damping(train)
+        train_flat = _flat(train, names)
+        summed = {name: g.sum(0, keepdim=True) for name, g in test.items()}
+        lissa = dict(lissa or {})
+        lissa_batches = lissa.pop("batches", None)
+        summed_only = set() if lissa.pop("per_test", False) else set(PER_QUERY_COST)
+        for method in methods:
+            started = time.perf_counter()
+            options = dict(METHOD_OPTIONS[method])
+            loader = train_batches
+            if method == "lissa":
+                options.update(lissa)
+                loader = list(train_batches)[:lissa_batches] if lissa_batches else train_batches
+            if method in FROM_GRADIENTS:
+                preconditioner = gradient_solver(method, model, selected, train, **options)
+            else:
+                preconditioner = fit_factors(model, task, loader, strategy=method, modules=names, seed=seed,
+                                             dtype=dtype, progress=progress, **options)
+            fitted = time.perf_counter()
+            queries = summed if method in summed_only else test
+            solved = _flat(preconditioner.precondition(queries, result.damping), names)
+            scores = (solved @ train_flat.T).cpu().numpy()
+            done = time.perf_counter()
+            pairwise = None if method in summed_only else scores
+            total = scores[0] if method in summed_only else scores.sum(0)
+            result.methods[method] = MethodResult(pairwise, total, fitted - started, done - fitted)
     return result
