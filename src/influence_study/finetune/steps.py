@@ -42,7 +42,6 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
     - ``pairwise``: ``method, test_id, example_id, score`` for the methods that score every test example;
     - ``summary``: training curve, test loss and accuracy before and after, seconds per method, damping.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..influence_inputs import context_length
