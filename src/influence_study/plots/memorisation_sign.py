@@ -18,7 +18,8 @@ def _signed_log(values: pd.Series) -> np.ndarray:
     return np.sign(values) * np.log10(1 + np.abs(values))
 
 
-GROUPINGS = ("measured", "measured_per_token", "construction")
+# Grouping -> its label on the AUC panel.
+GROUPINGS = {"measured": "gap", "measured_per_token": "gap per token", "construction": "constructed"}
 
 
 def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.Figure:
@@ -53,7 +54,7 @@ def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.
             if grouping in entry for key, label in SCORES.items()]
     aucs = pd.DataFrame(rows, columns=["model", "grouping", "score", "auc"])
     if len(aucs):
-        aucs["case"] = aucs["model"] + "\n" + aucs["grouping"]
+        aucs["case"] = aucs["model"] + "\n" + aucs["grouping"].map(GROUPINGS)
         sns.barplot(data=aucs, x="case", y="auc", hue="score", hue_order=list(SCORES.values()), ax=axes[2])
         axes[2].tick_params(axis="x", labelsize="small")
         axes[2].legend(fontsize="small")
