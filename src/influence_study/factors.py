@@ -22,7 +22,7 @@ from .passes import backward_gradients, check_finite, iterate, model_device, sam
 from .preconditioner import Preconditioner, fitted_metadata
 from .runtime import get_logger
 from .tasks import Task
-from .tracking import ModuleTracker, select_modules
+from .tracking import ModuleTracker, evaluation_mode, select_modules
 
 FACTOR_STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
 SOLVER_STRATEGIES = ("lissa", "datainf", "exact", "pbrf")
@@ -228,9 +228,7 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
     started = time.perf_counter()
     tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in selected}
     counts: dict[str, int] = {}
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         with tracker.track():
             if strategy == "diagonal":
                 sums: dict[str, torch.Tensor] = {}
@@ -261,8 +259,6 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                     check_finite(corrected, "eigenvalue correction")
                     for name in selected:
                         tensors[name]["eigenvalues"] = corrected[name] / counts["correction_sequences"]
-    finally:
-        model.train(was_training)
     elapsed = time.perf_counter() - started
     log.info("fit_factors(%s): %d modules, %s in %.1f s", strategy, len(selected), counts, elapsed)
     metadata = fitted_metadata(model, selected, strategy, counts=counts, blocks=blocks, sampled_labels=sampled_labels,

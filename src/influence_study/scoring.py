@@ -22,7 +22,7 @@ from .passes import backward_gradients, check_finite, iterate, model_device, per
 from .preconditioner import Preconditioner
 from .runtime import get_logger
 from .tasks import Task
-from .tracking import ModuleTracker, select_modules
+from .tracking import ModuleTracker, evaluation_mode, select_modules
 
 SIGN_CONVENTION = ("positive = adding the training sequence raises the measurement f; raw scores are "
                    "grad f^T (G + damping I)^-1 grad log p(z), unnormalised (divide by N for one added copy)")
@@ -240,9 +240,7 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
     start, stop = _resolve_slice(train_slice)
     factors.check_model(model)
     device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         if getattr(factors, "strategy", None) == "pbrf":
             if per_module or per_token or query_rank is not None or sum_queries:
                 raise ValueError("pbrf: per_module, per_token, query_rank and sum_queries are not available for "
@@ -278,8 +276,6 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
                 if per_token:
                     tok[:, columns, :re_tok.shape[-1]] = re_tok
                 total = per_mod.sum(0)
-    finally:
-        model.train(was_training)
     meta = _metadata(factors, damping_used, query_rank, rescore_top_k, started)
     return Scores(total, indices, list(modules), per_mod if per_module else None, tok, mask, meta)
 
@@ -297,9 +293,7 @@ def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, tra
     damping_used = factors.damping_values(damping)
     tracker = ModuleTracker(model, modules)
     parts, index_parts = [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         with tracker.track():
             for step in iterate(train_loader, task, device, "train_loader", start=start, stop=stop,
                                 progress=progress, desc="self-influence"):
@@ -309,8 +303,6 @@ def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, tra
                 preconditioned = factors.precondition(grads, damping_used)
                 parts.append(torch.stack([(preconditioned[n] * grads[n]).sum((1, 2)) for n in modules]).cpu())
                 index_parts.append(step.indices)
-    finally:
-        model.train(was_training)
     per_mod = torch.cat(parts, dim=-1)
     meta = _metadata(factors, damping_used, None, None, started)
     return Scores(per_mod.sum(0), torch.cat(index_parts), list(modules), per_mod if per_module else None,

@@ -18,7 +18,6 @@ summed loss averaged over sequences, ``G = E_seq[J^T H_out J]``, the same curvat
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Iterable, Mapping
 
 import torch
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from .passes import check_finite, example_gradient_batches, iterate, model_device, per_example_gradients, take
 from .preconditioner import Preconditioner, fitted_metadata
 from .tasks import Task
-from .tracking import frozen_parameters, module_dims, param_matrix, split_matrix
+from .tracking import evaluation_mode, frozen_parameters, module_dims, param_matrix, split_matrix
 
 
 class _TaskModule(nn.Module):
@@ -390,17 +389,6 @@ class PBRF:
                 bar.update(1)
         bar.close()
         return torch.stack(columns, dim=1), torch.tensor(indices)
-
-
-@contextmanager
-def evaluation_mode(model: nn.Module):
-    """``model`` in eval mode inside the block, its previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def gradient_solver(strategy: str, model: nn.Module, modules: Mapping[str, nn.Module],

@@ -117,6 +117,17 @@ class Captured:
 
 
 @contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the context (no dropout), its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Switch ``requires_grad`` off for every parameter of ``model`` inside the context (restored after), so
     that passes that differentiate with respect to something else never compute or accumulate weight

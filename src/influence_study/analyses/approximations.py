@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .common import row_pearson
+
 # The checks, fixed before the numbers were seen (the paper's statements turned into thresholds).
 PAPER_RANK = 32
 PAPER_RANK_PEARSON = 0.995
@@ -42,11 +44,7 @@ def per_query_pearson(reference, approximation) -> np.ndarray:
     y = np.asarray(approximation, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"expected two [queries, documents] matrices of one shape, got {x.shape} and {y.shape}")
-    x = x - x.mean(1, keepdims=True)
-    y = y - y.mean(1, keepdims=True)
-    denominator = np.sqrt((x ** 2).sum(1) * (y ** 2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (x * y).sum(1) / denominator, np.nan)
+    return row_pearson(y, x)
 
 
 def module_min_dims(factors) -> dict[str, int]:

@@ -54,6 +54,23 @@ def top_k(pairwise: pd.DataFrame, k: int, score: str = "score") -> pd.DataFrame:
     return top.reset_index(drop=True)
 
 
+def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (``[n, m]``), over the entries finite in
+    both; NaN for a row with fewer than two such entries or without variance in either."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    valid = np.isfinite(a) & np.isfinite(b)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_mean = np.where(valid, a, 0.0).sum(axis=1) / count
+        b_mean = np.where(valid, b, 0.0).sum(axis=1) / count
+        a_centred = np.where(valid, a - a_mean[:, None], 0.0)
+        b_centred = np.where(valid, b - b_mean[:, None], 0.0)
+        covariance = (a_centred * b_centred).sum(axis=1)
+        scale = np.sqrt((a_centred ** 2).sum(axis=1) * (b_centred ** 2).sum(axis=1))
+        r = np.where((count >= 2) & (scale > 0), covariance / scale, np.nan)
+    return np.clip(r, -1.0, 1.0)
+
+
 def mean_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``values`` (NaNs dropped) with a percentile bootstrap confidence interval (scipy.stats.bootstrap);
     (nan, nan, nan) without values, and a zero-width interval with one value."""

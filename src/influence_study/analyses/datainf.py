@@ -226,13 +226,12 @@ def verdicts(stats: Mapping) -> list:
 def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], finetunes: Sequence[str],
         tasks: str, correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str) -> None:
     """Step of ``analysis_datainf``: every fine-tune's tables into the statistics and verdicts above."""
+    from ..finetune import detection_rank
     from ..io import read_json
     from .common import write_analysis
 
     summaries = [read_json(path) for path in finetunes]
-    from ..finetune import detection_rank as rank_of
-
-    detection_rank = rank_of(config)
+    rank = detection_rank(config)
     totals = []
     for path in influence:
         meta = read_parquet_metadata(path)
@@ -243,7 +242,7 @@ def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], fine
     class_rows = []
     for path in pairwise:
         meta = read_parquet_metadata(path)
-        if meta["task"] == MISLABEL_TASK or int(meta["rank"]) != detection_rank:
+        if meta["task"] == MISLABEL_TASK or int(meta["rank"]) != rank:
             continue
         table = class_detection(pd.read_parquet(path), class_of)
         class_rows.append(table.assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
@@ -252,7 +251,7 @@ def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], fine
     correlation = correlation_table(totals)
     mislabel_table, curve_table = mislabel_tables(totals)
     time_table = _times(summaries)
-    stats = statistics(correlation, mislabel_table, class_table, time_table, summaries, detection_rank)
+    stats = statistics(correlation, mislabel_table, class_table, time_table, summaries, rank)
     write_analysis(config, "datainf", {"correlations": (correlation, correlations), "mislabel": (mislabel_table, mislabel),
                                        "curves": (curve_table, curves), "classes": (class_table, classes),
                                        "times": (time_table, times)},

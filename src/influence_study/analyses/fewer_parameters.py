@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .common import row_pearson
 from .layers import layer_columns, score_array, top_documents
 
 RESTRICTIONS = ("last_layer", "upper_half", "first_layer")
@@ -60,23 +61,6 @@ def restricted_scores(layers: np.ndarray, restriction: str) -> np.ndarray:
     """The score restricted to some layers: the sum of the kept layers' columns of ``layers`` (``[..., L]``)."""
     layers = np.asarray(layers, dtype=np.float64)
     return layers[..., restriction_layers(layers.shape[-1], restriction)].sum(axis=-1)
-
-
-def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``a`` with the same row of ``b`` (``[n, m]``), over the entries finite in
-    both; NaN for a row with fewer than two such entries or without variance in either."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    valid = np.isfinite(a) & np.isfinite(b)
-    count = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a_mean = np.where(valid, a, 0.0).sum(axis=1) / count
-        b_mean = np.where(valid, b, 0.0).sum(axis=1) / count
-        a_centred = np.where(valid, a - a_mean[:, None], 0.0)
-        b_centred = np.where(valid, b - b_mean[:, None], 0.0)
-        covariance = (a_centred * b_centred).sum(axis=1)
-        scale = np.sqrt((a_centred ** 2).sum(axis=1) * (b_centred ** 2).sum(axis=1))
-        r = np.where((count >= 2) & (scale > 0), covariance / scale, np.nan)
-    return np.clip(r, -1.0, 1.0)
 
 
 def top_k_overlap(restricted: np.ndarray, full: np.ndarray, k: int) -> np.ndarray:

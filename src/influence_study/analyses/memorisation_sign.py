@@ -51,7 +51,7 @@ def score_documents(config: Mapping, model_name: str, model_dir: str, factors_di
     inputs = load_study_inputs(model_dir, documents, device=resolve_device(config["device"]))
     factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
     section = config["influence"]
-    docs = pd.read_parquet(documents, columns=["doc_id", "split", "text", "family"])
+    docs = pd.read_parquet(documents, columns=["split", "text"])  # the inputs hold the training split only
     valid_texts = docs.loc[docs["split"] == "valid", "text"].tolist()
     if not valid_texts:
         raise ValueError(f"{documents}: no validation document; the influence on held-out data needs some "
@@ -64,10 +64,10 @@ def score_documents(config: Mapping, model_name: str, model_dir: str, factors_di
     own = self_scores(inputs.model, task, factors, train.batches, damping=section["damping"], progress=progress)
     order = train.order  # column m of the scores is training document order[m]
     frame = pd.DataFrame({"doc_id": inputs.documents["doc_id"].to_numpy()[order],
+                          "family": inputs.documents["family"].to_numpy()[order],
                           "n_tokens": np.asarray([len(inputs.document_sequences[i]) - 1 for i in order]),
                           "self_influence": own.scores.numpy().astype(np.float64),
                           "valid_influence": held_out.scores[0].numpy().astype(np.float64)})
-    frame.insert(1, "family", frame["doc_id"].map(docs.set_index("doc_id")["family"]).to_numpy())
     frame = frame.sort_values("doc_id", kind="stable").reset_index(drop=True)[INFLUENCE_COLUMNS]
     record = table_provenance(config, model_name, factors.strategy, factors_dir, [documents],
                               n_train=len(frame), n_valid=len(valid_texts),

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ..factors import fit_factors
-from ..solvers import evaluation_mode, gradient_solver
 from ..passes import per_example_gradients
+from ..solvers import gradient_solver
 from ..tasks import LanguageModelingTask
-from ..tracking import select_modules
+from ..tracking import evaluation_mode, select_modules
 from .lora import LORA_MODULES
 
 METHODS = ("identity", "datainf", "ekfac", "lissa", "exact")
