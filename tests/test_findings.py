@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from influence_study.analyses.common import load_family_tables, mean_ci, model_sizes, top_k, write_analysis
-from influence_study.findings import (MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED, finding, findings_markdown,
-                                      increasing, load_findings, render_findings, verdict)
+from influence_study.findings import (CONTRADICTED, INCONCLUSIVE, MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED,
+                                      SUPPORTED, Evidence, IntervalCheck, finding, findings_markdown, increasing,
+                                      load_findings, render_findings, verdict, verdict_v2)
 from influence_study.io import read_parquet_metadata, write_parquet
 
 
@@ -39,10 +40,51 @@ def test_report_lists_every_finding_under_its_analysis_and_escapes_pipes(tmp_pat
     text = render_findings(items, title="T", preamble="P")
     assert text.index("## Sparsity") < text.index("## Layers")
     assert "tail \\| power law" in text
-    assert "Verdicts: 1 replicated, 1 not replicated, 1 mixed." in text
-    assert text.count("| **") == 3
+    assert "Verdicts (v1, point rules, for comparison): 1 replicated, 1 not replicated, 1 mixed." in text
+    assert "Verdicts (v2, interval rules): 3 not measured." in text
+    assert text.count("| **") == 6  # each finding in its analysis's table and in the v1 table
     assert "✓ x" not in text and "✗ x; ✓ y" in text
     assert "*mixed*" in findings_markdown([items[1].to_dict()])
+
+
+@pytest.mark.parametrize("side, bound, low, high, expected", [
+    ("above", 0.0, 0.1, 0.5, SUPPORTED), ("above", 0.0, -0.1, 0.5, INCONCLUSIVE), ("above", 0.0, -0.5, -0.1, CONTRADICTED),
+    ("below", 1.0, 0.1, 0.9, SUPPORTED), ("below", 1.0, 0.5, 1.5, INCONCLUSIVE), ("below", 1.0, 1.1, 2.0, CONTRADICTED),
+    ("within", (2.0, 4.3), 2.5, 4.0, SUPPORTED), ("within", (2.0, 4.3), 1.5, 3.0, INCONCLUSIVE),
+    ("within", (2.0, 4.3), 4.5, 5.0, CONTRADICTED), ("within", (2.0, 4.3), 0.5, 1.9, CONTRADICTED),
+    ("above", 0.0, float("nan"), 0.5, NOT_MEASURED)])
+def test_interval_check_status_follows_where_the_interval_lies(side, bound, low, high, expected):
+    estimate = (low + high) / 2 if np.isfinite(low) else 0.3
+    check = IntervalCheck("c", estimate, low, high, bound, side)
+    assert check.status == expected
+    assert IntervalCheck.from_dict(check.to_dict()).status == expected
+
+
+def test_interval_check_refuses_a_bad_side_or_reversed_interval():
+    with pytest.raises(ValueError, match="side"):
+        IntervalCheck("c", 0.0, -1.0, 1.0, 0.0, "higher")
+    with pytest.raises(ValueError, match="low"):
+        IntervalCheck("c", 0.0, 1.0, -1.0)
+
+
+def test_verdict_v2_from_interval_statuses():
+    up, straddle, down = (IntervalCheck("s", 1, 0.5, 1.5), IntervalCheck("i", 0, -1, 1), IntervalCheck("c", -1, -2, -0.5))
+    missing = IntervalCheck("m", float("nan"), float("nan"), float("nan"))
+    assert verdict_v2([up, up]) == REPLICATED
+    assert verdict_v2([up, missing]) == REPLICATED
+    assert verdict_v2([down, straddle]) == NOT_REPLICATED
+    assert verdict_v2([straddle, straddle]) == INCONCLUSIVE
+    assert verdict_v2([up, straddle]) == MIXED and verdict_v2([up, down]) == MIXED
+    assert verdict_v2([missing]) == NOT_MEASURED and verdict_v2([]) == NOT_MEASURED
+
+
+def test_a_finding_with_evidence_carries_both_verdicts_into_the_report():
+    evidence = Evidence("slope 0.2 [0.1, 0.3]", "BM25 0.5", [IntervalCheck("slope > 0", 0.2, 0.1, 0.3)])
+    item = finding("Abstraction", "rises", "qualitative", "0.2", {"increases": False}, evidence)
+    assert (item.verdict, item.verdict_v2) == (NOT_REPLICATED, REPLICATED)
+    text = render_findings([item])
+    assert "slope 0.2 [0.1, 0.3] | BM25 0.5 | **replicated** | slope > 0: 0.2 [0.1, 0.3]" in text
+    assert "| not replicated |" in text
 
 
 def test_summary_file_round_trips_findings_in_order(tmp_path):

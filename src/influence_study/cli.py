@@ -65,9 +65,10 @@ def _print_findings(root: Path) -> None:
     from .findings import load_findings
 
     items = load_findings(sorted((root / "analyses").glob("*.json")))
-    print(f"\nFindings ({root / 'reports' / 'findings.md'}): verdict per finding of the paper")
+    print(f"\nFindings ({root / 'reports' / 'findings.md'}): verdict per finding of the paper (v2 interval rules; "
+          f"v1 point rules in brackets)")
     for item in items:
-        print(f"  {item.verdict:<15} {item.analysis}: {item.claim}")
+        print(f"  {item.verdict_v2:<15} [{item.verdict}] {item.analysis}: {item.claim}")
 
 
 def build_parser() -> argparse.ArgumentParser:
