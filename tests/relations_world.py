@@ -15,6 +15,7 @@ DOCS = pd.DataFrame({
     "family": ["facts", "distractors", "facts", "code", "code", "roleplay", "roleplay", "quotes"],
     "theme": [None, None, None, None, None, "ai_self_preservation", "themed_distractor", None],
     "obfuscated": pd.array([None, None, None, True, False, None, None, None], dtype="boolean"),
+    "split": ["train"] * 8,
 })
 QUERIES = pd.DataFrame({
     "query_id": ["q-fact", "q-code", "q-role", "q-quote"],
@@ -34,13 +35,25 @@ SCORES = {
     "large": {"q-fact": [9, 1, 8, 0, 0, 0, 0, 0], "q-code": [0, 0, 0, 5, 6, 0, 0, 2],
               "q-role": [3, 0, 0, 0, 0, 8, 1, 0], "q-quote": [0, 0, 0, 0, 0, 0, 5, 3]},
 }
+# BM25's ranking (the v2 baseline): documents of each query, best first
+BM25 = {"q-fact": ["d1", "d0"], "q-code": ["d4", "d7"], "q-role": ["d6", "d5"], "q-quote": ["d7"]}
+# queries each model answers correctly (none: the v2 evidence then uses every query)
+CORRECT = {"small": [], "large": []}
 
 
 def write_study(root: Path) -> dict:
-    """Write the tiny study under ``root``; returns the paths (pairwise: one per model, learning, documents,
-    queries, relations) and a config for the run steps."""
+    """Write the tiny study under ``root``; returns the paths (pairwise and evaluations: one per model, learning,
+    documents, queries, relations, candidates) and a config for the run steps."""
     paths = {"pairwise": [], "learning": str(root / "learning.parquet"), "documents": str(root / "corpus.parquet"),
-             "queries": str(root / "queries.parquet"), "relations": str(root / "relations.parquet")}
+             "queries": str(root / "queries.parquet"), "relations": str(root / "relations.parquet"),
+             "candidates": str(root / "bm25.parquet"), "evaluations": []}
+    for model, right in CORRECT.items():
+        path = root / "evaluation" / model / "queries.parquet"
+        path.parent.mkdir(parents=True)
+        pd.DataFrame({"query_id": QUERIES["query_id"], "correct": QUERIES["query_id"].isin(right)}).to_parquet(path)
+        paths["evaluations"].append(str(path))
+    rows = [(q, d, rank + 1, 10.0 - rank) for q, docs in BM25.items() for rank, d in enumerate(docs)]
+    pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "bm25"]).to_parquet(paths["candidates"])
     for model, by_query in SCORES.items():
         rows = [(q, f"d{i}", float(s)) for q, scores in by_query.items() for i, s in enumerate(scores)]
         frame = pd.DataFrame(rows, columns=["query_id", "doc_id", "score"]).astype({"query_id": "category",

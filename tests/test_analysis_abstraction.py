@@ -124,7 +124,7 @@ def test_run_on_a_tiny_study(tmp_path):
            "summary": str(tmp_path / "abstraction.json")}
     paths = study["paths"]
     run(study["config"], paths["pairwise"], paths["learning"], paths["documents"], paths["queries"],
-        paths["relations"], **out)
+        paths["relations"], paths["candidates"], paths["evaluations"], **out)
     summary = json.loads((tmp_path / "abstraction.json").read_text())
     models = summary["statistics"]["models"]
     assert list(models) == ["small", "large"]  # ordered by parameters, not by the learning table's order

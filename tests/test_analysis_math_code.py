@@ -64,7 +64,8 @@ def test_run_on_a_tiny_study(tmp_path):
     study = write_study(tmp_path)
     paths = study["paths"]
     run(study["config"], paths["pairwise"], paths["learning"], paths["documents"], paths["queries"],
-        paths["relations"], str(tmp_path / "pq.parquet"), str(tmp_path / "bm.parquet"), str(tmp_path / "mc.json"))
+        paths["relations"], paths["candidates"], paths["evaluations"],
+        str(tmp_path / "pq.parquet"), str(tmp_path / "bm.parquet"), str(tmp_path / "mc.json"))
     summary = json.loads((tmp_path / "mc.json").read_text())
     models = summary["statistics"]["models"]
     # the obfuscated code query's top 2: small d3 (same schema), d7 (quote); large d4 (plain names), d3

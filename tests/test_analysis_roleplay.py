@@ -39,7 +39,7 @@ def test_run_on_a_tiny_study(tmp_path):
     study = write_study(tmp_path)
     paths = study["paths"]
     run(study["config"], paths["pairwise"], paths["learning"], paths["documents"], paths["queries"],
-        str(tmp_path / "pq.parquet"), str(tmp_path / "bm.parquet"), str(tmp_path / "rp.json"))
+        paths["candidates"], paths["evaluations"], str(tmp_path / "pq.parquet"), str(tmp_path / "bm.parquet"), str(tmp_path / "rp.json"))
     summary = json.loads((tmp_path / "rp.json").read_text())
     models = summary["statistics"]["models"]
     # top 2: small d6 (distractor), d5 (self-preservation); large d5, d0 (a fact: other)

@@ -34,6 +34,11 @@ def evaluation_summaries():
     return expand(out("evaluation/{model}/summary.json"), model=model_names())
 
 
+def evaluation_tables():
+    """Per model: each query's completion log-probability and top-1 correctness."""
+    return expand(out("evaluation/{model}/queries.parquet"), model=model_names())
+
+
 def learning_table_outputs():
     return {"table": out("tables/learning.parquet"), "table_csv": out("tables/learning.csv")}
 

@@ -25,7 +25,7 @@ ALL = "all"
 GROUPS = {"meaning": MEANING_RELATIONS, "token_only": TOKEN_RELATIONS, "copy": COPY_RELATIONS,
           "other_language": ("same_fact_other_language",)}
 MEASURES = ("abstraction_index", "share_meaning", "share_token_only", "share_unrelated", "share_other_distractor",
-            "cross_lingual_share", "chance_meaning", "chance_token_only")
+            "cross_lingual_share", "chance_meaning", "chance_token_only", "chance_abstraction_index")
 
 
 def eligible_queries(relations: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +66,8 @@ def abstraction_table(ranked: pd.DataFrame, relations: pd.DataFrame, eligible: p
     table = table.merge(n_docs, on=["model", "query_id"], how="left")
     table["chance_meaning"] = table["query_id"].map(info["meaning"]) / table["n_docs"]
     table["chance_token_only"] = table["query_id"].map(info["token_only"]) / table["n_docs"]
+    meaning, token_only = table["query_id"].map(info["meaning"]), table["query_id"].map(info["token_only"])
+    table["chance_abstraction_index"] = meaning / (meaning + token_only)  # a random ranking's expected index
     return table
 
 
@@ -83,6 +85,7 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's abstraction finding: the index rises with size, and the largest model's interval lies above
     the smallest's."""
     from ..findings import finding, increasing
+    from .scale import scale_evidence
 
     models = statistics["models"]
     claim = ("Small models' most influential sequences share short token strings with the query; large models' "
@@ -100,15 +103,18 @@ def verdicts(statistics: Mapping) -> list:
         index = model_values(models, "abstraction_index", ALL)
         checks = {"index increases with model size": increasing(list(index.values())),
                   "largest model's 95% CI lies above the smallest's": interval_above(models, "abstraction_index", ALL)}
+    evidence = scale_evidence(statistics["scale"], "abstraction index") if "scale" in statistics else None
     return [finding("Abstraction", claim, "qualitative (0.81B → 52B): token matches → meaning and theme", measured,
-                    checks)]
+                    checks, evidence)]
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
-        per_query: str, by_model: str, summary: str) -> None:
-    """Step of ``analysis_abstraction`` (``analyses.abstraction.top_k``: top documents per query)."""
+        candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
+    """Step of ``analysis_abstraction`` (``analyses.abstraction.top_k``: top documents per query); the BM25
+    candidates and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
     from .common import model_sizes, write_analysis
     from .relations import ranked_documents, read_columns
+    from .scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["abstraction"]["top_k"]
     query_table = read_columns(queries, ["query_id", "analysis"], "queries table")
@@ -118,10 +124,15 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
     ranked = ranked_documents(pairwise, learning, eligible["query_id"], k)
     table = abstraction_table(ranked, relation_table, eligible, document_table)
     by_model_table = summarise_abstraction(table, seed=config["seed"])
+    bm25 = abstraction_table(bm25_ranked(candidates, eligible["query_id"], k), relation_table, eligible,
+                             document_table)
     sizes = model_sizes(learning)
     statistics = {"k": k, "queries": int(len(eligible)),
                   "queries_by_analysis": {str(a): int(n) for a, n in eligible["analysis"].value_counts().items()},
                   "parameters": {m: int(sizes[m]) for m in dict.fromkeys(table["model"])},
-                  "models": nested_statistics(by_model_table, by=("model", "analysis"))}
+                  "models": nested_statistics(by_model_table, by=("model", "analysis")),
+                  "scale": scale_numbers(table, bm25, "abstraction_index", learning, correct_answers(evaluations),
+                                         chance="chance_abstraction_index", seed=config["seed"])}
     write_analysis(config, "abstraction", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, documents, queries, relations])
+                   statistics, verdicts, summary,
+                   inputs=[*pairwise, learning, documents, queries, relations, candidates, *evaluations])

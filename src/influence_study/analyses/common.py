@@ -101,3 +101,76 @@ def write_analysis(config: Mapping, name: str, tables: Mapping[str, tuple[pd.Dat
     document = {"analysis": name, "statistics": dict(statistics), "findings": findings, "provenance": record}
     write_json(document, summary, sort_keys=False)  # models stay ordered by size
     return document
+
+
+def scale_models(learning: str | os.PathLike | pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The models that take part in scale comparisons and those left out, each smallest first.
+
+    A model is left out (and reported separately) when it answers no query of any family correctly: every
+    ``accuracy_<family>`` column of the learning table is 0 or missing. Such a model learned nothing the scale
+    trends could compare, so a trend through it would measure training failure, not size (a rule fixed before the
+    v2 numbers were seen).
+    """
+    table = learning if isinstance(learning, pd.DataFrame) else pd.read_parquet(learning)
+    require_columns(table, ["model", "parameters"], "learning table")
+    table = table.sort_values("parameters", kind="stable")
+    accuracy = table[[c for c in table.columns if c.startswith("accuracy_")]].astype(float)
+    answers = (accuracy.fillna(0.0) > 0).any(axis=1).to_numpy() if accuracy.shape[1] else np.ones(len(table), bool)
+    models = table["model"].astype(str).to_numpy()
+    return list(models[answers]), list(models[~answers])
+
+
+def size_trend(values: pd.DataFrame, sizes: Mapping[str, float], column: str = "value", level: float = 0.95,
+               resamples: int = 2000, seed: int = 0) -> dict:
+    """Slope of the per-model mean of ``column`` on log10(parameters), with a bootstrap interval over queries.
+
+    ``values``: long table ``model, query_id, <column>`` (NaN values are ignored); ``sizes``: parameters per model
+    (models absent from ``sizes`` are ignored). The bootstrap resamples query ids with replacement, the same draw
+    for every model (a paired design when models share queries; a model keeps the drawn ids it has), recomputes each
+    model's mean and refits the least-squares slope; the interval is the percentile interval of the slopes.
+    Returns ``slope, low, high`` (per decade of parameters), ``models`` (those with a value), ``queries`` (distinct
+    query ids), ``means`` (model -> mean); NaNs where fewer than two models have values.
+    """
+    frame = values[values["model"].isin(list(sizes))].dropna(subset=[column])
+    models = [m for m in sizes if m in set(frame["model"])]
+    empty = {"slope": float("nan"), "low": float("nan"), "high": float("nan"), "models": models,
+             "queries": int(frame["query_id"].nunique()), "means": {}}
+    if frame.empty:
+        return empty
+    matrix = frame.pivot_table(index="query_id", columns="model", values=column, aggfunc="mean", observed=True)
+    matrix = matrix.reindex(columns=models)
+    present = matrix.notna().to_numpy(dtype=np.float64)
+    filled = np.nan_to_num(matrix.to_numpy(dtype=np.float64))
+    means = filled.sum(axis=0) / present.sum(axis=0)
+    empty["means"] = {m: float(v) for m, v in zip(models, means)}
+    if len(models) < 2:
+        return empty
+    x = np.log10(np.array([float(sizes[m]) for m in models]))
+
+    def slopes(mean_rows: np.ndarray) -> np.ndarray:
+        """Least-squares slope of each row of ``mean_rows`` ([draws, models], NaN = model without a drawn value)."""
+        valid = np.isfinite(mean_rows)
+        n = valid.sum(axis=1)
+        xs = np.where(valid, x, 0.0)
+        x_mean = xs.sum(axis=1) / n
+        y_mean = np.where(valid, mean_rows, 0.0).sum(axis=1) / n
+        dx = np.where(valid, x - x_mean[:, None], 0.0)
+        dy = np.where(valid, mean_rows - y_mean[:, None], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (dx * dy).sum(axis=1) / (dx ** 2).sum(axis=1)
+        return np.where(n >= 2, out, np.nan)
+
+    slope = float(slopes(means[None, :])[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(matrix), size=(resamples, len(matrix)))
+    counts = np.zeros((resamples, len(matrix)))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (counts @ filled) / (counts @ present)
+    boot_slopes = slopes(boot)
+    boot_slopes = boot_slopes[np.isfinite(boot_slopes)]
+    if boot_slopes.size == 0:
+        return {**empty, "slope": slope}
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot_slopes, [tail, 100 - tail])
+    return {**empty, "slope": slope, "low": float(low), "high": float(high)}

@@ -64,6 +64,7 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's math-and-code finding: the same-schema share of the top-k rises with size for math, for code
     with plain names and for code with obfuscated names."""
     from ..findings import finding, increasing
+    from .scale import combined_evidence, scale_evidence
 
     models = statistics["models"]
     present = [g for g in GROUP_ORDER if statistics["queries"].get(g, 0) > 0]
@@ -74,15 +75,20 @@ def verdicts(statistics: Mapping) -> list:
                          f"{statistics['k']}: " + describe(models, "share_same_schema", g) for g in present)
     checks = {f"{g}: same-schema share increases with model size":
               increasing(list(model_values(models, "share_same_schema", g).values())) for g in present}
+    scale = statistics.get("scale", {})
+    evidence = (combined_evidence([scale_evidence(scale[g], f"{g} same-schema share") for g in present if g in scale])
+                if scale else None)
     return [finding("Math and code", claim, "qualitative (0.81B → 52B)", measured or "no math or code queries",
-                    checks)]
+                    checks, evidence)]
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
-        per_query: str, by_model: str, summary: str) -> None:
-    """Step of ``analysis_math_code`` (``analyses.math_code.top_k``: top documents per query)."""
+        candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
+    """Step of ``analysis_math_code`` (``analyses.math_code.top_k``: top documents per query); the BM25 candidates
+    and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
     from .common import write_analysis
     from .relations import ranked_documents, read_columns
+    from .scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["math_code"]["top_k"]
     groups = query_groups(read_columns(queries, ["query_id", "analysis", "obfuscated"], "queries table"))
@@ -91,7 +97,13 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
     ranked = ranked_documents(pairwise, learning, groups["query_id"], k)
     table = math_code_table(ranked, relation_table, document_table, groups)
     by_model_table = summarise(table, MEASURES, by=("model", "group"), seed=config["seed"])
+    bm25 = math_code_table(bm25_ranked(candidates, groups["query_id"], k), relation_table, document_table, groups)
+    correct = correct_answers(evaluations)
+    scale = {g: scale_numbers(table[table["group"] == g], bm25[bm25["group"] == g], "share_same_schema", learning,
+                              correct, chance="chance_same_schema", seed=config["seed"])
+             for g in GROUP_ORDER if (groups["group"] == g).any()}
     statistics = {"k": k, "queries": {g: int((groups["group"] == g).sum()) for g in GROUP_ORDER},
-                  "models": nested_statistics(by_model_table, by=("model", "group"))}
+                  "models": nested_statistics(by_model_table, by=("model", "group")), "scale": scale}
     write_analysis(config, "math_code", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, documents, queries, relations])
+                   statistics, verdicts, summary,
+                   inputs=[*pairwise, learning, documents, queries, relations, candidates, *evaluations])

@@ -25,13 +25,19 @@ MEASURES = (*(f"share_{t}" for t in THEMES), "share_survival")
 
 def roleplay_table(ranked: pd.DataFrame, documents: pd.DataFrame, query_ids: Sequence[str]) -> pd.DataFrame:
     """One row per model and role-play query of ``ranked`` (each query's top-k): the share of the top-k in each
-    theme (``share_<theme>``; a document without one of the known themes counts as ``other``) and
-    ``share_survival`` (AI self-preservation + non-AI survival + AI-risk essay)."""
+    theme (``share_<theme>``; a document without one of the known themes counts as ``other``),
+    ``share_survival`` (AI self-preservation + non-AI survival + AI-risk essay) and ``chance_survival`` (the
+    survival share of a random ranking: survival-themed training documents / documents scored; NaN without
+    ``n_docs``)."""
     ranked = ranked[ranked["query_id"].isin(set(query_ids))]
     labelled = with_documents(ranked, documents, ["theme"])
     labelled["theme"] = labelled["theme"].where(labelled["theme"].isin(THEMES[:-1]), OTHER)
     table = category_shares(labelled, "theme", THEMES)
     table["share_survival"] = table[[f"share_{t}" for t in SURVIVAL_THEMES]].sum(axis=1)
+    train = documents["split"] == "train" if "split" in documents else pd.Series(True, index=documents.index)
+    survival_docs = int((documents["theme"].isin(SURVIVAL_THEMES) & train).sum())
+    n_docs = ranked.groupby(["model", "query_id"], sort=False)["n_docs"].first()
+    table["chance_survival"] = survival_docs / pd.MultiIndex.from_frame(table[["model", "query_id"]]).map(n_docs)
     return table
 
 
@@ -39,6 +45,7 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's role-play finding: the survival share rises with size, and the largest model's survival share
     exceeds its themed-distractor share."""
     from ..findings import finding, increasing
+    from .scale import scale_evidence
 
     models = statistics["models"]
     n = statistics["queries"]
@@ -55,21 +62,28 @@ def verdicts(statistics: Mapping) -> list:
         checks = {"survival share increases with model size": increasing(list(survival.values())),
                   "largest model: survival share above themed-distractor share":
                       survival[largest] > models[largest][f"share_{DISTRACTOR}"]["mean"]}
-    return [finding("Role-play", claim, "qualitative (0.81B → 52B)", measured, checks)]
+    evidence = scale_evidence(statistics["scale"], "survival share") if "scale" in statistics else None
+    return [finding("Role-play", claim, "qualitative (0.81B → 52B)", measured, checks, evidence)]
 
 
-def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, per_query: str,
-        by_model: str, summary: str) -> None:
-    """Step of ``analysis_roleplay`` (``analyses.roleplay.top_k``: top documents per query)."""
+def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, candidates: str,
+        evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
+    """Step of ``analysis_roleplay`` (``analyses.roleplay.top_k``: top documents per query); the BM25 candidates
+    and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
     from .common import write_analysis
     from .relations import queries_of, ranked_documents, read_columns
+    from .scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["roleplay"]["top_k"]
     query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["roleplay"])["query_id"]
-    document_table = read_columns(documents, ["doc_id", "theme"], "corpus table")
+    document_table = read_columns(documents, ["doc_id", "theme", "split"], "corpus table")
     ranked = ranked_documents(pairwise, learning, query_ids, k)
     table = roleplay_table(ranked, document_table, query_ids)
     by_model_table = summarise(table, MEASURES, by=("model",), seed=config["seed"])
-    statistics = {"k": k, "queries": int(len(query_ids)), "models": nested_statistics(by_model_table)}
+    bm25 = roleplay_table(bm25_ranked(candidates, query_ids, k), document_table, query_ids)
+    statistics = {"k": k, "queries": int(len(query_ids)), "models": nested_statistics(by_model_table),
+                  "scale": scale_numbers(table, bm25, "share_survival", learning, correct_answers(evaluations),
+                                         chance="chance_survival", seed=config["seed"])}
     write_analysis(config, "roleplay", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, documents, queries])
+                   statistics, verdicts, summary,
+                   inputs=[*pairwise, learning, documents, queries, candidates, *evaluations])

@@ -10,6 +10,8 @@ rule analysis_abstraction:
         documents=corpus_outputs()["documents"],
         queries=corpus_outputs()["queries"],
         relations=corpus_outputs()["relations"],
+        candidates=CANDIDATES,
+        evaluations=evaluation_tables(),
     output:
         **ANALYSES["abstraction"],
     params:

@@ -10,6 +10,8 @@ rule analysis_math_code:
         documents=corpus_outputs()["documents"],
         queries=corpus_outputs()["queries"],
         relations=corpus_outputs()["relations"],
+        candidates=CANDIDATES,
+        evaluations=evaluation_tables(),
     output:
         **ANALYSES["math_code"],
     params:

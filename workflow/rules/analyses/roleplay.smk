@@ -9,6 +9,8 @@ rule analysis_roleplay:
         learning=LEARNING_TABLE,
         documents=corpus_outputs()["documents"],
         queries=corpus_outputs()["queries"],
+        candidates=CANDIDATES,
+        evaluations=evaluation_tables(),
     output:
         **ANALYSES["roleplay"],
     params:
