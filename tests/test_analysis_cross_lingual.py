@@ -122,9 +122,13 @@ def test_run_on_a_tiny_family(tmp_path):
         path = tmp_path / model / "ekfac" / "pairwise.parquet"
         write_parquet(_pairwise(fr_factor=factor), path, metadata={"model": model})
         paths.append(str(path))
+    evaluations = []
+    for model in ("s", "l"):
+        evaluations.append(str(tmp_path / "evaluation" / model / "queries.parquet"))
+        write_parquet(pd.DataFrame({"query_id": ["q-en"], "correct": [True]}), evaluations[-1])
     config = {"seed": 0, "analyses": {"cross_lingual": {"top_k": 3, "english_documents_only": True, "examples": 1}}}
     run(config, paths, str(tmp_path / "learning.parquet"), str(tmp_path / "queries.parquet"),
-        str(tmp_path / "documents.parquet"), scores=str(tmp_path / "scores.parquet"),
+        str(tmp_path / "documents.parquet"), evaluations, scores=str(tmp_path / "scores.parquet"),
         ratios=str(tmp_path / "ratios.parquet"), summary=str(tmp_path / "s.json"))
     summary = json.loads((tmp_path / "s.json").read_text())
     models = summary["statistics"]["models"]
@@ -133,3 +137,29 @@ def test_run_on_a_tiny_family(tmp_path):
     assert models["l"]["fr"]["all"]["mean"] == pytest.approx(0.9)
     assert summary["statistics"]["examples"] == ["q-en"]
     assert pd.read_parquet(tmp_path / "scores.parquet")["example"].all()
+
+
+def test_planted_percentile_growth_is_replicated_and_a_flat_one_is_not(tmp_path):
+    """Positive and negative controls of the v2 rule: the percentile of the English top documents in the
+    translated query's ranking rises from chance (0.5) with size, or stays at chance."""
+    from influence_study.analyses.cross_lingual import percentile_scale
+
+    learning = pd.DataFrame({"model": ["s", "m", "l"], "parameters": [1e4, 1e5, 1e6], "accuracy_facts": 0.5})
+    rng = np.random.default_rng(0)
+
+    def ratios(means):
+        return pd.DataFrame([{"model": m, "query_id": f"q{i}-fr", "english_id": f"q{i}", "language": "fr",
+                              "percentile": float(np.clip(mean + rng.normal(0, 0.05), 0, 1))}
+                             for m, mean in means.items() for i in range(20)])
+
+    def verdict_of(means, tmp):
+        evaluations = []
+        for m in means:
+            evaluations.append(str(tmp / m / "queries.parquet"))
+            write_parquet(pd.DataFrame({"query_id": [f"q{i}" for i in range(20)], "correct": True}), evaluations[-1])
+        scale = percentile_scale(ratios(means), learning, evaluations)
+        assert scale["fr"]["query_set"] == "correct"
+        return verdicts({"top_k": 10, "models": {}, "scale": scale})[0].verdict_v2
+
+    assert verdict_of({"s": 0.5, "m": 0.7, "l": 0.9}, tmp_path / "grows") == "replicated"
+    assert verdict_of({"s": 0.5, "m": 0.5, "l": 0.5}, tmp_path / "flat") != "replicated"

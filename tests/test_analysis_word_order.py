@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
-from influence_study.analyses.word_order import (FACT_GROUPS, _similar, group_statistics, probe_scores,
-                                                 probes_in_training, score_model, summarise, verdicts)
+from influence_study.analyses.word_order import (FACT_CONTRASTS, FACT_GROUPS, TRANSLATION_CONTRASTS, _similar,
+                                                 group_statistics, probe_scores, probes_in_training, score_model, summarise, verdicts)
 from influence_study.influence_inputs import StudyInputs, document_batches, make_batches
 
 transformers = pytest.importorskip("transformers")
@@ -139,3 +139,55 @@ def test_similar_means():
     assert _similar(4.0, 3.0, reference=10.0)         # within a factor 2
     assert not _similar(4.0, 1.5, reference=10.0)     # a factor 2.7
     assert not _similar(-4.0, 3.0, reference=10.0)    # opposite signs
+
+
+def _planted_probes(means: dict, probe_set: str, n_queries: int = 12, noise: float = 0.02, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = [{"model": "m", "probe_id": f"{probe_set}-{q}-{g}-{i}", "query_id": f"q{q}", "probe_set": probe_set,
+             "group": g, "score_norm": mean + rng.normal(0, noise)}
+            for q in range(n_queries) for g, mean in means.items() for i in range(2)]
+    return pd.DataFrame(rows)
+
+
+def test_contrast_bootstrap_matches_a_loop_over_query_draws():
+    from influence_study.analyses.word_order import group_mean_draws
+
+    probes = _planted_probes({"same_order": 1.0, "flipped_order": 0.2}, "translation", n_queries=5)
+    point, draws = group_mean_draws(probes, ["same_order", "flipped_order"], resamples=50, seed=3)
+    picks = np.random.default_rng(3).integers(0, 5, size=(50, 5))
+    queries = sorted(probes["query_id"].unique())
+    for r in (0, 17, 49):
+        chosen = pd.concat([probes[probes["query_id"] == queries[i]] for i in picks[r]])
+        expected = chosen[chosen["group"] == "flipped_order"]["score_norm"].mean()
+        assert draws["flipped_order"][r] == pytest.approx(expected)
+    assert point["same_order"] == pytest.approx(probes[probes["group"] == "same_order"]["score_norm"].mean())
+
+
+@pytest.mark.parametrize("flipped, target, expected", [(0.05, 0.02, "replicated"), (0.75, 0.75, "mixed"),
+                                                       (0.9, 0.2, "not replicated")])
+def test_translation_v2_reads_flipped_order_against_the_target_only_control(flipped, target, expected):
+    """Planted controls: flipped order much lower (replicated); flipped like the target sentence alone, both high
+    (the order-dependent part is 0 but the raw ratio is not low: mixed); flipped high above the control (not)."""
+    from influence_study.analyses.word_order import contrast_evidence, contrast_statistics
+    from influence_study.findings import verdict_v2
+
+    probes = _planted_probes({"same_order": 1.0, "flipped_order": flipped, "target_only": target}, "translation")
+    contrasts = contrast_statistics(probes, ["m"], resamples=300)
+    evidence = contrast_evidence(contrasts, "translation", list(TRANSLATION_CONTRASTS), ["m"])
+    assert verdict_v2(evidence.checks) == expected
+    assert "target-only probe / same order: m" in evidence.baseline
+
+
+def test_fact_v2_contrasts_on_planted_groups():
+    from influence_study.analyses.word_order import contrast_evidence, contrast_statistics
+    from influence_study.findings import verdict_v2
+
+    paper_like = {"reworded_name_after": 1.0, "name_removed": 0.0, "semantic_change": 0.5, "irrelevant": 0.01,
+                  "flipped": 0.1, "flipped_relation_removed": 0.12}
+    contrasts = contrast_statistics(_planted_probes(paper_like, "fact"), ["m"], resamples=300)
+    assert verdict_v2(contrast_evidence(contrasts, "fact", list(FACT_CONTRASTS), ["m"]).checks) == "replicated"
+    order_blind = {**paper_like, "flipped": 0.9, "name_removed": 0.6}
+    contrasts = contrast_statistics(_planted_probes(order_blind, "fact"), ["m"], resamples=300)
+    statuses = {c.name: c.status for c in contrast_evidence(contrasts, "fact", list(FACT_CONTRASTS), ["m"]).checks}
+    assert statuses["m: flipped / reworded"] == "contradicted"
+    assert statuses["m: name_removed / reworded"] == "contradicted"

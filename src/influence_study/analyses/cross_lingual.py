@@ -143,6 +143,7 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's cross-lingual finding, checked per language: the translated/English ratio grows with model size
     and the smallest model's mean lies below the largest model's confidence interval."""
     from ..findings import finding, increasing
+    from .scale import combined_evidence, scale_evidence
 
     models = statistics["models"]
     names = list(models)
@@ -167,7 +168,9 @@ def verdicts(statistics: Mapping) -> list:
         "≈ 0 for the smallest model, growing with size",
         f"mean ratio of translated to English influence on the English top-{statistics['top_k']} (95% CI): "
         + "; ".join(parts)
-        + ". By whether training documents state the fact in that language: " + split, checks)]
+        + ". By whether training documents state the fact in that language: " + split, checks,
+        combined_evidence([scale_evidence(numbers, f"{language} percentile of the English top-{statistics['top_k']}")
+                           for language, numbers in statistics.get("scale", {}).items()]))]
 
 
 def choose_examples(pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
@@ -185,10 +188,26 @@ def choose_examples(pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
     return chosen
 
 
-def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, documents: str, scores: str,
-        ratios: str, summary: str) -> None:
+def percentile_scale(ratio_table: pd.DataFrame, learning: str, evaluations: Sequence[str], seed: int = 0) -> dict:
+    """Per language, the v2 scale numbers (:func:`scale.scale_numbers`) of the scale-free statistic: the mean
+    percentile of the English query's top documents in the translated query's ranking (1: at its top; 0.5: chance,
+    the comparison of the second check), on the facts whose English query the model answers correctly. Summed
+    scores follow the size of a model's gradients, percentiles do not."""
+    from .scale import correct_answers, scale_numbers
+
+    english = correct_answers(evaluations).rename(columns={"query_id": "english_id"})
+    correct = ratio_table[["model", "query_id", "english_id"]].astype(str).merge(english, on=["model", "english_id"])
+    table = ratio_table.assign(chance_percentile=0.5)
+    return {str(language): scale_numbers(part, None, "percentile", learning, correct[["model", "query_id", "correct"]],
+                                         chance="chance_percentile", seed=seed)
+            for language, part in table.groupby("language", sort=True)}
+
+
+def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, documents: str,
+        evaluations: Sequence[str], scores: str, ratios: str, summary: str) -> None:
     """Step of ``analysis_cross_lingual``: the translated queries' influence on each English facts query's top
-    documents, per model (``analyses.cross_lingual`` sets k, whether only English documents count, the examples)."""
+    documents, per model (``analyses.cross_lingual`` sets k, whether only English documents count, the examples);
+    the models' evaluations give the v2 query sets."""
     from tqdm.auto import tqdm
 
     from .common import load_family_tables, write_analysis
@@ -218,6 +237,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, d
     score_table = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame()
     statistics = {"top_k": section["top_k"], "english_documents_only": section["english_documents_only"],
                   "facts": int(pairs["english_id"].nunique()), "languages": sorted(pairs["language"].unique()),
-                  "examples": examples, "models": summarise(ratio_table, seed=config["seed"])}
+                  "examples": examples, "models": summarise(ratio_table, seed=config["seed"]),
+                  "scale": percentile_scale(ratio_table, learning, evaluations, config["seed"]) if per_fact else {}}
     write_analysis(config, "cross_lingual", {"scores": (score_table, scores), "ratios": (ratio_table, ratios)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, documents])
+                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, documents, *evaluations])

@@ -63,7 +63,7 @@ def _fmt(value: float, fmt: str) -> str:
     return "nan" if not np.isfinite(value) else fmt.format(value)
 
 
-def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame, column: str,
+def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame | None, column: str,
                   learning: str | os.PathLike | pd.DataFrame, correct: pd.DataFrame, chance: str | None = None,
                   seed: int = 0, resamples: int = 2000) -> dict:
     """The numbers behind the v2 evidence that ``column`` rises with model size (see the module docstring), for an
@@ -72,9 +72,14 @@ def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame, column: str,
     ``per_query``: long table ``model, query_id, <column>`` of the family; ``bm25``: the same table computed on the
     BM25 ranking (:func:`bm25_ranked`); ``correct``: :func:`correct_answers`; ``chance``: a column of ``per_query``
     with each query's value under a random ranking (its mean over the scale models' queries is the chance level).
+    Without a BM25 ranking (``bm25=None``, e.g. a statistic of a fixed set of documents) the second check compares
+    the largest model with the chance column instead, paired over its queries.
     """
     require_columns(per_query, ["model", "query_id", column], "per-query table")
-    require_columns(bm25, ["query_id", column], "BM25 per-query table")
+    if bm25 is None and chance is None:
+        raise ValueError("scale_numbers: give a BM25 per-query table or a chance column to compare with")
+    if bm25 is not None:
+        require_columns(bm25, ["query_id", column], "BM25 per-query table")
     models, left_out = scale_models(learning)
     sizes = model_sizes(learning)
     scored = [m for m in models if m in set(per_query["model"])]
@@ -91,9 +96,13 @@ def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame, column: str,
             trend.update(low=float("nan"), high=float("nan"))
     chosen = restricted if use_restricted else rows
     largest = scored[-1] if scored else None
-    mine = chosen[chosen["model"] == largest][["query_id", column]]
-    paired = mine.merge(bm25[["query_id", column]].astype({"query_id": str}), on="query_id",
-                        suffixes=("", "_bm25")).dropna()
+    if bm25 is not None:
+        mine = chosen[chosen["model"] == largest][["query_id", column]]
+        paired = mine.merge(bm25[["query_id", column]].astype({"query_id": str}), on="query_id",
+                            suffixes=("", "_bm25")).dropna()
+    else:
+        mine = chosen[chosen["model"] == largest]
+        paired = pd.DataFrame({column: mine[column], f"{column}_bm25": mine[chance]}).dropna()
     difference = mean_ci(paired[column] - paired[f"{column}_bm25"], resamples=resamples, seed=seed)
     if len(paired) < MIN_INTERVAL_QUERIES:
         difference = (difference[0], float("nan"), float("nan"))
@@ -103,6 +112,7 @@ def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame, column: str,
             "query_set": "correct" if use_restricted else "all",
             "correct_queries": {m: int(counts.get(m, 0)) for m in scored},
             "trend": {name: {k: v for k, v in t.items() if k != "models"} for name, t in trends.items()},
+            "versus": "BM25 ranking" if bm25 is not None else "chance",
             "largest_minus_bm25": dict(zip(("mean", "low", "high"), difference)),
             "bm25": dict(zip(("mean", "low", "high"), bm25_value)), "chance": chance_value}
 
@@ -122,7 +132,8 @@ def scale_evidence(numbers: Mapping, what: str, fmt: str = "{:.2f}") -> Evidence
     checks = [
         IntervalCheck(f"{what}: slope per decade of parameters ({query_set})", trend["slope"], trend["low"],
                       trend["high"], 0.0, "above"),
-        IntervalCheck(f"{what}: largest model ({numbers['largest']}) minus the BM25 ranking, paired over queries",
+        IntervalCheck(f"{what}: largest model ({numbers['largest']}) minus the "
+                      f"{numbers.get('versus', 'BM25 ranking')}, paired over queries",
                       *(numbers["largest_minus_bm25"][k] for k in ("mean", "low", "high")), 0.0, "above"),
     ]
     means = ", ".join(f"{m} {_fmt(v, fmt)}" for m, v in trend["means"].items())
@@ -133,13 +144,17 @@ def scale_evidence(numbers: Mapping, what: str, fmt: str = "{:.2f}") -> Evidence
                  f"{'all queries' if primary == 'correct' else 'correctly answered only'}: slope "
                  f"{_interval(other, slope, ('slope', 'low', 'high'))}; correct queries per model: "
                  + (", ".join(f"{m} {n}" for m, n in numbers["correct_queries"].items()) or "none"))
-    baseline = (f"BM25 ranking {_interval(numbers['bm25'], fmt)} on the same queries; chance (random ranking) "
-                f"{_fmt(numbers['chance'], fmt)}"
+    bm25 = (f"BM25 ranking {_interval(numbers['bm25'], fmt)} on the same queries; "
+            if numbers.get("versus", "BM25 ranking") == "BM25 ranking" else "")
+    baseline = (f"{bm25}chance (random ranking) {_fmt(numbers['chance'], fmt)}"
                 + (f"; left out (answer no query): {', '.join(numbers['left_out'])}" if numbers["left_out"] else ""))
     return Evidence(statistic, baseline, checks)
 
 
-def combined_evidence(parts: Sequence[Evidence]) -> Evidence:
-    """One :class:`findings.Evidence` from several (e.g. one per query group): texts joined, checks pooled."""
+def combined_evidence(parts: Sequence[Evidence]) -> Evidence | None:
+    """One :class:`findings.Evidence` from several (e.g. one per query group): texts joined, checks pooled; None
+    without parts."""
+    if not parts:
+        return None
     return Evidence("; ".join(p.statistic for p in parts), "; ".join(p.baseline for p in parts),
                     [c for p in parts for c in p.checks])

@@ -9,6 +9,7 @@ rule analysis_cross_lingual:
         learning=LEARNING_TABLE,
         queries=corpus_outputs()["queries"],
         documents=corpus_outputs()["documents"],
+        evaluations=evaluation_tables(),
     output:
         **ANALYSES["cross_lingual"],
     params:
