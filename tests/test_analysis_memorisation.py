@@ -56,3 +56,19 @@ def test_run_on_a_tiny_study(tmp_path):
     # the one copy (d7) ranks first for the small model, second (behind d6) for the large one
     assert models["small"]["median_rank"] == 1 and models["large"]["median_rank"] == 2
     assert summary["findings"][0]["verdict"] == "mixed"
+
+
+def test_v2_memorisation_needs_the_interval_above_the_threshold():
+    """Planted controls: copies always at the top (replicated); copies in the top c for half the quotes (the
+    interval falls below 90%: not replicated)."""
+    from influence_study.analyses.memorisation import summarise_memorisation
+
+    def stats(shares):
+        table = pd.DataFrame({"model": "m", "query_id": [f"q{i}" for i in range(len(shares))], "n_docs": 100,
+                              "copies": 4, "top1_is_copy": [float(s == 1) for s in shares], "top_c_share": shares})
+        copies = pd.DataFrame({"model": "m", "rank": [1, 2, 3, 4]})
+        return {"queries": len(shares), "models": summarise_memorisation(table, copies)}
+
+    assert verdicts(stats([1.0] * 12))[0].verdict_v2 == "replicated"
+    found = verdicts(stats([1.0, 0.25] * 6))[0]
+    assert found.verdict_v2 == "not replicated" and "random ranking: m 4.0%" in found.baseline

@@ -169,3 +169,14 @@ def test_load_checkpoint_from_local_directory(tmp_path, tokenizer):
     assert loaded_tokenizer.pad_token is not None
     with pytest.raises(OSError, match="could not load checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_epochs_set_the_steps_from_the_corpus_size():
+    from influence_study.training import steps_for
+
+    documents = [[1] * 9] * 32  # 32 documents of 9 tokens + EOS = 320 tokens = 10 blocks of 32
+    settings = {"steps": 7, "batch_size": 2, "seq_len": 16, "epochs": None}
+    assert steps_for(settings, documents) == 7
+    assert steps_for({**settings, "epochs": 1}, documents) == 10
+    assert steps_for({**settings, "epochs": 2.5}, documents) == 25
+    assert steps_for({**settings, "epochs": 2}, documents * 3) == 60  # three times the corpus, three times the steps

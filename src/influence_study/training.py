@@ -35,6 +35,17 @@ def packed_blocks(documents: Sequence[Sequence[int]], seq_len: int, eos_id: int,
         epoch += 1
 
 
+def steps_for(settings: Mapping, documents: Sequence[Sequence[int]]) -> int:
+    """Optimiser steps of a run: ``settings["steps"]``, or, when ``settings["epochs"]`` is set, enough steps for
+    that many passes over the packed documents (ceil(epochs x tokens / (batch_size x seq_len)), EOS separators
+    counted), so a larger corpus is seen as often as a smaller one."""
+    epochs = settings.get("epochs")
+    if epochs is None:
+        return int(settings["steps"])
+    tokens = sum(len(d) + 1 for d in documents)
+    return max(1, math.ceil(epochs * tokens / (settings["batch_size"] * settings["seq_len"])))
+
+
 def batches(blocks: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
     """Group blocks into ``[batch_size, seq_len]`` tensors."""
     while True:
@@ -56,14 +67,14 @@ def train_language_model(model: torch.nn.Module, train_documents: Sequence[Seque
     """Train ``model`` in place with AdamW, linear warmup and cosine decay, on packed training documents.
 
     ``settings`` holds ``seq_len, batch_size, steps, learning_rate, warmup_steps, weight_decay, grad_clip,
-    eval_every``. The validation loss (nats per token on held-out documents) is measured every ``eval_every``
+    eval_every`` and optionally ``epochs`` (which then sets the steps: :func:`steps_for`). The validation loss (nats per token on held-out documents) is measured every ``eval_every``
     steps and at the end. ``dtype="bfloat16"`` computes in bf16 autocast. Deterministic on CPU for a fixed seed
     and thread count.
     """
     device = torch.device(device)
     torch.manual_seed(seed)
     model.to(device).train()
-    steps = settings["steps"]
+    steps = steps_for(settings, train_documents)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (decay if param.ndim >= 2 else no_decay).append(param)

@@ -52,7 +52,10 @@ def memorisation_table(ranked: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFra
 def summarise_memorisation(per_query: pd.DataFrame, copies: pd.DataFrame, seed: int = 0) -> dict:
     """Statistics per model: quote queries, those with copies, share whose top document is a copy, mean share of
     copies in the top c (with its bootstrap interval), and the median and worst rank of all copies."""
-    intervals = summarise(per_query, ["top_c_share"], by=("model",), seed=seed).set_index("model")
+    intervals = summarise(per_query.assign(top1_is_copy=per_query["top1_is_copy"].astype(float)),
+                          ["top_c_share", "top1_is_copy"], by=("model",), seed=seed)
+    top1 = intervals[intervals["measure"] == "top1_is_copy"].set_index("model")
+    intervals = intervals[intervals["measure"] == "top_c_share"].set_index("model")
     out = {}
     for model, group in per_query.groupby("model", sort=False):
         ranks = copies.loc[copies["model"] == model, "rank"].to_numpy()
@@ -64,6 +67,11 @@ def summarise_memorisation(per_query: pd.DataFrame, copies: pd.DataFrame, seed: 
             "top_c_share": float(intervals.loc[model, "mean"]),
             "top_c_share_low": float(intervals.loc[model, "low"]),
             "top_c_share_high": float(intervals.loc[model, "high"]),
+            "top1_copy_share_low": float(top1.loc[model, "low"]),
+            "top1_copy_share_high": float(top1.loc[model, "high"]),
+            # a random ranking's share of copies in the top c: c / documents, averaged over the quote queries
+            "chance_top_c_share": float((measured["copies"] / measured["n_docs"]).mean()) if len(measured)
+            else float("nan"),
             "median_rank": float(np.median(ranks)) if ranks.size else float("nan"),
             "worst_rank": int(ranks.max()) if ranks.size else None,
             "documents": int(group["n_docs"].max()),
@@ -86,7 +94,26 @@ def verdicts(statistics: Mapping) -> list:
         checks[f"{model}: every quote query's top document is a copy"] = values["top1_copy_share"] == 1.0
         checks[f"{model}: ≥ {TOP_C_THRESHOLD:.0%} of the top c are copies"] = values["top_c_share"] >= TOP_C_THRESHOLD
     return [finding("Memorisation", "Famous quotes retrieve their exact copies at the top.",
-                    "qualitative: the copies rank first", measured or "no quote query with copies", checks)]
+                    "qualitative: the copies rank first", measured or "no quote query with copies", checks,
+                    _evidence(models))]
+
+
+def _evidence(models: Mapping):
+    """v2: per model, the share of copies in each quote query's top c (bootstrap over quote queries) above
+    :data:`TOP_C_THRESHOLD`, read against a random ranking's share (c / documents)."""
+    from ..findings import Evidence, IntervalCheck
+
+    models = {m: v for m, v in models.items() if "top_c_share_low" in v}  # v1 summaries have no intervals
+    checks = [IntervalCheck(f"{m}: share of copies in the top c", v["top_c_share"], v["top_c_share_low"],
+                            v["top_c_share_high"], TOP_C_THRESHOLD, "above") for m, v in models.items()]
+    statistic = "; ".join(
+        f"{m}: copies in the top c {v['top_c_share']:.0%} [{v['top_c_share_low']:.0%}, {v['top_c_share_high']:.0%}], "
+        f"top document a copy {v['top1_copy_share']:.0%} [{v.get('top1_copy_share_low', float('nan')):.0%}, "
+        f"{v.get('top1_copy_share_high', float('nan')):.0%}] ({v['queries_with_copies']} quote queries)"
+        for m, v in models.items())
+    baseline = "random ranking: " + ", ".join(f"{m} {v.get('chance_top_c_share', float('nan')):.1%}"
+                                              for m, v in models.items())
+    return Evidence(statistic or "no quote query with copies", baseline, checks)
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, copies: str,
