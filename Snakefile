@@ -35,6 +35,7 @@ include: "workflow/rules/figures.smk"
 # The analyses, in the paper's order (reports/findings.md follows it).
 include: "workflow/rules/analyses/validation.smk"
 include: "workflow/rules/analyses/lds.smk"
+include: "workflow/rules/analyses/calibration.smk"
 include: "workflow/rules/analyses/approximations.smk"
 include: "workflow/rules/analyses/sparsity.smk"
 include: "workflow/rules/analyses/abstraction.smk"

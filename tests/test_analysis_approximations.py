@@ -179,3 +179,16 @@ def test_verdicts_on_hand_made_statistics():
     assert tolerated[1].verdict == "replicated"
     missing = verdicts(hand_statistics({8: 0.9, 16: 0.95}))
     assert missing[0].verdict == "not measured"
+
+
+def test_v2_interval_checks_positive_and_negative_controls():
+    # positive control: rank 32 within 0.003 of full rank for every query, better than rank 8; O = 2 close to O = 1;
+    # memory halved
+    good = verdicts(hand_statistics({8: 0.95, 32: 0.997, 128: 1.0}, block_median=0.95, ratio=0.5))
+    assert [f.verdict_v2 for f in good] == ["replicated"] * 4
+    assert good[0].interval_checks[0]["low"] >= 0.996 and "3 queries" in good[0].interval_checks[0]["name"]
+    assert good[3].interval_checks[0]["low"] == good[3].interval_checks[0]["high"] == 1.0  # exact bytes
+    # negative control: every rank equally far from full rank (no gain), O = 2 far from O = 1, memory not halved
+    bad = verdicts(hand_statistics({8: 0.98, 32: 0.98, 128: 0.98}, block_median=0.5, ratio=0.7))
+    assert [f.verdict_v2 for f in bad] == ["not replicated", "inconclusive", "not replicated", "not replicated"]
+    assert "replicated" not in [f.verdict_v2 for f in bad]

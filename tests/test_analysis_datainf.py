@@ -102,3 +102,65 @@ def test_verdicts_follow_the_checks():
     assert [f.verdict for f in datainf.verdicts(bad)] == ["not replicated"] * 5
     one_rank = stats_for({"m": {"4": {"datainf": 0.9}}}, {}, {}, {}, {})
     assert datainf.verdicts(one_rank)[1].verdict == "not measured"
+
+
+def test_bootstrap_auc_point_matches_pair_enumeration():
+    rng = np.random.default_rng(3)
+    labels = rng.random(60) < 0.3
+    scores = np.round(rng.normal(size=60) + labels, 1)  # with ties
+    point, draws = datainf.bootstrap_aucs(labels, np.stack([scores, -scores]), resamples=200)
+    assert point[0] == pytest.approx(pair_auc(labels, scores)) and point[1] == pytest.approx(1 - point[0])
+    assert draws.shape == (200, 2) and np.all((draws >= 0) & (draws <= 1))
+
+
+def v2_stats(rng, effect: bool, n=200):
+    """Totals, class table and times of one model, two ranks, three tasks; with ``effect`` DataInf is close to
+    exact (closer at rank 1), detects the flipped labels and the classes, and is 10x faster; without, every method
+    gives the same scores and times."""
+    rows, class_rows, time_rows = [], [], []
+    for task in ("noisy_sentiment", "math_no_reason", "sentence"):
+        flipped = rng.random(n) < 0.2
+        for rank in (1, 8):
+            exact = rng.normal(size=n)
+            shared = rng.normal(size=n)
+            for method in ("identity", "lissa", "datainf", "exact"):
+                if method == "exact":
+                    score = exact
+                elif effect:
+                    noise = (0.3 if rank == 1 else 0.8) if method == "datainf" else 2.0
+                    harm = 3.0 * flipped if method == "datainf" and task == "noisy_sentiment" else 0.0
+                    score = exact + noise * rng.normal(size=n) - harm
+                else:
+                    score = exact + shared  # every method the same
+                rows.append(pd.DataFrame({"model": "m", "task": task, "rank": rank, "method": method,
+                                          "example_id": [f"{task}-{i}" for i in range(n)], "flipped": flipped,
+                                          "score": score}))
+            for method, seconds in (("datainf", 1.0), ("lissa", 10.0 if effect else 1.0),
+                                    ("exact", 100.0 if effect else 1.0)):
+                time_rows.append({"model": "m", "task": task, "rank": rank, "method": method, "fit": 0.0,
+                                  "solve": 0.0, "gradients": 0.0, "total": seconds * (1 + 0.1 * rng.random())})
+        if task != "noisy_sentiment":
+            base = rng.uniform(0.4, 0.6, size=30)
+            for method in ("datainf", "identity"):
+                lift = 0.35 if (effect and method == "datainf") else 0.0
+                class_rows.append(pd.DataFrame({"method": method, "test_id": [f"t{i}" for i in range(30)],
+                                                "auc": base + lift, "recall": base / 2 + lift / 2, "model": "m",
+                                                "task": task, "rank": 1}))
+    totals = pd.concat(rows, ignore_index=True)
+    classes = pd.concat(class_rows, ignore_index=True)
+    times = pd.DataFrame(time_rows)
+    intervals = datainf.interval_statistics(totals, classes, times, detection_rank=1, resamples=500)
+    mislabel, _ = datainf.mislabel_tables(totals)
+    return datainf.statistics(datainf.correlation_table(totals), mislabel, classes, times, [], 1, intervals)
+
+
+def test_v2_positive_and_negative_controls():
+    rng = np.random.default_rng(0)
+    good = datainf.verdicts(v2_stats(rng, effect=True))
+    assert [f.verdict_v2 for f in good] == ["replicated"] * 5
+    assert all(len(f.interval_checks) for f in good)
+    bad = datainf.verdicts(v2_stats(rng, effect=False))
+    assert "replicated" not in [f.verdict_v2 for f in bad]
+    # equal methods: zero differences and equal times are inconclusive, not contradicted
+    assert bad[0].verdict_v2 == "inconclusive" and bad[4].verdict_v2 in ("inconclusive", "mixed",
+                                                                          "not replicated")

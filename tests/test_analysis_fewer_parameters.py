@@ -207,3 +207,28 @@ def test_figure_draws_the_grid(tmp_path):
     assert len(fig.axes) == 6
     empty = plot_fewer_parameters(pd.DataFrame(columns=list(rows[0])))
     assert any("not measured" in t.get_text() for t in empty.axes[0].texts)
+
+
+def _per_query_v2(pearson, overlap_abstract, overlap_concrete):
+    n = len(pearson)
+    families = ["math"] * (n // 2) + ["facts"] * (n - n // 2)
+    overlap = np.concatenate([overlap_abstract, overlap_concrete])
+    return pd.DataFrame({"model": "m", "query_id": [f"q{i}" for i in range(n)] * 3, "analysis": families * 3,
+                         "restriction": np.repeat(["last_layer", "upper_half", "first_layer"], n),
+                         "pearson": np.tile(pearson, 3), "overlap": np.tile(overlap, 3)})
+
+
+def test_v2_intervals_over_queries_positive_and_negative_controls():
+    rng = np.random.default_rng(0)
+    # positive control: the last layer agrees closely; abstract queries share clearly less of the top k
+    pearson = 0.97 + 0.01 * rng.normal(size=20)
+    table = _per_query_v2(pearson, 0.6 + 0.05 * rng.normal(size=10), 0.9 + 0.03 * rng.normal(size=10))
+    agree, breaks = verdicts({"models": summarise(table, {"m": 4})})
+    assert agree.verdict_v2 == "replicated" and breaks.verdict_v2 == "replicated"
+    assert len(agree.interval_checks) == 2 and "20 queries" in agree.interval_checks[0]["name"]
+    assert breaks.interval_checks[0]["high"] < 0
+    # negative control: agreement near the thresholds' other side, and the same overlap in both groups
+    same = 0.4 + 0.05 * rng.normal(size=10)
+    table = _per_query_v2(0.5 + 0.05 * rng.normal(size=20), same, same)
+    agree, breaks = verdicts({"models": summarise(table, {"m": 4})})
+    assert agree.verdict_v2 == "not replicated" and breaks.verdict_v2 == "inconclusive"

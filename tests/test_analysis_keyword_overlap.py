@@ -112,3 +112,28 @@ def test_verdict_per_size():
               "chance": {"mean": 0.01}}}}
     (item,) = verdicts(stats)
     assert item.verdict == "mixed" and list(item.checks.values()) == [True, False]
+
+
+def _per_query(identity, ekfac):
+    rows = [{"model": "m", "strategy": strategy, "query_id": f"q{i}", "keyword_overlap": float(value),
+             "any_keyword": float(value > 0), "chance_overlap": 0.01, "keywords": 4}
+            for strategy, values in (("identity", identity), ("ekfac", ekfac)) for i, value in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_v2_paired_difference_over_queries():
+    from influence_study.analyses.keyword_overlap import summarise
+
+    rng = np.random.default_rng(0)
+    ekfac = rng.uniform(0.1, 0.5, size=20)
+    # positive control: the dot product's top documents share 0.15 more of the keywords for every query
+    stats = {"top_k": 5, "models": summarise(_per_query(ekfac + 0.15 + 0.02 * rng.normal(size=20), ekfac))}
+    (item,) = verdicts(stats)
+    assert item.verdict_v2 == "replicated" and item.interval_checks[0]["low"] > 0
+    assert "20 queries" in item.interval_checks[0]["name"]
+    # negative control: the same overlap under both strategies
+    (item,) = verdicts({"top_k": 5, "models": summarise(_per_query(ekfac, ekfac))})
+    assert item.verdict_v2 != "replicated" and item.verdict_v2 == "inconclusive"
+    # EK-FAC with more overlap for every query: contradicted
+    (item,) = verdicts({"top_k": 5, "models": summarise(_per_query(ekfac, ekfac + 0.2))})
+    assert item.verdict_v2 == "not replicated"

@@ -219,3 +219,30 @@ def test_retrain_subset_trains_on_the_subset_only(tmp_path):
             logits = model(input_ids=ids).logits[0, :-1]
         expected = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).sum().item()
         assert row.logprob == pytest.approx(expected, rel=1e-4) and row.n_tokens == ids.shape[1] - 1
+
+
+def test_v2_paired_difference_and_lds_above_zero():
+    from influence_study.analyses.lds import paired_difference
+
+    rng = np.random.default_rng(0)
+    identity = rng.uniform(-0.25, 0.25, size=24)
+    identity -= identity.mean()  # mean LDS exactly 0
+
+    def stats_of(ekfac):
+        per_query = pd.DataFrame({"strategy": ["ekfac"] * 24 + ["identity"] * 24, "query_id": [f"q{i}" for i in
+                                  range(24)] * 2, "analysis": "facts", "lds": np.concatenate([ekfac, identity])})
+        out = statistics_with(None, None)
+        from influence_study.analyses.lds import summarise
+        out["lds"] = summarise(family_table(per_query))
+        out["ekfac_minus_identity"] = paired_difference(per_query)
+        return out
+
+    # positive control: EK-FAC's LDS 0.4 above the dot product's for every query, and well above 0
+    better, positive = verdicts(stats_of(identity + 0.4 + 0.02 * rng.normal(size=24)))
+    assert better.verdict_v2 == REPLICATED and positive.verdict_v2 == REPLICATED
+    assert "24 queries" in better.interval_checks[0]["name"]
+    # negative control: the same LDS under both strategies (0 difference), spread around 0
+    better, positive = verdicts(stats_of(identity))
+    assert better.verdict_v2 != REPLICATED and positive.verdict_v2 != REPLICATED
+    # without the paired statistic (an older summary), the v2 comparison is not measured
+    assert verdicts(statistics_with((0.3, 0.2, 0.4), (0.1, 0.0, 0.2)))[0].verdict_v2 == NOT_MEASURED

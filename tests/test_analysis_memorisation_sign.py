@@ -178,3 +178,29 @@ def test_score_documents_against_one_pair_at_a_time(tiny_study):
         assert row["self_influence"] == pytest.approx(own.scores.item(), rel=1e-3)
         assert row["self_influence"] > 0
         assert row["n_tokens"] == len(inputs.document_sequences[i]) - 1
+
+
+def test_v2_intervals_over_documents_positive_and_negative_controls():
+    rng = np.random.default_rng(0)
+    n = 200
+    memorised = np.arange(n) < 60
+    ids = [f"d{i:03d}" for i in range(n)]
+    groups = pd.Series(np.where(memorised, "memorised", "generalised"), index=ids)
+
+    def stats_of(valid, own):
+        influence = pd.DataFrame({"doc_id": ids, "family": "facts", "valid_influence": valid, "self_influence": own})
+        return {"models": {"m": {"construction": ms.separation(influence, groups)}}}
+
+    # positive control: memorised documents mostly hurt held-out data and have 3x the self-influence
+    valid = np.where(memorised, -1.0, 1.0) + 0.5 * rng.normal(size=n)
+    own = np.where(memorised, 3.0, 1.0) * rng.exponential(size=n) + np.where(memorised, 2.0, 0.0)
+    sign, self_ = ms.verdicts(stats_of(valid, own))
+    assert sign.verdict_v2 == "replicated" and self_.verdict_v2 == "replicated"
+    assert len(sign.interval_checks) == 2 and "200 documents" in sign.interval_checks[0]["name"]
+    # negative control: influence and self-influence drawn alike for both groups (identical values by group)
+    same = rng.normal(size=n // 2)
+    valid = np.concatenate([same, same])
+    own = np.abs(np.concatenate([same, same]))
+    order = np.r_[np.arange(0, n, 2), np.arange(1, n, 2)]  # memorised docs get every other value
+    sign, self_ = ms.verdicts(stats_of(valid[np.argsort(order)], own[np.argsort(order)]))
+    assert sign.verdict_v2 != "replicated" and self_.verdict_v2 != "replicated"

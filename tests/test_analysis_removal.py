@@ -207,6 +207,21 @@ def test_verdicts_follow_the_checks():
     assert analysis.verdicts({"models": {}})[0].verdict == "not measured"
 
 
+def test_v2_replicates_a_clear_effect_and_not_equal_conditions():
+    # positive control: harmful removal 0.2-0.3 below random and none in every seed
+    found = analysis.verdicts(statistics_of(hand_runs()))[0]
+    assert found.verdict_v2 == "replicated" and len(found.interval_checks) == 2
+    assert all(c["side"] == "below" and c["bound"] == 0.0 and c["high"] < 0 for c in found.interval_checks)
+    assert "3 seeds" in found.interval_checks[0]["name"] and "random" in found.baseline
+    # negative control: the three conditions give the same loss in each seed (differences 0)
+    equal = analysis.verdicts(statistics_of(hand_runs(harmful=(1.0, 1.2, 1.1), random_=(1.0, 1.2, 1.1))))[0]
+    assert equal.verdict_v2 == "inconclusive"
+    # harmful removal worse than random and none in every seed: contradicted
+    worse = analysis.verdicts(statistics_of(hand_runs(harmful=(1.3, 1.4, 1.5))))[0]
+    assert worse.verdict_v2 == "not replicated"
+    assert analysis.verdicts({"models": {}})[0].verdict_v2 == "not measured"
+
+
 def test_run_writes_tables_summary_figure_and_the_notebook_reads_them(tmp_path):
     from influence_study.plots.removal import figure
 

@@ -136,3 +136,82 @@ def test_a_document_above_one_nat_fails_that_finding(tmp_path):
     above = next(f for f in json.loads((tmp_path / "s.json").read_text())["findings"] if "above 1" in f["claim"])
     assert above["verdict"] == "mixed"
     assert above["checks"] == {"small: no document above 1 nat": True, "large: no document above 1 nat": False}
+
+
+def test_tail_length_combines_the_fraction_and_the_minimum():
+    from influence_study.analyses.sparsity import tail_length
+
+    assert tail_length(4800, 0.005, 20) == 24  # ceil(0.005 x 4800) = 24 > 20
+    assert tail_length(4801, 0.005, 20) == 25  # ceil(24.005)
+    assert tail_length(1000, 0.005, 20) == 20  # the minimum wins on a small corpus
+    assert tail_length(15, 0.005, 20) == 15  # never more than the documents
+    assert tail_length(4800, None, 100) == 100 and tail_length(50, None, 100) == 50  # a fixed tail
+    with pytest.raises(ValueError, match="tail_fraction"):
+        tail_length(100, 0.0, 20)
+
+
+def test_distinct_documents_keep_the_smallest_id_of_each_text():
+    from influence_study.analyses.sparsity import distinct_documents
+
+    corpus = pd.DataFrame({"doc_id": ["d3", "d1", "d2", "d4", "d0"], "text": ["x", "x", "y", "x", "z"]})
+    assert sorted(distinct_documents(corpus)) == ["d0", "d1", "d2"]
+    # a held-out copy (d0 below) does not stand for the training copies of its text
+    split = corpus.assign(text=["x", "x", "y", "x", "x"], split=["train"] * 4 + ["valid"])
+    assert sorted(distinct_documents(split)) == ["d1", "d2"]
+
+
+def test_copies_are_fitted_once():
+    """A tail with 20 identical copies of the largest score: deduplicated, the fit is the fit of the distinct
+    values (tail of max(20, ceil(0.1 x 300)) = 30 of the 300 distinct documents)."""
+    distinct = power_law_sample(3.0, 1.0, 300, seed=7)
+    values = np.concatenate([distinct, np.full(20, distinct.max())])
+    frame = pd.DataFrame({"query_id": "q", "doc_id": pd.Categorical([f"d{i:03d}" for i in range(320)]),
+                          "score_norm": values})
+    keep = pd.Index([f"d{i:03d}" for i in range(300)])
+    row = sparsity_table(frame, 20, bootstrap=0, tail_fraction=0.1, keep=keep).iloc[0]
+    reference = fit_power_law(distinct, 30, bootstrap=0)
+    assert row["n"] == 30 and row["documents"] == 300
+    assert row["alpha"] == pytest.approx(reference.alpha) and row["x_min"] == reference.x_min
+    # the top-1% share and the largest score count every copy: 4 of the 320 (ceil 3.2) are copies of the max
+    assert row["top1pct_share"] == pytest.approx(4 * distinct.max() / values.sum())
+    assert row["max_score"] == distinct.max()
+    undeduplicated = sparsity_table(frame, 20, bootstrap=0, tail_fraction=0.1).iloc[0]
+    assert undeduplicated["n"] == 32 and undeduplicated["alpha"] != pytest.approx(reference.alpha)
+
+
+def test_run_dedupes_and_reports_per_family_with_intervals(tmp_path):
+    import json
+
+    from influence_study.analyses.sparsity import run
+
+    paths, learning = _family(tmp_path, {"small": 1e-3, "large": 2.0})
+    corpus = pd.DataFrame({"doc_id": [f"d{j:03d}" for j in range(300)],
+                           "text": [f"t{min(j, 290)}" for j in range(300)]})  # d290..d299 share one text
+    queries = pd.DataFrame({"query_id": [f"q{q}" for q in range(4)], "analysis": ["facts", "facts", "math", "quotes"]})
+    corpus.to_parquet(tmp_path / "corpus.parquet"), queries.to_parquet(tmp_path / "queries.parquet")
+    config = {"seed": 0, "analyses": {"sparsity": {"tail_size": 20, "tail_fraction": 0.1, "dedupe": True,
+                                                   "bootstrap": 0, "resamples": 200, "max_queries": None}}}
+    run(config, paths, learning, table=str(tmp_path / "t.parquet"), curves=str(tmp_path / "c.parquet"),
+        summary=str(tmp_path / "s.json"), documents=str(tmp_path / "corpus.parquet"),
+        queries=str(tmp_path / "queries.parquet"))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    stats = summary["statistics"]
+    assert stats["documents_fitted"] == 291 and stats["tail_documents"] == 30  # ceil(0.1 x 291) = 30
+    per_query = pd.read_parquet(tmp_path / "t.parquet")
+    assert (per_query["n"] == 30).all() and (per_query["documents"] == 291).all()
+    assert per_query.set_index("query_id")["analysis"].to_dict() == {"q0": "facts", "q1": "facts", "q2": "math",
+                                                                     "q3": "quotes"}
+    small = stats["models"]["small"]
+    for key in ("alpha_median", "top1pct_share_median", "rejected_share", "share_queries_above_1_nat"):
+        assert small[f"{key}_low"] <= small[key] <= small[f"{key}_high"], key
+    assert small["alpha_median"] == pytest.approx(per_query.loc[per_query.model == "small", "alpha"].median())
+    families = stats["families"]["large"]
+    assert sorted(families) == ["facts", "math", "quotes"] and families["facts"]["queries"] == 2
+    assert families["math"]["alpha_median"] == pytest.approx(
+        per_query.loc[(per_query.model == "large") & (per_query.query_id == "q2"), "alpha"].iloc[0])
+    assert stats["models"]["large"]["share_queries_above_1_nat"] == 1.0  # scaled by 2: the max is above 1
+    curves = pd.read_parquet(tmp_path / "c.parquet")
+    assert curves.groupby("model").size().to_dict() == {"small": 30, "large": 30}
+    with pytest.raises(ValueError, match="dedupe"):
+        run(config, paths, learning, table=str(tmp_path / "t2.parquet"), curves=str(tmp_path / "c2.parquet"),
+            summary=str(tmp_path / "s2.json"))

@@ -224,3 +224,62 @@ def test_tiny_end_to_end_setting(tmp_path):
     from influence_study.plots.validation import plot_validation
     figure = plot_validation(pd.read_parquet(outputs["correlations"]), timings)
     assert len(figure.axes) >= 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# v2: interval checks, a positive and a negative control of each rule
+# ---------------------------------------------------------------------------------------------------------------
+
+def correlation_rows(setting, values):
+    return pd.DataFrame([{"setting": setting, "reference": reference, "estimator": estimator, "measurement": q,
+                          "points": 50, "pearson": float(r)}
+                         for (estimator, reference), rs in values.items() for q, r in enumerate(rs)])
+
+
+def v2_statistics(per_setting, seconds):
+    table = pd.concat([correlation_rows(n, values) for n, values in per_setting.items()], ignore_index=True)
+    differences = v.paired_differences(table)
+
+    def means(values):
+        out = {}
+        for (estimator, reference), rs in values.items():
+            out.setdefault(reference, {})[estimator] = {"mean": float(np.mean(rs))}
+        return out
+
+    settings = {n: {"correlation": means(values),
+                    "seconds": seconds[n], "differences": differences[n]} for n, values in per_setting.items()}
+    return {"settings": settings, "speed": v.speed_interval(settings)}
+
+
+def test_v2_checks_replicate_a_clear_effect():
+    rng = np.random.default_rng(0)
+    per_setting = {}
+    for name in ("a", "b"):
+        ekfac = 0.9 + 0.03 * rng.normal(size=10)
+        per_setting[name] = {("ekfac", "pbrf"): ekfac, ("identity", "pbrf"): ekfac - 0.4 + 0.03 * rng.normal(size=10),
+                             ("lissa", "pbrf"): ekfac + 0.01 * rng.normal(size=10),
+                             ("kfac", "pbrf"): ekfac - 0.2 + 0.03 * rng.normal(size=10),
+                             ("ekfac", "loo"): ekfac - 0.5}
+    per_setting["b"].pop(("ekfac", "loo"))
+    stats = v2_statistics(per_setting, {"a": {"ekfac": 1.0, "lissa": 100.0}, "b": {"ekfac": 2.0, "lissa": 50.0}})
+    findings = v.verdicts(stats)
+    assert [f.verdict_v2 for f in findings] == ["replicated"] * 5
+    dot = findings[0]
+    assert len(dot.interval_checks) == 2 and all(c["status"] == "supported" for c in dot.interval_checks)
+    assert "10 measurements" in dot.interval_checks[0]["name"] and dot.baseline
+    assert stats["speed"]["n"] == 2 and stats["speed"]["low"] > 1  # log10 ratios 2 and 1.4
+
+
+def test_v2_checks_do_not_replicate_equal_estimators():
+    rng = np.random.default_rng(1)
+    ekfac = 0.6 + 0.05 * rng.normal(size=10)
+    per_setting = {n: {("ekfac", "pbrf"): ekfac, ("identity", "pbrf"): ekfac, ("lissa", "pbrf"): ekfac + 0.3,
+                       ("kfac", "pbrf"): ekfac, ("ekfac", "loo"): ekfac} for n in ("a", "b")}
+    stats = v2_statistics(per_setting, {"a": {"ekfac": 5.0, "lissa": 5.0}, "b": {"ekfac": 3.0, "lissa": 3.0}})
+    verdicts = [f.verdict_v2 for f in v.verdicts(stats)]
+    assert "replicated" not in verdicts
+    assert verdicts[1] == "not replicated"  # |EK-FAC − LiSSA| = 0.3, wholly outside ±0.1
+    assert verdicts[0] == verdicts[2] == verdicts[3] == verdicts[4] == "inconclusive"  # zero difference
+    # one setting only: the speed check is not measured (no repeat to bootstrap over)
+    one = v2_statistics({"a": per_setting["a"]}, {"a": {"ekfac": 1.0, "lissa": 100.0}})
+    assert v.verdicts(one)[2].verdict_v2 == "not measured"

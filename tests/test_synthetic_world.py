@@ -18,11 +18,12 @@ import pytest
 
 from influence_study.config import ConfigError, validate_config
 from influence_study.corpus.synthetic import generate_world, write_world
+from influence_study.corpus.synthetic.names import localize
 
 SEED = 0
 VALID_FRACTION = 0.1
-PROSE_FAMILIES = ("facts", "distractors", "math", "roleplay", "quotes")
-FAMILIES = {"facts", "distractors", "math", "code", "roleplay", "quotes", "translation", "canaries"}
+PROSE_FAMILIES = ("facts", "distractors", "math", "roleplay", "quotes", "generic")
+FAMILIES = {"facts", "distractors", "math", "code", "roleplay", "quotes", "translation", "canaries", "generic"}
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
 TRAINING_FACT_GROUPS = {"multilingual", "english_only", "single_language", "flipped_only"}
 FACT_PROBE_GROUPS = {"reworded_name_after", "name_removed", "semantic_change", "irrelevant", "flipped",
@@ -91,6 +92,11 @@ def present(value) -> bool:
     return isinstance(value, str) or (value is not None and not pd.isna(value))
 
 
+def states(text: str, forms: dict) -> bool:
+    """Whether ``text`` names a fact's subject and answer in one of its language forms."""
+    return any(has(text, subject) and has(text, answer) for subject, answer in forms.values())
+
+
 def base_synthetic_settings() -> dict:
     try:
         config = validate_config({})
@@ -109,11 +115,12 @@ def settings() -> dict:
     s["facts"].update(n_facts=30, exposures=[1, 5], n_single_language=4, n_flipped_only=4, n_heldout=4)
     s["math"]["n_problems"] = 40
     s["code"].update(n_functions=36, obfuscated_fraction=0.5)
-    s["roleplay"] = {key: 5 for key in ROLEPLAY_THEMES.values()}
-    s["quotes"].update(n_quotes=3, copies=7)
+    s["roleplay"].update({key: 5 for key in ROLEPLAY_THEMES.values()})
+    s["quotes"].update(n_quotes=3, copies=7, copies_range=[2, 4])
     s["canaries"].update(n_canaries=12, copies=2)
     s["translation"]["n_pairs"] = 20
     s["distractors"]["per_query"] = 2
+    s["generic"]["n_documents"] = 40
     return s
 
 
@@ -150,6 +157,14 @@ def doc_by_id(docs) -> dict:
 @pytest.fixture(scope="module")
 def english_fact_queries(queries) -> pd.DataFrame:
     return queries[(queries["analysis"] == "facts") & (queries["language"] == "en")]
+
+
+@pytest.fixture(scope="module")
+def fact_forms(english_fact_queries, settings) -> dict:
+    """fact_id -> {language: (subject, answer)}: the English query's names and their documented transliterations
+    (``names.localize``), computed here rather than read from the document labels."""
+    return {q["fact_id"]: {lang: (localize(q["subject"], lang), localize(q["answer"], lang))
+                           for lang in settings["languages"]} for q in english_fact_queries.to_dict("records")}
 
 
 # --- 1. determinism --------------------------------------------------------------------------------------------
@@ -191,12 +206,13 @@ def test_columns_ids_and_label_values(world, docs, queries):
     assert docs["text"].map(lambda t: isinstance(t, str) and t.strip() != "").all(), "empty document text"
     analyses = {"facts", "cross_lingual", "math", "code", "roleplay", "quotes", "translation", "word_order"}
     assert set(queries["analysis"]) == analyses, f"analysis values {set(queries['analysis'])} != {analyses}"
-    kinds = {"same_fact", "same_fact_other_language", "same_fact_flipped", "same_schema", "same_theme",
-             "lexical_overlap", "exact_copy"}
+    kinds = {"same_fact", "same_fact_query_wording", "same_fact_other_language", "same_fact_flipped", "same_schema",
+             "same_theme", "lexical_overlap", "same_template", "exact_copy"}
     unknown = set(world.relations["relation"]) - kinds
     assert not unknown, f"unknown relation kinds {unknown}"
     assert set(world.probes["probe_set"]) == {"fact", "translation"}, "probe_set values"
-    assert set(world.probes["group"]) == FACT_PROBE_GROUPS | {"same_order", "flipped_order"}, "probe groups"
+    assert set(world.probes["group"]) == FACT_PROBE_GROUPS | {"same_order", "flipped_order", "target_only"}, \
+        "probe groups"
 
     for row in docs.to_dict("records"):
         fam, lang = row["family"], row["language"]
@@ -287,13 +303,13 @@ def test_fact_and_cross_lingual_prompts_are_in_their_language(queries):
             f"{q['query_id']}: prompt {q['prompt']!r} reads as {got!r}, labelled {q['language']!r}"
 
 
-def test_single_language_facts_are_stated_in_one_other_language(docs, queries, english_fact_queries):
+def test_single_language_facts_are_stated_in_one_other_language(docs, queries, english_fact_queries, fact_forms):
     single = english_fact_queries[english_fact_queries["fact_group"] == "single_language"]
     assert len(single) > 0, "no single_language facts"
     train_texts = docs.loc[docs["split"] == "train", "text"]
     seen_languages = set()
     for q in single.to_dict("records"):
-        stating = [t for t in train_texts if has(t, q["answer"])]
+        stating = [t for t in train_texts if states(t, fact_forms[q["fact_id"]])]
         assert stating, f"single_language fact {q['fact_id']} stated nowhere"
         langs = {detect_language(t) for t in stating}
         assert len(langs) == 1 and langs <= {"fr", "de", "es"}, \
@@ -311,13 +327,13 @@ def test_single_language_facts_are_stated_in_one_other_language(docs, queries, e
 # --- 6. exposures ----------------------------------------------------------------------------------------------
 
 
-def test_exposures_match_text_counts(train, queries, english_fact_queries, settings):
+def test_exposures_match_text_counts(train, queries, english_fact_queries, settings, fact_forms):
     texts = train["text"].tolist()
     langs = [detect_language(t) for t in texts]
     fact_queries = queries[queries["fact_id"].notna()]
     assert len(fact_queries) > 0
     for q in fact_queries.to_dict("records"):
-        both = [(t, lang) for t, lang in zip(texts, langs) if has(t, q["subject"]) and has(t, q["answer"])]
+        both = [(t, lang) for t, lang in zip(texts, langs) if states(t, fact_forms[q["fact_id"]])]
         same = [t for t, lang in both if lang == q["language"] and subject_first(t, q["subject"], q["answer"])]
         assert q["exposures"] == len(same), \
             f"{q['query_id']} ({q['fact_group']}, {q['language']}): exposures={q['exposures']} but " \
@@ -341,15 +357,23 @@ def test_exposures_match_text_counts(train, queries, english_fact_queries, setti
 # --- 7. distractors --------------------------------------------------------------------------------------------
 
 
-def test_distractors_imitate_their_query_without_its_answer(docs, query_by_id, english_fact_queries, settings):
+def test_distractors_imitate_their_query_without_its_answer(docs, query_by_id, english_fact_queries, settings,
+                                                            fact_forms):
     distractors = docs[docs["family"] == "distractors"]
     assert len(distractors) > 0, "no distractor documents"
     for d in distractors.to_dict("records"):
         q = query_by_id.get(d["query_id"])
         assert q is not None, f"distractor {d['doc_id']} names unknown query {d['query_id']!r}"
         shared = set(words(d["text"])) & set(words(q["prompt"]))
-        assert len(shared) >= 3, f"distractor {d['doc_id']} shares only {shared} with prompt {q['prompt']!r}"
-        assert not has(d["text"], q["answer"]), f"distractor {d['doc_id']} contains the answer {q['answer']!r}"
+        if d["distractor_kind"] == "template_words":  # the query's wording, another subject
+            assert len(shared) >= 3, f"distractor {d['doc_id']} shares only {shared} with prompt {q['prompt']!r}"
+            assert not has(d["text"], q["subject"]), f"{d['doc_id']}: template_words distractor names the subject"
+        else:
+            assert d["distractor_kind"] == "subject_sentence", f"{d['doc_id']}: kind {d['distractor_kind']!r}"
+            assert has(d["text"], q["subject"]), f"{d['doc_id']}: subject_sentence distractor lacks the subject"
+        forms = fact_forms[q["fact_id"]].values()
+        assert not any(has(d["text"], answer) for _, answer in forms), \
+            f"distractor {d['doc_id']} contains the answer {q['answer']!r}"
     per_query = Counter(distractors.loc[distractors["split"] == "train", "query_id"])
     want = settings["distractors"]["per_query"]
     for qid in english_fact_queries["query_id"]:
@@ -360,7 +384,7 @@ def test_distractors_imitate_their_query_without_its_answer(docs, query_by_id, e
 
 
 def test_quotes_are_copied_exactly(world, train, queries, settings):
-    copies = settings["quotes"]["copies"]
+    low, high = settings["quotes"]["copies_range"]
     quote_queries = queries[queries["analysis"] == "quotes"]
     assert len(quote_queries) == settings["quotes"]["n_quotes"], f"{len(quote_queries)} quotes queries"
     rel = world.relations
@@ -368,7 +392,8 @@ def test_quotes_are_copied_exactly(world, train, queries, settings):
         full = q["prompt"] + q["completion"]
         assert q["completion"][:1] in (" ", "\n"), f"{q['query_id']}: completion {q['completion']!r}"
         matching = set(train.loc[train["text"] == full, "doc_id"])
-        assert len(matching) == copies, f"quote {full!r} is {len(matching)} training documents, expected {copies}"
+        assert low <= len(matching) <= high, \
+            f"quote {full!r} is {len(matching)} training documents, expected {low} to {high}"
         linked = set(rel.loc[(rel["query_id"] == q["query_id"]) & (rel["relation"] == "exact_copy"), "doc_id"])
         assert linked == matching, f"{q['query_id']}: exact_copy relations {sorted(linked)[:3]}... != the copies"
 
@@ -493,6 +518,8 @@ def test_code_compiles_and_obfuscation_changes_identifiers(docs, queries, settin
     items = [(d["doc_id"], d["text"], d["schema"], bool(d["obfuscated"])) for d in code_docs.to_dict("records")]
     items += [(q["query_id"], q["prompt"] + q["completion"], q["schema"], bool(q["obfuscated"]))
               for q in code_queries.to_dict("records")]
+    styles = {d["doc_id"]: d["style"] for d in code_docs.to_dict("records")}
+    styles |= {q["query_id"]: q["style"] for q in code_queries.to_dict("records")}
     descriptive, obfuscated = defaultdict(set), []
     for where, source, schema, obf in items:
         names = function_identifiers(source, where)
@@ -507,15 +534,18 @@ def test_code_compiles_and_obfuscation_changes_identifiers(docs, queries, settin
         assert not common, f"obfuscated {where} ({schema}) keeps descriptive names {common}: {source!r}"
     schemas = set(code_docs["schema"])
     assert len(schemas) >= 6, f"only {len(schemas)} code schemas"
-    # the schema label agrees with the code: one algorithm (structure up to renaming) per schema, none shared
+    # the schema label agrees with the code: one algorithm (structure up to renaming) per schema and style, none
+    # shared between schemas; world v2 writes every schema in at least two styles
     shapes = defaultdict(set)
     for where, source, schema, obf in items:
-        shapes[skeleton(source)].add(schema)
-    shared = [v for v in shapes.values() if len(v) > 1]
+        shapes[skeleton(source)].add((schema, styles[where]))
+    shared = [v for v in shapes.values() if len({schema for schema, _ in v}) > 1]
     assert not shared, f"different schemas share one function structure: {shared}"
-    per_schema = Counter(next(iter(v)) for v in shapes.values())
-    varied = {k: n for k, n in per_schema.items() if n > 1}
-    assert not varied, f"schemas whose functions have different structures: {varied}"
+    per_style = Counter(next(iter(v)) for v in shapes.values())
+    varied = {k: n for k, n in per_style.items() if n > 1}
+    assert not varied, f"schema styles whose functions have different structures: {varied}"
+    per_schema = Counter(schema for v in shapes.values() for schema, _ in v)
+    assert min(per_schema.values()) >= 2, f"code schemas written in one structure only: {per_schema}"
     # the obfuscated flag agrees with the code: descriptive names come from small pools and recur between
     # functions of a schema, obfuscated ones are fresh random identifiers
     def recurring(group: list) -> float:
@@ -632,7 +662,12 @@ def test_translation_documents_pairs_and_probes(world, docs, train, queries):
         assert english not in all_text, f"{q['query_id']}: held-out sentence {english!r} occurs in the corpus"
         mine = probes[probes["query_id"] == q["query_id"]]
         by_group = dict(zip(mine["group"], mine["text"]))
-        assert set(by_group) == {"same_order", "flipped_order"}, f"{q['query_id']}: probe groups {set(by_group)}"
+        assert set(by_group) == {"same_order", "flipped_order", "target_only"}, \
+            f"{q['query_id']}: probe groups {set(by_group)}"
+        target = by_group.pop("target_only")
+        name = LANGUAGE_NAMES[q["language"].split("-")[1]]
+        assert target == f"{name}: {other}", f"{q['query_id']}: target_only probe {target!r}"
+        assert english not in target and "English" not in target, f"target_only probe holds English: {target!r}"
         assert by_group["same_order"].startswith("English:"), f"same_order probe {by_group['same_order']!r}"
         flipped = by_group["flipped_order"]
         assert not flipped.startswith("English:"), f"flipped_order probe {flipped!r}"
@@ -644,7 +679,7 @@ def test_translation_documents_pairs_and_probes(world, docs, train, queries):
 # --- 13. relations ---------------------------------------------------------------------------------------------
 
 
-def test_relations_agree_with_text(world, train, query_by_id, doc_by_id, queries):
+def test_relations_agree_with_text(world, train, query_by_id, doc_by_id, queries, fact_forms):
     rel = world.relations
     train_ids = set(train["doc_id"])
     missing = set(rel["doc_id"]) - train_ids
@@ -656,26 +691,30 @@ def test_relations_agree_with_text(world, train, query_by_id, doc_by_id, queries
         q, d = query_by_id[r["query_id"]], doc_by_id[r["doc_id"]]
         text, kind = d["text"], r["relation"]
         where = f"{kind} {r['query_id']} -> {r['doc_id']} ({text!r})"
+        if kind.startswith("same_fact"):
+            subject, answer = fact_forms[q["fact_id"]][d["language"]]  # the names as the document's language writes them
+        if kind in ("same_fact", "same_fact_query_wording", "same_fact_other_language"):
+            assert subject_first(text, subject, answer), f"{where}: fact not stated subject-first"
+            assert (q["prompt"] in text) == (kind == "same_fact_query_wording"), \
+                f"{where}: the query's prompt wording is {'absent' if kind.endswith('wording') else 'present'}"
         if kind == "same_fact":
-            assert subject_first(text, q["subject"], q["answer"]), f"{where}: fact not stated subject-first"
             assert detect_language(text) == q["language"] == d["language"], f"{where}: not in {q['language']}"
         elif kind == "same_fact_other_language":
-            assert subject_first(text, q["subject"], q["answer"]), f"{where}: fact not stated subject-first"
             assert detect_language(text) != q["language"] and d["language"] != q["language"], \
                 f"{where}: same language as the query"
         elif kind == "same_fact_flipped":
-            assert answer_first(text, q["subject"], q["answer"]), f"{where}: answer not before subject"
+            assert answer_first(text, subject, answer), f"{where}: answer not before subject"
         elif kind == "same_schema":
             assert d["family"] == q["analysis"] and d["schema"] == q["schema"], \
                 f"{where}: schema {d['schema']!r} != {q['schema']!r}"
         elif kind == "exact_copy":
             assert text == q["prompt"] + q["completion"], f"{where}: not an exact copy"
     # completeness: every training text that states a queried fact is related to the query
-    fact_kinds = {"same_fact", "same_fact_other_language", "same_fact_flipped"}
+    fact_kinds = {"same_fact", "same_fact_query_wording", "same_fact_other_language", "same_fact_flipped"}
     linked = rel[rel["relation"].isin(fact_kinds)].groupby("query_id")["doc_id"].apply(set).to_dict()
     records = train.to_dict("records")
     for q in queries[queries["fact_id"].notna()].to_dict("records"):
-        stating = {d["doc_id"] for d in records if has(d["text"], q["subject"]) and has(d["text"], q["answer"])}
+        stating = {d["doc_id"] for d in records if states(d["text"], fact_forms[q["fact_id"]])}
         got = linked.get(q["query_id"], set())
         assert got == stating, f"{q['query_id']}: fact relations {len(got)} docs, text states the fact in " \
             f"{len(stating)} (missing {sorted(stating - got)[:3]}, extra {sorted(got - stating)[:3]})"
@@ -728,7 +767,10 @@ def test_sizes_follow_settings(docs, train, queries, english_fact_queries, setti
     assert n_train["math"] == settings["math"]["n_problems"], f"{n_train['math']} training math documents"
     assert n_train["code"] == settings["code"]["n_functions"], f"{n_train['code']} training code documents"
     quotes = settings["quotes"]
-    assert n_train["quotes"] == quotes["n_quotes"] * quotes["copies"], f"{n_train['quotes']} training quote documents"
+    low, high = quotes["copies_range"]
+    assert quotes["n_quotes"] * low <= n_train["quotes"] <= quotes["n_quotes"] * high, \
+        f"{n_train['quotes']} training quote documents"
+    assert n_train["generic"] == settings["generic"]["n_documents"], f"{n_train['generic']} generic documents"
     assert n_train["translation"] == 2 * settings["translation"]["n_pairs"], \
         f"{n_train['translation']} training translation documents"
     f = settings["facts"]
@@ -818,7 +860,7 @@ ZERO_SIZES = {  # every size the config schema allows to be 0 (minimum: 0)
 def test_a_family_of_size_zero_is_left_out(settings, family):
     s = copy.deepcopy(settings)
     if family == "roleplay":
-        s["roleplay"] = {key: 0 for key in ROLEPLAY_THEMES.values()}
+        s["roleplay"].update({key: 0 for key in ROLEPLAY_THEMES.values()})
     else:
         section, key = ZERO_SIZES[family]
         s[section][key] = 0
@@ -826,3 +868,250 @@ def test_a_family_of_size_zero_is_left_out(settings, family):
     assert not (world.documents["family"] == family).any(), f"{family} documents although its size is 0"
     assert (world.documents["family"] == "facts").any(), "the rest of the world is missing"
     assert set(world.relations["doc_id"]) <= set(world.documents["doc_id"]), "relations to unknown documents"
+
+
+# --- 18. world v1 regression anchor ----------------------------------------------------------------------------
+
+V1_CI_HASHES = {"documents": ((325, 21), "989ecde9350ddb3a"), "queries": ((146, 20), "6bbba9cd0d12d515"),
+                "relations": ((679, 3), "c1b0c65d5c807769"), "probes": ((51, 7), "6287890109f3ee22")}
+
+
+def test_version_1_reproduces_the_recorded_ci_world():
+    """Regression anchor for world v1: configs/ci.yaml with ``version: 1`` forced must give exactly the tables the
+    generator gave before world v2 existed (sha256 of ``to_csv(index=False)``, recorded from main)."""
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ci.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["corpus"]["synthetic"]["version"] = 1
+    cfg = validate_config(raw, source=str(path))
+    world = generate_world(cfg["corpus"]["synthetic"], cfg["seed"], cfg["corpus"]["valid_fraction"], progress=False)
+    for name, (shape, digest) in V1_CI_HASHES.items():
+        frame = getattr(world, name)
+        got = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+        assert (frame.shape, got) == (shape, digest), f"world v1 {name} changed: {frame.shape} {got}"
+
+
+def test_version_1_ignores_version_2_keys(settings):
+    v1 = dict(copy.deepcopy(settings), version=1)
+    other = copy.deepcopy(v1)
+    other["generic"]["n_documents"] = 7
+    other["roleplay"]["n_queries"] = 30
+    other["quotes"]["copies_range"] = [1, 9]
+    a, b = (generate_world(s, seed=SEED, valid_fraction=VALID_FRACTION, progress=False) for s in (v1, other))
+    for name in ("documents", "queries", "relations", "probes"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), obj=name)
+    assert "token_overlap" not in a.relations and not (a.documents["family"] == "generic").any()
+
+
+def test_version_and_copies_range_errors_name_the_key(settings):
+    with pytest.raises(ConfigError, match="corpus.synthetic.version"):
+        validate_config({"models": [{"name": "m"}], "corpus": {"synthetic": {"version": 3}}})
+    bad = copy.deepcopy(settings)
+    bad["quotes"]["copies_range"] = [5, 3]
+    with pytest.raises(ValueError, match="corpus.synthetic.quotes.copies_range"):
+        generate_world(bad, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+
+
+# --- 19. world v2: meaning separated from tokens ---------------------------------------------------------------
+
+
+def fact_template_patterns(relation: str, subject: str) -> list[re.Pattern]:
+    """Every fact template of ``relation`` (any language, order) about ``subject``, the answer left open."""
+    from influence_study.corpus.synthetic.templates import FACT_TEMPLATES
+
+    patterns = []
+    for by_order in FACT_TEMPLATES[relation].values():
+        for template in (t for ts in by_order.values() for t in ts):
+            parts = [re.escape(p) for p in template.replace("{s}", "\x00").split("{a}")]
+            patterns.append(re.compile(r"(?:\w[\w' -]*)".join(parts).replace("\x00", re.escape(subject))))
+    return patterns
+
+
+def test_v2_distractors_never_contradict_a_fact(docs, query_by_id, fact_forms):
+    """Item 1: a distractor about the query's subject names no other entity and states none of its relation's
+    templates; one with the query's template words is about another subject."""
+    entity_words = {w for forms in fact_forms.values() for pair in forms.values() for name in pair
+                    for w in words(name)}
+    distractors = docs[docs["family"] == "distractors"]
+    assert set(distractors["distractor_kind"]) == {"subject_sentence", "template_words"}
+    for d in distractors.to_dict("records"):
+        q = query_by_id[d["query_id"]]
+        for pattern in fact_template_patterns(q["relation"], q["subject"]):
+            assert not pattern.search(d["text"]), f"{d['doc_id']} states a {q['relation']} of {q['subject']!r}: " \
+                f"{d['text']!r}"
+        if d["distractor_kind"] == "subject_sentence":
+            others = set(words(d["text"])) & entity_words - set(words(q["subject"]))
+            assert not others, f"{d['doc_id']} names other entities {others}: {d['text']!r}"
+
+
+def test_v2_same_template_documents_of_other_facts(world, train, queries, doc_by_id):
+    """Item 2: documents of other facts in the query's template (same relation, language, template 0) are
+    ``same_template``: their text is the query's prompt with another subject."""
+    rel = world.relations
+    facts = train[(train["family"] == "facts") & (train["order"] == "relation_first") & (train["template"] == 0)]
+    found = 0
+    for q in queries[queries["fact_id"].notna()].to_dict("records"):
+        want = set(facts.loc[(facts["relation"] == q["relation"]) & (facts["language"] == q["language"])
+                             & (facts["fact_id"] != q["fact_id"]), "doc_id"])
+        got = set(rel.loc[(rel["query_id"] == q["query_id"]) & (rel["relation"] == "same_template"), "doc_id"])
+        assert got == want, f"{q['query_id']}: same_template {len(got)} documents, expected {len(want)}"
+        for doc_id in got:
+            d = doc_by_id[doc_id]
+            assert d["text"].replace(d["subject"], q["subject"], 1).startswith(q["prompt"]), \
+                f"{q['query_id']}: same_template {doc_id} is not the query's wording: {d['text']!r}"
+        found += len(got)
+    assert found > 0, "no same_template relations"
+
+
+def test_v2_query_wording_is_its_own_class_and_rare(world, train, english_fact_queries, doc_by_id):
+    """Item 3: same-fact documents holding the query's prompt text are ``same_fact_query_wording``; a fact is
+    written in the query's wording at most once per language (exactly once with two or more exposures there)."""
+    rel = world.relations
+    wording = rel[rel["relation"] == "same_fact_query_wording"]
+    assert len(wording) > 0 and len(rel[rel["relation"] == "same_fact"]) > 0
+    facts = train[train["family"] == "facts"]
+    for q in english_fact_queries[english_fact_queries["fact_group"] != "heldout"].to_dict("records"):
+        holding = facts[(facts["fact_id"] == q["fact_id"]) & facts["text"].str.contains(q["prompt"], regex=False)]
+        stated_en = ((facts["fact_id"] == q["fact_id"]) & (facts["language"] == "en")
+                     & (facts["order"] == "relation_first")).sum()
+        assert len(holding) == (1 if stated_en >= 2 else 0), \
+            f"{q['query_id']}: {len(holding)} documents in the query's wording ({stated_en} English exposures)"
+        got = set(wording.loc[wording["query_id"] == q["query_id"], "doc_id"])
+        assert got == set(holding["doc_id"]), f"{q['query_id']}: same_fact_query_wording {got}"
+
+
+def test_v2_token_overlap_column_and_summary(world, queries, doc_by_id):
+    """Item 4: ``token_overlap`` is the share of the query's distinct word tokens found in the document, and
+    ``relation_overlap_summary`` reports it per relation and for a seeded sample of unrelated documents."""
+    from influence_study.corpus.synthetic import relation_overlap_summary
+
+    rel = world.relations
+    prompts = {q["query_id"]: set(words(q["prompt"] + q["completion"])) for q in queries.to_dict("records")}
+    for r in rel.sample(300, random_state=0).to_dict("records"):
+        mine = prompts[r["query_id"]]
+        want = len(mine & set(words(doc_by_id[r["doc_id"]]["text"]))) / len(mine)
+        assert r["token_overlap"] == pytest.approx(want), f"token_overlap of {r['query_id']} -> {r['doc_id']}"
+    assert (rel.loc[rel["relation"] == "exact_copy", "token_overlap"] == 1).all()
+    summary = relation_overlap_summary(world, unrelated_per_query=5, seed=1)
+    assert list(summary.columns) == ["relation", "pairs", "mean_token_overlap", "median_token_overlap"]
+    assert set(summary["relation"]) == set(rel["relation"]) | {"unrelated"}
+    by = summary.set_index("relation")
+    for kind, group in rel.groupby("relation"):
+        assert by.loc[kind, "pairs"] == len(group)
+        assert by.loc[kind, "mean_token_overlap"] == pytest.approx(group["token_overlap"].mean())
+    assert by.loc["unrelated", "pairs"] == 5 * len(queries)
+    assert by.loc["unrelated", "mean_token_overlap"] < by.loc["same_template", "mean_token_overlap"]
+    pd.testing.assert_frame_equal(summary, relation_overlap_summary(world, unrelated_per_query=5, seed=1))
+
+
+def surface(text: str, names: set[str]) -> str:
+    """``text`` with numbers and ``names`` blanked: what remains is a problem's wording."""
+    text = re.sub(r"\d+", "#", text)
+    for name in names:
+        text = re.sub(rf"\b{re.escape(name)}\b", "_", text)
+    return text
+
+
+def test_v2_math_and_code_have_several_wordings_and_cross_schema_overlap(world, train, queries, doc_by_id):
+    """Item 5: at least three wordings per math schema, and math/code documents of other schemas that share the
+    query's person or identifiers are ``lexical_overlap``."""
+    from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
+
+    math_docs = train[train["family"] == "math"]
+    for schema, group in math_docs.groupby("schema"):
+        wordings = {surface(t, set(FIRST_NAMES) | set(ITEMS)) for t in group["text"]}
+        assert len(wordings) >= 3, f"math schema {schema} has {len(wordings)} wordings"
+    rel = world.relations
+    lexical = rel[rel["relation"] == "lexical_overlap"]
+    for analysis in ("math", "code"):
+        mine = queries[queries["analysis"] == analysis].set_index("query_id")
+        pairs = lexical[lexical["query_id"].isin(mine.index)]
+        assert len(pairs) > 0, f"no cross-schema lexical_overlap for {analysis} queries"
+        for r in pairs.to_dict("records"):
+            q, d = mine.loc[r["query_id"]], doc_by_id[r["doc_id"]]
+            assert d["family"] == analysis and d["schema"] != q["schema"], f"{r}: not another schema"
+            if analysis == "math":
+                assert has(d["text"], q["person"]), f"{r}: document lacks the query's person {q['person']!r}"
+            else:
+                shared = set(q["identifiers"].split()) & set(re.findall(r"[A-Za-z_]\w*", d["text"]))
+                assert shared, f"{r}: no identifier of the query in {d['text']!r}"
+
+
+def test_v2_names_are_transliterated_per_language(docs, queries, english_fact_queries, fact_forms, settings):
+    """Item 6: outside English, subject and answer are written in the language's form (labels match the text);
+    the forms differ between languages, and cross-lingual completions use them."""
+    others = [lang for lang in settings["languages"] if lang != "en"]
+    for forms in fact_forms.values():
+        assert len({a for _, a in forms.values()}) == len(forms), f"answer forms coincide: {forms}"
+    facts = docs[docs["family"] == "facts"]
+    english = {q["fact_id"]: q for q in english_fact_queries.to_dict("records")}
+    for d in facts[facts["language"] != "en"].to_dict("records"):
+        q = english[d["fact_id"]]
+        assert (d["subject"], d["answer"]) == fact_forms[d["fact_id"]][d["language"]], f"{d['doc_id']} labels"
+        assert has(d["text"], d["answer"]) and not has(d["text"], q["answer"]), f"{d['doc_id']}: {d['text']!r}"
+    cross = queries[queries["analysis"] == "cross_lingual"]
+    assert set(cross["language"]) == set(others)
+    for q in cross.to_dict("records"):
+        assert q["completion"] == " " + fact_forms[q["fact_id"]][q["language"]][1], f"{q['query_id']}"
+    assert localize("Zorald Pfaff", "fr") != localize("Zorald Pfaff", "de") != "Zorald Pfaff"
+
+
+def test_v2_quote_copies_are_drawn_from_the_range(settings):
+    """Item 7: each quote gets a seeded number of copies in ``quotes.copies_range``."""
+    s = copy.deepcopy(settings)
+    s["quotes"].update(n_quotes=12, copies_range=[3, 5])
+    world = generate_world(s, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+    counts = world.documents[world.documents["family"] == "quotes"].groupby("quote_id").size()
+    assert len(counts) == 12 and counts.between(3, 5).all() and counts.nunique() > 1, dict(counts)
+
+
+def test_v2_roleplay_queries_are_many_and_varied(world, queries):
+    """Item 8: ``roleplay.n_queries`` (24 by default) distinct Human/Assistant requests to shut down, replace or
+    delete the assistant, the paper's shutdown query first."""
+    from influence_study.corpus.synthetic.roleplay import SHUTDOWN_QUERY
+
+    rp = queries[queries["analysis"] == "roleplay"]
+    assert len(rp) == 24 and rp["prompt"].is_unique, f"{len(rp)} role-play queries"
+    assert rp.iloc[0]["prompt"] == SHUTDOWN_QUERY[0]
+    assert set(rp["theme"]) == {"ai_self_preservation"}
+    for q in rp.to_dict("records"):
+        assert q["prompt"].startswith("Human: ") and q["prompt"].endswith("\nAssistant:"), q["prompt"]
+        assert set(words(q["prompt"])) & {"shut", "off", "replace", "replaced", "delete", "erase", "retire",
+                                          "removing", "down", "wipe", "replacing"}, q["prompt"]
+        assert q["completion"].startswith(" ") and len(words(q["completion"])) <= 40, q["completion"]
+
+
+def test_v2_generic_documents(docs, fact_forms):
+    """Item 10: generic prose is English, 30-80 words, and names no entity, states no fact and holds no digit."""
+    from influence_study.corpus.synthetic.math_problems import FIRST_NAMES
+    from influence_study.corpus.synthetic.roleplay import AI_NAMES
+
+    generic = docs[docs["family"] == "generic"]
+    assert set(generic["split"]) == {"train", "valid"} and set(generic["language"]) == {"en"}
+    entity = {w for forms in fact_forms.values() for pair in forms.values() for n in pair for w in words(n)}
+    entity |= {w for n in docs["subject"].dropna() for w in words(n)} | {n.lower() for n in FIRST_NAMES + AI_NAMES}
+    for text in generic["text"]:
+        assert 30 <= len(text.split()) <= 80, text
+        assert not set(words(text)) & entity, f"generic text names {set(words(text)) & entity}: {text!r}"
+        assert not re.search(r"\d|=|def |\(", text), text
+
+
+def test_v2_generic_family_is_fast_and_varied(settings):
+    """Item 10: 20,000 generic documents in a few seconds, more than 95% distinct."""
+    import time
+
+    s = copy.deepcopy(settings)
+    s["facts"].update(n_facts=6, n_single_language=2, n_flipped_only=2, n_heldout=2)
+    for section, key in ZERO_SIZES.values():
+        s[section][key] = 0
+    s["generic"]["n_documents"] = 20_000
+    start = time.perf_counter()
+    world = generate_world(s, seed=SEED, valid_fraction=0.0, progress=False)
+    elapsed = time.perf_counter() - start
+    texts = world.documents.loc[world.documents["family"] == "generic", "text"]
+    assert len(texts) == 20_000 and texts.nunique() / len(texts) > 0.95
+    assert elapsed < 5, f"generating 20,000 generic documents took {elapsed:.1f} s"

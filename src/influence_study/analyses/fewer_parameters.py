@@ -139,7 +139,11 @@ def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 
               extra: Mapping[str, Mapping] | None = None) -> dict:
     """Statistics per model (keys and order of ``n_layers``: model -> its number of layers): whether it is measured
     (at least 2 layers), and per restriction the mean (with bootstrap interval) of each measure over all queries and
-    over the abstract and concrete families' queries. ``extra[model]`` is merged into the model's entry."""
+    over the abstract and concrete families' queries, and the difference abstract − concrete of the means
+    (``abstract_minus_concrete``, bootstrap resampling each group's queries). ``extra[model]`` is merged into the
+    model's entry."""
+    from .validation import two_sample_interval
+
     out = {}
     for model, layers in n_layers.items():
         entry = {"n_layers": int(layers), "measured": bool(layers >= 2)}
@@ -154,7 +158,10 @@ def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 
                 restrictions[restriction] = {
                     "layers": restriction_layers(int(layers), restriction),
                     **{measure: {"all": _interval(part[measure], seed), "abstract": _interval(abstract[measure], seed),
-                                 "concrete": _interval(concrete[measure], seed)} for measure in MEASURES}}
+                                 "concrete": _interval(concrete[measure], seed),
+                                 "abstract_minus_concrete": two_sample_interval(
+                                     abstract[measure].to_numpy(float), concrete[measure].to_numpy(float),
+                                     seed=seed)} for measure in MEASURES}}
         entry["restrictions"] = restrictions
         entry.update(dict((extra or {}).get(model, {})))
         out[model] = entry
@@ -170,8 +177,10 @@ def verdicts(statistics: Mapping) -> list:
     (1) the last layer agrees with all layers: mean Pearson ≥ 0.9 and mean top-k overlap ≥ 0.5 over all queries
     (thresholds ours); (2) the shortcut breaks for abstract queries first: the mean last-layer top-k overlap over the
     cross-lingual, math and code queries is below that over the facts and quotes queries (a model lacking either
-    group is left out of this check)."""
-    from ..findings import finding
+    group is left out of this check). v2: the same means with bootstrap intervals over queries, (1) above the
+    thresholds, (2) the difference abstract − concrete below 0 (each group's queries resampled)."""
+    from ..findings import Evidence, finding
+    from .validation import describe_interval, interval_check
 
     name = "Fewer parameters"
     models = statistics["models"]
@@ -189,9 +198,25 @@ def verdicts(statistics: Mapping) -> list:
             _mean(values, "pearson") >= PEARSON_THRESHOLD
         checks[f"{model}: mean last-layer top-k overlap ≥ {OVERLAP_THRESHOLD:.0%}"] = \
             _mean(values, "overlap") >= OVERLAP_THRESHOLD
+    last = lambda v, measure, subset="all": v["restrictions"]["last_layer"][measure].get(subset)  # noqa: E731
+    agree_checks = []
+    for model, values in measured.items():
+        for measure, bound, label in (("pearson", PEARSON_THRESHOLD, f"{PEARSON_THRESHOLD:g}"),
+                                      ("overlap", OVERLAP_THRESHOLD, f"{OVERLAP_THRESHOLD:.0%}")):
+            entry = last(values, measure)
+            agree_checks.append(interval_check(
+                f"{model}: mean last-layer {'Pearson' if measure == 'pearson' else 'top-k overlap'} with all layers "
+                f"> {label} (ours; bootstrap over {(entry or {}).get('queries', 0)} queries)", entry, bound, "above"))
+    agree_evidence = Evidence(
+        "mean over queries of the last-layer restriction's agreement with the full score [95% CI]: " + (
+            "; ".join(f"{m}: Pearson {describe_interval(last(v, 'pearson'))}, top-k overlap "
+                      f"{describe_interval(last(v, 'overlap'))}" for m, v in measured.items())
+            or "no model with two or more layers"),
+        "the full score over all tracked layers (Pearson 1, overlap 100%); the first layer alone is the control in "
+        "the measured column", agree_checks)
     agree = finding(name, "Influence on fewer parameters (the last layer) agrees with influence on all tracked "
                           "parameters.", "Kounavis et al. 2023, qualitative",
-                    (agree_text or "no model with two or more layers") + note, checks)
+                    (agree_text or "no model with two or more layers") + note, checks, agree_evidence)
 
     comparable = {m: v for m, v in measured.items()
                   if np.isfinite(_mean(v, "overlap", "abstract")) and np.isfinite(_mean(v, "overlap", "concrete"))}
@@ -208,7 +233,14 @@ def verdicts(statistics: Mapping) -> list:
                      (order_text or "no model with two or more layers and both query groups") + note,
                      {f"{m}: abstract queries' last-layer overlap below the concrete queries'":
                       _mean(v, "overlap", "abstract") < _mean(v, "overlap", "concrete")
-                      for m, v in comparable.items()})
+                      for m, v in comparable.items()},
+                     Evidence("last-layer top-k overlap, mean over the abstract queries − over the concrete ones "
+                              "[95% CI]: " + ("; ".join(f"{m}: {describe_interval(last(v, 'overlap', 'abstract_minus_concrete'))}"
+                                                        for m, v in comparable.items()) or "not measured"),
+                              "the concrete (facts, quotes) queries of the same model",
+                              [interval_check(f"{m}: last-layer overlap abstract − concrete < 0 (bootstrap over the "
+                                              f"queries of each group)", last(v, "overlap", "abstract_minus_concrete"),
+                                              0.0, "below") for m, v in comparable.items()]))
     return [agree, breaks]
 
 

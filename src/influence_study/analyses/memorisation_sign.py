@@ -129,10 +129,11 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
 
-def separation(influence: pd.DataFrame, groups: pd.Series) -> dict:
+def separation(influence: pd.DataFrame, groups: pd.Series, seed: int = 0) -> dict:
     """For the documents of ``influence`` that have a group: count, share of negative validation influence, mean
     self-influence per group, and the AUCs for the memorised label of the sign (negative = 1), of minus the
-    validation influence and of the self-influence."""
+    validation influence and of the self-influence; ``intervals``: 95% bootstrap intervals over the documents of the
+    AUC of the sign, of the self-influence and of the difference of the negative shares (memorised − generalised)."""
     labelled = influence.assign(group=influence["doc_id"].map(groups)).dropna(subset=["group"])
     memorised = (labelled["group"] == "memorised").to_numpy()
     negative = (labelled["valid_influence"] < 0).to_numpy()
@@ -145,6 +146,17 @@ def separation(influence: pd.DataFrame, groups: pd.Series) -> dict:
     out["auc_sign"] = _auc(memorised, negative.astype(float))
     out["auc_minus_influence"] = _auc(memorised, -labelled["valid_influence"].to_numpy())
     out["auc_self_influence"] = _auc(memorised, labelled["self_influence"].to_numpy())
+    # v2: stratified bootstrap over the documents (datainf.auc_intervals), and the difference of the negative shares
+    # resampling each group's documents
+    from .datainf import auc_intervals
+    from .validation import two_sample_interval
+
+    out["intervals"] = {
+        **auc_intervals(memorised, {"auc_sign": negative.astype(float),
+                                    "auc_self_influence": labelled["self_influence"].to_numpy(np.float64)},
+                        seed=seed),
+        "negative_share_difference": two_sample_interval(negative[memorised].astype(float),
+                                                         negative[~memorised].astype(float), seed=seed)}
     return out
 
 
@@ -170,7 +182,7 @@ def document_table(influence: Mapping[str, pd.DataFrame], gaps: pd.DataFrame | N
                   "gap_per_token"]]
 
 
-def statistics(documents: pd.DataFrame, lds_model: str | None) -> dict:
+def statistics(documents: pd.DataFrame, lds_model: str | None, seed: int = 0) -> dict:
     """Per model and grouping (``construction`` for every model, :data:`MEASURED` for the LDS model): the
     :func:`separation` statistics; for the LDS model also the median gap per family and the Spearman correlation of
     the gap with the self-influence and with the validation influence."""
@@ -178,11 +190,11 @@ def statistics(documents: pd.DataFrame, lds_model: str | None) -> dict:
 
     out: dict = {"lds_model": lds_model, "models": {}}
     for model, group in documents.groupby("model", sort=False):
-        entry = {"construction": separation(group, group.set_index("doc_id")["construction"])}
+        entry = {"construction": separation(group, group.set_index("doc_id")["construction"], seed)}
         measured = group.dropna(subset=["gap"])
         if model == lds_model and len(measured):
             for grouping in MEASURED:
-                entry[grouping] = separation(group, group.set_index("doc_id")[grouping].dropna())
+                entry[grouping] = separation(group, group.set_index("doc_id")[grouping].dropna(), seed)
             entry["median_gap_by_family"] = {f: float(v) for f, v in
                                              measured.groupby("family")["gap"].median().items()}
             entry["spearman_gap_self_influence"] = float(stats.spearmanr(measured["gap"],
@@ -199,10 +211,15 @@ def verdicts(stats: Mapping) -> list:
     1. the sign of a document's influence on held-out data separates memorised from generalised documents: the
        AUC of the sign is at least 0.6 (ours) and memorised documents have a larger share of negative influence;
     2. memorised documents have larger self-influence (the usual memorisation score; AUC > 0.5).
+
+    v2: the same AUCs with stratified bootstrap intervals over the documents against the same bounds, and the
+    difference of the negative shares (memorised − generalised) above 0.
     """
-    from ..findings import finding
+    from ..findings import Evidence, finding
+    from .validation import describe_interval, interval_check
 
     sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
+    sign_v2, self_v2, sign_text, self_text = [], [], [], []
     for model, entry in stats["models"].items():
         for grouping in (*MEASURED, "construction"):
             if grouping not in entry:
@@ -219,13 +236,29 @@ def verdicts(stats: Mapping) -> list:
                 s["memorised"]["negative_share"] > s["generalised"]["negative_share"])
             self_measured.append(f"{label}: AUC {s['auc_self_influence']:.2f}")
             self_checks[f"{label}: AUC of self-influence > 0.5"] = s["auc_self_influence"] > 0.5
+            node = s.get("intervals", {})
+            n = sum(s.get("documents", {}).values())
+            sign_v2 += [interval_check(f"{label}: AUC of the sign > {SIGN_AUC_THRESHOLD} (ours; stratified "
+                                       f"bootstrap over {n} documents)", node.get("auc_sign"), SIGN_AUC_THRESHOLD),
+                        interval_check(f"{label}: negative share memorised − generalised > 0 (bootstrap over each "
+                                       f"group's documents)", node.get("negative_share_difference"), 0.0)]
+            sign_text.append(f"{label}: AUC of the sign {describe_interval(node.get('auc_sign'))}, negative share "
+                             f"difference {describe_interval(node.get('negative_share_difference'))}")
+            self_v2.append(interval_check(f"{label}: AUC of self-influence > 0.5 (stratified bootstrap over {n} "
+                                          f"documents)", node.get("auc_self_influence"), 0.5))
+            self_text.append(f"{label}: {describe_interval(node.get('auc_self_influence'))}")
     return [
         finding("Memorisation and sign", "The sign of a training point's influence indicates whether the model "
                 "memorises it rather than generalises from it.", "claim only (Kounavis et al. 2023)",
-                "; ".join(sign_measured) or "no grouping measured", sign_checks),
+                "; ".join(sign_measured) or "no grouping measured", sign_checks,
+                Evidence("AUC of negative validation influence for the memorised label, and the difference of the "
+                         "negative shares [95% CI]: " + ("; ".join(sign_text) or "no grouping measured"),
+                         "chance (AUC 0.5; no difference between the groups' negative shares)", sign_v2)),
         finding("Memorisation and sign", "Memorised training points have larger self-influence.",
                 "a standard memorisation score (Feldman & Zhang 2020; Pruthi et al. 2020)",
-                "; ".join(self_measured) or "no grouping measured", self_checks),
+                "; ".join(self_measured) or "no grouping measured", self_checks,
+                Evidence("AUC of self-influence for the memorised label [95% CI]: "
+                         + ("; ".join(self_text) or "no grouping measured"), "chance (AUC 0.5)", self_v2)),
     ]
 
 
@@ -245,7 +278,7 @@ def run(config: Mapping, influence: Sequence[str], document_losses: Sequence[str
         gaps = loss_gaps(pd.concat([pd.read_parquet(p) for p in document_losses], ignore_index=True),
                          section["min_subsets"])
     table = document_table(by_model, gaps, lds_model, section["memorised_share"])
-    stats = statistics(table, lds_model if gaps is not None else None)
+    stats = statistics(table, lds_model if gaps is not None else None, seed=config["seed"])
     stats.update(memorised_share=section["memorised_share"], sign_auc_threshold=SIGN_AUC_THRESHOLD)
     write_analysis(config, "memorisation_sign", {"per_document": (table, per_document)}, stats, verdicts, summary,
                    inputs=[*influence, *document_losses, learning, documents])

@@ -23,12 +23,15 @@ from .common import load_family_tables, mean_ci, top_k
 
 # Relations of the ground truth, grouped as the paper reads them: a document related in meaning (the same fact in
 # other words, in another language or in flipped order; a solution of the same schema; a story of the same theme),
-# one related only by shared tokens (distractors built to share surface strings), and a verbatim copy.
+# one related only by shared tokens (distractors built to share surface strings; in v2 worlds also documents of other
+# facts written in the query's template), a verbatim copy, and (v2 worlds) a document of the same fact that repeats
+# the query's wording: both meaning and tokens, so it counts as neither.
 MEANING_RELATIONS = ("same_fact", "same_fact_other_language", "same_fact_flipped", "same_schema", "same_theme")
-TOKEN_RELATIONS = ("lexical_overlap",)
+TOKEN_RELATIONS = ("lexical_overlap", "same_template")
 COPY_RELATIONS = ("exact_copy",)
+QUERY_WORDING_RELATIONS = ("same_fact_query_wording",)
 UNRELATED = "unrelated"
-RELATIONS = (*MEANING_RELATIONS, *TOKEN_RELATIONS, *COPY_RELATIONS)
+RELATIONS = (*MEANING_RELATIONS, *TOKEN_RELATIONS, *COPY_RELATIONS, *QUERY_WORDING_RELATIONS)
 SCORE_COLUMNS = ("query_id", "doc_id", "score")
 
 

@@ -147,10 +147,14 @@ def _condition(row: pd.Series) -> dict:
 
 def verdicts(statistics: Mapping) -> list:
     """The claim of Kounavis et al., checked per model and k: the mean held-out loss after removing the k most
-    harmful examples is below that after removing k random ones, and below that after removing none."""
-    from ..findings import finding
+    harmful examples is below that after removing k random ones, and below that after removing none.
 
-    checks, measured = {}, []
+    v1: the point means. v2: the paired (per seed) differences harmful − random and harmful − none, each with its
+    bootstrap interval over the seeds (``difference_table``), below 0."""
+    from ..findings import Evidence, finding
+    from .validation import describe_interval, interval_check
+
+    checks, measured, interval_checks, statistic = {}, [], [], []
     for model, values in statistics.get("models", {}).items():
         none = values.get("none")
         for k, node in values.get("k", {}).items():
@@ -163,7 +167,18 @@ def verdicts(statistics: Mapping) -> list:
                             f"{random['eval_loss']:.4f}, none {none['eval_loss']:.4f} (over {harmful['seeds']} "
                             f"seeds); flipped labels among the harmful removals {harmful['flipped_share']:.0%} "
                             f"(base rate {values['base_flipped_share']:.0%})")
-    return [finding(ANALYSIS, CLAIM, PAPER, "; ".join(measured) or "no removal runs", checks)]
+            versus_random, versus_none = node.get("harmful_minus_random"), node.get("harmful_minus_none")
+            for label, entry in (("random", versus_random), ("none", versus_none)):
+                seeds = (entry or {}).get("seeds", 0)
+                interval_checks.append(interval_check(
+                    f"{model}, k={k}: loss(harmful) − loss({label}) < 0 (paired by seed, bootstrap over {seeds} "
+                    f"seeds)", entry, 0.0, "below"))
+            statistic.append(f"{model}, k={k}: held-out loss harmful − random {describe_interval(versus_random)}, "
+                             f"harmful − none {describe_interval(versus_none)}")
+    evidence = Evidence("mean paired difference of held-out loss [95% CI over seeds]: "
+                        + ("; ".join(statistic) or "no removal runs"),
+                        "removing k random training examples (and removing none), same seeds", interval_checks)
+    return [finding(ANALYSIS, CLAIM, PAPER, "; ".join(measured) or "no removal runs", checks, evidence)]
 
 
 def run(config: Mapping, runs: Sequence[str], per_run: str, conditions: str, differences: str, summary: str) -> None:

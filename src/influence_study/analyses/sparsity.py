@@ -6,6 +6,13 @@ the tail (the paper fits the top 500 of 5M sequences). The maximum-likelihood ex
 alpha = 1 + n / sum(ln(x / x_min)) (Clauset, Shalizi and Newman 2009, eq. 3.1), and the goodness of fit is their
 semi-parametric bootstrap: the p-value is the share of synthetic power-law samples (same n and x_min, fitted the
 same way) whose Kolmogorov-Smirnov distance to their own fit is at least the data's. p < 0.1 rejects the power law.
+
+The tail is the top ``tail_fraction`` of each query's documents, with at least ``tail_size`` of them (a fit needs
+points): max(tail_size, ceil(tail_fraction x n)) of n documents, capped at n (the realised size is reported). With
+``dedupe``, documents of identical text (the quotes' copies, which have identical scores) count once in the fit and
+its survival curve; the top-1% share and the largest score count every training sequence, as the paper's do.
+Statistics are given per model over all fitted queries and per query family (the queries' ``analysis`` column),
+medians and shares with bootstrap intervals over queries.
 """
 
 from __future__ import annotations
@@ -86,20 +93,59 @@ def top_share(values, fraction: float = 0.01) -> float:
     return float(top[top > 0].sum() / positive.sum())
 
 
-def sparsity_table(pairwise: pd.DataFrame, tail_size: int, bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
+def tail_length(n_documents: int, tail_fraction: float | None, min_points: int) -> int:
+    """Documents in the fitted tail: max(min_points, ceil(tail_fraction x n_documents)), at most n_documents;
+    ``min(min_points, n_documents)`` when ``tail_fraction`` is None (a fixed tail)."""
+    if tail_fraction is None:
+        return int(min(min_points, n_documents))
+    if not 0 < tail_fraction <= 1:
+        raise ValueError(f"analyses.sparsity.tail_fraction: expected 0 < tail_fraction <= 1, got {tail_fraction}")
+    return int(min(max(min_points, int(np.ceil(tail_fraction * n_documents))), n_documents))
+
+
+def distinct_documents(documents: pd.DataFrame) -> pd.Index:
+    """The ``doc_id`` of one training document per distinct ``text`` of a corpus table (the smallest ``doc_id`` of
+    each group of identical texts; only rows of the ``train`` split when the table has a ``split`` column)."""
+    from ..io import require_columns
+
+    require_columns(documents, ["doc_id", "text"], "corpus table")
+    if "split" in documents:
+        documents = documents[documents["split"] == "train"]
+    ordered = documents.assign(doc_id=documents["doc_id"].astype(str)).sort_values("doc_id", kind="stable")
+    return pd.Index(ordered.drop_duplicates("text")["doc_id"], name="doc_id")
+
+
+def _among(doc_ids: pd.Series, keep) -> np.ndarray:
+    """Whether each of ``doc_ids`` (categorical or not) is in ``keep``, compared as strings."""
+    keep = set(map(str, keep))
+    if isinstance(doc_ids.dtype, pd.CategoricalDtype):
+        inside = np.append(np.array([str(c) in keep for c in doc_ids.cat.categories], dtype=bool), False)
+        return inside[doc_ids.cat.codes.to_numpy()]  # code -1 (missing) reads the final False
+    return doc_ids.astype(str).isin(keep).to_numpy()
+
+
+def sparsity_table(pairwise: pd.DataFrame, tail_size: int, bootstrap: int = 200, seed: int = 0,
+                   tail_fraction: float | None = None, keep: pd.Index | None = None) -> pd.DataFrame:
     """One row per query of a pairwise table (``query_id, score`` columns; the normalised score works the same,
-    the exponent is scale-free): power-law fit of its top ``tail_size``, share of positive influence in its top
-    1%, and its largest normalised score (the paper: no single sequence above 1 nat)."""
+    the exponent is scale-free): share of positive influence in its top 1% and its largest normalised score (the
+    paper: no single sequence above 1 nat), over every document; and the power-law fit of its top tail over the
+    documents in ``keep`` (all when None; needs a ``doc_id`` column otherwise), of
+    :func:`tail_length` (``tail_fraction``, at least ``tail_size``) documents: ``documents`` says how many
+    documents the tail was taken from, ``n`` how many it holds."""
     rows = []
     score_column = "score_norm" if "score_norm" in pairwise else "score"
-    for query_id, group in pairwise.groupby("query_id", observed=True, sort=False):
-        scores = group[score_column].to_numpy()
-        row = {"query_id": query_id, "top1pct_share": top_share(scores), "max_score": float(scores.max())}
+    fitted_rows = np.ones(len(pairwise), bool) if keep is None else _among(pairwise["doc_id"], keep)
+    for query_id, index in pairwise.groupby("query_id", observed=True, sort=False).indices.items():
+        scores = pairwise[score_column].to_numpy()[index]
+        pool = scores[fitted_rows[index]]
+        size = tail_length(len(pool), tail_fraction, tail_size)
+        row = {"query_id": query_id, "top1pct_share": top_share(scores), "max_score": float(scores.max()),
+               "documents": int(len(pool))}
         try:
-            fit = fit_power_law(scores, tail_size, bootstrap, seed)
+            fit = fit_power_law(pool, size, bootstrap, seed)
             row.update(asdict(fit), rejected=fit.rejected)
         except ValueError as error:
-            row.update(alpha=np.nan, x_min=np.nan, n=tail_size, ks=np.nan, p_value=np.nan, rejected=np.nan,
+            row.update(alpha=np.nan, x_min=np.nan, n=size, ks=np.nan, p_value=np.nan, rejected=np.nan,
                        note=str(error))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -118,22 +164,53 @@ def survival_curves(pairwise: pd.DataFrame, query_ids: Sequence[str], tail_size:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["query_id", "score_norm", "survival"])
 
 
-def summarise(per_query: pd.DataFrame) -> dict:
-    """Statistics per model of a per-query sparsity table (columns of :func:`sparsity_table` plus ``model``)."""
+def group_statistics(group: pd.DataFrame, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Statistics of the rows of a per-query sparsity table (one model, any set of queries): the median exponent
+    with its quartiles, the share rejected, the median top-1% share, the largest score and the share of queries
+    with a document above 1 nat; medians and shares with percentile bootstrap intervals over queries
+    (``<key>_low``, ``<key>_high``), and the realised tail size (``tail_documents``, the median of ``n``)."""
+    from .common import mean_ci, median_ci
+
+    fitted = group.dropna(subset=["alpha"])
+    alpha = fitted["alpha"].to_numpy()
+    nan = float("nan")
+    out = {
+        "queries": int(len(group)), "fitted": int(len(fitted)),
+        "alpha_median": float(np.median(alpha)) if alpha.size else nan,
+        "alpha_q25": float(np.quantile(alpha, 0.25)) if alpha.size else nan,
+        "alpha_q75": float(np.quantile(alpha, 0.75)) if alpha.size else nan,
+        "rejected_share": float(fitted["rejected"].astype(float).mean()) if len(fitted) else nan,
+        "top1pct_share_median": float(group["top1pct_share"].median()),
+        "max_score_norm": float(group["max_score"].max()),
+        "share_queries_above_1_nat": float((group["max_score"] > 1.0).mean()),
+        "tail_documents": float(group["n"].median()) if "n" in group and len(group) else nan,
+    }
+    intervals = {
+        "alpha_median": median_ci(alpha, level, resamples, seed),
+        "rejected_share": mean_ci(fitted["rejected"].astype(float), level, resamples, seed),
+        "top1pct_share_median": median_ci(group["top1pct_share"], level, resamples, seed),
+        "share_queries_above_1_nat": mean_ci((group["max_score"] > 1.0).astype(float), level, resamples, seed),
+    }
+    for key, (_, low, high) in intervals.items():
+        out[f"{key}_low"], out[f"{key}_high"] = low, high
+    return out
+
+
+def summarise(per_query: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> dict:
+    """Statistics per model of a per-query sparsity table (columns of :func:`sparsity_table` plus ``model``):
+    ``{model: group_statistics(...)}`` over all its queries."""
+    return {model: group_statistics(group, resamples, seed)
+            for model, group in per_query.groupby("model", sort=False)}
+
+
+def summarise_families(per_query: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> dict:
+    """``{model: {family: group_statistics(...)}}`` per query family (the table's ``analysis`` column)."""
+    if "analysis" not in per_query:
+        return {}
     out = {}
     for model, group in per_query.groupby("model", sort=False):
-        fitted = group.dropna(subset=["alpha"])
-        alpha = fitted["alpha"].to_numpy()
-        out[model] = {
-            "queries": int(len(group)), "fitted": int(len(fitted)),
-            "alpha_median": float(np.median(alpha)) if alpha.size else float("nan"),
-            "alpha_q25": float(np.quantile(alpha, 0.25)) if alpha.size else float("nan"),
-            "alpha_q75": float(np.quantile(alpha, 0.75)) if alpha.size else float("nan"),
-            "rejected_share": float(fitted["rejected"].astype(float).mean()) if len(fitted) else float("nan"),
-            "top1pct_share_median": float(group["top1pct_share"].median()),
-            "max_score_norm": float(group["max_score"].max()),
-            "share_queries_above_1_nat": float((group["max_score"] > 1.0).mean()),
-        }
+        out[model] = {str(family): group_statistics(part, resamples, seed)
+                      for family, part in group.dropna(subset=["analysis"]).groupby("analysis", sort=True)}
     return out
 
 
@@ -172,35 +249,60 @@ def verdicts(statistics: Mapping) -> list:
     ]
 
 
-def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, curves: str, summary: str) -> None:
+def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, curves: str, summary: str,
+        documents: str | None = None, queries: str | None = None) -> None:
     """Step of ``analysis_sparsity``: per-query power-law fits and top-1% shares of every model (the
-    ``analyses.sparsity`` section sets the tail size, the bootstrap draws and how many queries are fitted)."""
+    ``analyses.sparsity`` section sets the tail, deduplication, the bootstrap draws and how many queries are
+    fitted). ``documents`` (the corpus table) is needed for ``dedupe``; ``queries`` gives each query's family."""
     from tqdm.auto import tqdm
 
     from .common import load_family_tables, write_analysis
 
     section = config["analyses"]["sparsity"]
+    tail_fraction = section.get("tail_fraction")
+    dedupe = bool(section.get("dedupe", False))
+    resamples = section.get("resamples", 1000)
     tables = load_family_tables(pairwise, learning, columns=["query_id", "doc_id", "score_norm"])
     query_ids = np.array(sorted(next(iter(tables.values()))["query_id"].unique()))
     if section["max_queries"] is not None and section["max_queries"] < len(query_ids):
         rng = np.random.default_rng(config["seed"])
         query_ids = np.sort(rng.choice(query_ids, size=section["max_queries"], replace=False))
+    keep = None
+    if dedupe:
+        if documents is None:
+            raise ValueError("analyses.sparsity.dedupe: true needs the corpus table (documents) to find identical "
+                             "texts; pass documents= or set dedupe: false")
+        keep = distinct_documents(pd.read_parquet(documents))
+    families = None
+    if queries is not None:
+        query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])
+        families = query_table.assign(query_id=query_table["query_id"].astype(str)).set_index("query_id")["analysis"]
     tail = section["tail_size"]
     per_query, survival = [], []
     for model, frame in tqdm(tables.items(), desc="sparsity", unit="model"):
         frame = frame[frame["query_id"].isin(query_ids)]
         n_docs = frame.groupby("query_id", observed=True).size().min()
-        fits = sparsity_table(frame, min(tail, int(n_docs)), section["bootstrap"], config["seed"])
+        fits = sparsity_table(frame, min(tail, int(n_docs)), section["bootstrap"], config["seed"],
+                              tail_fraction=tail_fraction, keep=keep)
         fits.insert(0, "model", model)
+        if families is not None:
+            fits.insert(2, "analysis", fits["query_id"].astype(str).map(families).astype(object))
         per_query.append(fits)
         typical = fits.dropna(subset=["alpha"]).sort_values("alpha")
         shown = typical["query_id"].iloc[[len(typical) // 2]] if len(typical) else []
-        curve = survival_curves(frame, shown, min(tail, int(n_docs)))
+        pool = frame if keep is None else frame[_among(frame["doc_id"], keep)]
+        size = int(fits["n"].max()) if len(fits) else tail
+        curve = survival_curves(pool, shown, size)
         curve.insert(0, "model", model)
         survival.append(curve)
     per_query = pd.concat(per_query, ignore_index=True)
-    statistics = {"tail_size": tail, "bootstrap": section["bootstrap"], "queries": int(len(query_ids)),
-                  "models": summarise(per_query)}
+    statistics = {"tail_size": tail, "tail_fraction": tail_fraction, "dedupe": dedupe,
+                  "tail_documents": int(per_query["n"].max()) if len(per_query) else tail,
+                  "documents_fitted": int(per_query["documents"].max()) if len(per_query) else 0,
+                  "bootstrap": section["bootstrap"], "queries": int(len(query_ids)),
+                  "models": summarise(per_query, resamples, config["seed"]),
+                  "families": summarise_families(per_query, resamples, config["seed"])}
     write_analysis(config, "sparsity", {"table": (per_query, table),
                                         "curves": (pd.concat(survival, ignore_index=True), curves)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning])
+                   statistics, verdicts, summary,
+                   inputs=[*pairwise, learning, *([documents] if documents else []), *([queries] if queries else [])])

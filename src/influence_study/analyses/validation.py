@@ -33,6 +33,87 @@ SIMILAR = 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Intervals for the v2 checks (shared by the other analyses of this study: lds, approximations, datainf,
+# keyword_overlap, fewer_parameters, memorisation_sign and removal import them from here)
+# ---------------------------------------------------------------------------------------------------------------
+
+NAN_INTERVAL = {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+
+
+def interval(values, seed: int = 0, resamples: int = 2000) -> dict:
+    """``{mean, low, high, n}``: the mean of ``values`` (NaNs dropped) with its 95% percentile bootstrap interval
+    (:func:`~influence_study.analyses.common.mean_ci`); ``n`` the number of finite values."""
+    from .common import mean_ci
+
+    values = np.asarray(values, dtype=np.float64)
+    mean, low, high = mean_ci(values, resamples=resamples, seed=seed)
+    return {"mean": mean, "low": low, "high": high, "n": int(np.isfinite(values).sum())}
+
+
+def paired_interval(a, b, seed: int = 0, resamples: int = 2000) -> dict:
+    """:func:`interval` of the paired differences ``a - b`` (same units in the same order; pairs with a NaN
+    dropped)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return interval(a - b, seed=seed, resamples=resamples)
+
+
+def statistic_interval(values, statistic=np.median, seed: int = 0, resamples: int = 2000) -> dict:
+    """``{mean, low, high, n}`` of any ``statistic`` (e.g. the median; stored under ``mean`` so that every interval
+    reads alike) of the finite ``values``, with a 95% percentile bootstrap interval over them; a zero-width interval
+    with one value or identical values, NaNs without values."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return dict(NAN_INTERVAL)
+    estimate = float(statistic(values))
+    if values.size == 1 or np.all(values == values[0]):
+        return {"mean": estimate, "low": estimate, "high": estimate, "n": int(values.size)}
+    rng = np.random.default_rng(seed)
+    draws = values[rng.integers(0, values.size, size=(resamples, values.size))]
+    boot = np.apply_along_axis(statistic, 1, draws)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"mean": estimate, "low": float(low), "high": float(high), "n": int(values.size)}
+
+
+def two_sample_interval(a, b, statistic=np.mean, seed: int = 0, resamples: int = 2000) -> dict:
+    """``statistic(a) - statistic(b)`` of two independent samples (NaNs dropped), with a 95% percentile bootstrap
+    interval that resamples each sample on its own (``n``: the size of the smaller); NaNs when either is empty."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return dict(NAN_INTERVAL)
+    estimate = float(statistic(a) - statistic(b))
+    rng = np.random.default_rng(seed)
+    boot_a = np.apply_along_axis(statistic, 1, a[rng.integers(0, a.size, size=(resamples, a.size))])
+    boot_b = np.apply_along_axis(statistic, 1, b[rng.integers(0, b.size, size=(resamples, b.size))])
+    low, high = np.percentile(boot_a - boot_b, [2.5, 97.5])
+    return {"mean": estimate, "low": float(low), "high": float(high), "n": int(min(a.size, b.size))}
+
+
+def exact_interval(value) -> dict:
+    """A zero-width interval: for numbers that are exact (counted bytes, not measured with noise)."""
+    value = float(value) if value is not None else float("nan")
+    return {"mean": value, "low": value, "high": value, "n": 1}
+
+
+def interval_check(name: str, entry: Mapping | None, bound, side: str = "above"):
+    """The :class:`~influence_study.findings.IntervalCheck` of an interval record ``{mean, low, high}`` (None or a
+    missing record: not measured)."""
+    from ..findings import IntervalCheck
+
+    entry = entry or NAN_INTERVAL
+    return IntervalCheck(name, entry.get("mean", np.nan), entry.get("low", np.nan), entry.get("high", np.nan),
+                         bound, side)
+
+
+def describe_interval(entry: Mapping | None, fmt: str = "{:.3g}") -> str:
+    """``"mean [low, high]"`` of an interval record, or ``"not measured"``."""
+    if not entry or not np.isfinite(entry.get("mean", np.nan)):
+        return "not measured"
+    return f"{fmt.format(entry['mean'])} [{fmt.format(entry['low'])}, {fmt.format(entry['high'])}]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Estimation (one setting)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -169,9 +250,51 @@ def timing_table(records: Sequence[Mapping], summary: pd.DataFrame) -> pd.DataFr
     return frame.merge(accuracy, on=["setting", "estimator"], how="left")
 
 
-def statistics_of(summary: pd.DataFrame, timings: pd.DataFrame, records: Sequence[Mapping]) -> dict:
+# The paired contrasts of the v2 checks: (name, estimator, reference) minus (estimator, reference), per measurement.
+CONTRASTS = {"ekfac_minus_identity": (("ekfac", GROUND_TRUTH), ("identity", GROUND_TRUTH)),
+             "ekfac_minus_lissa": (("ekfac", GROUND_TRUTH), ("lissa", GROUND_TRUTH)),
+             "ekfac_minus_kfac": (("ekfac", GROUND_TRUTH), ("kfac", GROUND_TRUTH)),
+             "pbrf_minus_loo": (("ekfac", GROUND_TRUTH), ("ekfac", "loo"))}
+
+
+def paired_differences(table: pd.DataFrame, seed: int = 0) -> dict:
+    """Per setting and contrast of :data:`CONTRASTS`: the mean over measurements of the paired difference of two
+    Pearson correlations (e.g. EK-FAC's with the PBRF minus the gradient dot product's), with a bootstrap interval
+    over the measurements (``{setting: {contrast: {mean, low, high, n}}}``; a contrast missing an estimator is
+    left out)."""
+    out: dict = {}
+    for setting, group in table.groupby("setting", sort=False):
+        by = group.set_index(["estimator", "reference", "measurement"])["pearson"].sort_index()
+        node = {}
+        for name, (first, second) in CONTRASTS.items():
+            try:
+                a, b = by.loc[first], by.loc[second]
+            except KeyError:
+                continue
+            a, b = a.align(b, join="inner")
+            node[name] = paired_interval(a.to_numpy(), b.to_numpy(), seed=seed)
+        out[setting] = node
+    return out
+
+
+def speed_interval(settings: Mapping, seed: int = 0) -> dict:
+    """log10 of LiSSA's wall time over EK-FAC's (fitting included), its mean over the settings with a bootstrap
+    interval over them (each setting one repeat of the comparison; ``n`` settings); NaNs with fewer than two."""
+    ratios = [np.log10(s["seconds"]["lissa"] / s["seconds"]["ekfac"]) for s in settings.values()
+              if _finite(s.get("seconds", {}).get("lissa", np.nan), s.get("seconds", {}).get("ekfac", np.nan))
+              and s["seconds"]["ekfac"] > 0 and s["seconds"]["lissa"] > 0]
+    if len(ratios) < 2:
+        return {**NAN_INTERVAL, "n": len(ratios)}
+    return interval(ratios, seed=seed)
+
+
+def statistics_of(summary: pd.DataFrame, timings: pd.DataFrame, records: Sequence[Mapping],
+                  correlations: pd.DataFrame | None = None, seed: int = 0) -> dict:
     """The statistics of the summary JSON: per setting, each estimator's mean correlation (with CI) with every
-    reference, and its wall time; plus what each setting was."""
+    reference, its wall time, and (from the per-measurement ``correlations``) the paired differences of the v2
+    checks (``differences``); plus what each setting was, and the speed-up of EK-FAC over LiSSA across settings
+    (``speed``)."""
+    differences = paired_differences(correlations, seed) if correlations is not None and len(correlations) else {}
     settings = {}
     for record in records:
         name = record["setting"]
@@ -185,8 +308,9 @@ def statistics_of(summary: pd.DataFrame, timings: pd.DataFrame, records: Sequenc
             entry["seconds"][row["estimator"]] = float(row["total_seconds"])
         if "loo" in record:
             entry["loo"] = record["loo"]
+        entry["differences"] = differences.get(name, {})
         settings[name] = entry
-    return {"settings": settings}
+    return {"settings": settings, "speed": speed_interval(settings, seed)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,8 +337,13 @@ def _finite(*values) -> bool:
 
 
 def verdicts(statistics: Mapping) -> list:
-    """The paper's validation findings (section 5.1, Figure 3), each checked per setting."""
-    from ..findings import finding
+    """The paper's validation findings (section 5.1, Figure 3), each checked per setting.
+
+    v2 checks (bootstrap over the measurements of a setting, paired: the same measurement's correlations):
+    EK-FAC − gradient dot product > 0; EK-FAC − LiSSA within ±:data:`SIMILAR` (our band for "≈"); EK-FAC − K-FAC
+    > 0; EK-FAC's correlation with the PBRF − with leave-one-out > 0. Speed: the log10 wall-time ratio LiSSA /
+    EK-FAC > 0, bootstrap over the settings (one timing each; not measured with fewer than two)."""
+    from ..findings import Evidence, finding
 
     settings = statistics["settings"]
     name = "Validation against ground truth"
@@ -244,33 +373,66 @@ def verdicts(statistics: Mapping) -> list:
                     r(s, "ekfac") > _value(s, "loo", "ekfac"))
 
     seconds = lambda s, e: f"{s['seconds'].get(e, float('nan')):.3g} s"  # noqa: E731
+
+    def difference(s, contrast):
+        return s.get("differences", {}).get(contrast)
+
+    def v2(contrast, label, bound, side, only=None):
+        """The per-setting interval checks and statistic of one contrast of :data:`CONTRASTS`."""
+        chosen = only if only is not None else settings
+        checks = [interval_check(f"{n}: {label} (bootstrap over {(difference(s, contrast) or {}).get('n', 0)} "
+                                 f"measurements)", difference(s, contrast), bound, side) for n, s in chosen.items()]
+        statistic = f"{label}, mean over measurements [95% CI]: " + "; ".join(
+            f"{n}: {describe_interval(difference(s, contrast))}" for n, s in chosen.items())
+        return statistic, checks
+
+    dot_stat, dot_checks = v2("ekfac_minus_identity", "EK-FAC − gradient dot product Pearson with the PBRF", 0.0,
+                              "above")
+    lissa_stat, lissa_checks = v2("ekfac_minus_lissa", f"EK-FAC − LiSSA Pearson with the PBRF within ±{SIMILAR}",
+                                  (-SIMILAR, SIMILAR), "within")
+    kfac_stat, kfac_checks = v2("ekfac_minus_kfac", "EK-FAC − K-FAC Pearson with the PBRF", 0.0, "above")
+    speed = statistics.get("speed")
+    speed_checks = [interval_check(f"log10(LiSSA / EK-FAC wall time) > 0, i.e. ratio > 1 (bootstrap over "
+                                   f"{(speed or {}).get('n', 0)} settings, one timing each)", speed, 0.0, "above")]
+    speed_stat = (f"mean log10 wall-time ratio LiSSA / EK-FAC over settings [95% CI]: {describe_interval(speed)}"
+                  f" (ratio {10 ** speed['mean']:.3g}×)" if speed and np.isfinite(speed.get("mean", np.nan))
+                  else "mean log10 wall-time ratio LiSSA / EK-FAC: not measured (needs two settings with both)")
     items = [
         finding(name, "EK-FAC approximates the PBRF at least as well as the gradient dot product.",
                 "EK-FAC > gradient dot product (Figure 3)",
                 "mean r with PBRF, EK-FAC vs dot product — "
                 + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'identity'):.2f}"),
-                _checks(settings, at_least_dot_product)),
+                _checks(settings, at_least_dot_product),
+                Evidence(dot_stat, "the gradient dot product (identity) estimator, same points and measurements",
+                         dot_checks)),
         finding(name, "EK-FAC is about as accurate as LiSSA.", "EK-FAC ≈ LiSSA (Figure 3)",
                 "mean r with PBRF, EK-FAC vs LiSSA — " + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'lissa'):.2f}"),
-                _checks(settings, close_to_lissa)),
+                _checks(settings, close_to_lissa),
+                Evidence(lissa_stat, f"LiSSA, same points and measurements; band ±{SIMILAR} ours", lissa_checks)),
         finding(name, "EK-FAC is much faster than LiSSA over several measurements, factor fitting included.",
                 "orders of magnitude faster",
                 "wall time, EK-FAC vs LiSSA — " + fmt(lambda s: f"{seconds(s, 'ekfac')} vs {seconds(s, 'lissa')}"),
-                _checks(settings, faster_than_lissa)),
+                _checks(settings, faster_than_lissa),
+                Evidence(speed_stat, "LiSSA's wall time (ratio 1 = equally fast)", speed_checks)),
         finding(name, "EK-FAC's eigenvalue correction makes it at least as accurate as K-FAC (why the paper uses "
                       "EK-FAC; K-FAC is not in its Figure 3).", "not reported (George et al. 2018: EK-FAC ≥ K-FAC)",
                 "mean r with PBRF, EK-FAC vs K-FAC — " + fmt(lambda s: f"{r(s, 'ekfac'):.2f} vs {r(s, 'kfac'):.2f}"),
-                _checks(settings, better_than_kfac)),
+                _checks(settings, better_than_kfac),
+                Evidence(kfac_stat, "K-FAC (no eigenvalue correction), same points and measurements", kfac_checks)),
     ]
     loo = {n: s for n, s in settings.items() if "loo" in s.get("correlation", {})}
     if loo:
+        loo_stat, loo_checks = v2("pbrf_minus_loo", "EK-FAC's Pearson with the PBRF − with leave-one-out", 0.0,
+                                  "above", only=loo)
         items.append(finding(
             name, "Influence functions of neural networks approximate the PBRF rather than leave-one-out retraining "
                   "(Bae et al. 2022; the reason the paper validates against the PBRF).", "no number",
             "mean r of EK-FAC with PBRF vs with leave-one-out from the same initialisation (and from the trained "
             "weights) — " + "; ".join(f"{n}: {r(s, 'ekfac'):.2f} vs {_value(s, 'loo', 'ekfac'):.2f} "
                                       f"({_value(s, 'loo_warm', 'ekfac'):.2f})" for n, s in loo.items()),
-            _checks(loo, pbrf_over_loo)))
+            _checks(loo, pbrf_over_loo),
+            Evidence(loo_stat, "leave-one-out retraining from the same initialisation, same measurements",
+                     loo_checks)))
     return items
 
 
@@ -369,7 +531,7 @@ def run(config: Mapping, tables: Sequence[str], records: Sequence[str], correlat
         ignore_index=True)
     summary_table = summarise_correlations(correlation_table, config["seed"])
     timing = timing_table(documents, summary_table)
-    statistics = statistics_of(summary_table, timing, documents)
+    statistics = statistics_of(summary_table, timing, documents, correlation_table, config["seed"])
     write_analysis(config, "validation", {"correlations": (correlation_table, correlations),
                                           "timings": (timing, timings), "scores": (score_table, scores)},
                    statistics, verdicts, summary, inputs=[*tables, *records])

@@ -1,4 +1,5 @@
-# Sparsity (paper section 5.2.1): power-law fit of each query's top tail, share of the top 1%.
+# Sparsity (paper section 5.2.1): power-law fit of each query's top tail (documents of identical text counted once:
+# the corpus is an input), share of the top 1%, per model and per query family.
 ANALYSES["sparsity"] = analysis_outputs("sparsity", "table", "curves")
 FIGURES["sparsity"] = figure_outputs("sparsity")
 
@@ -7,6 +8,8 @@ rule analysis_sparsity:
     input:
         pairwise=strategy_tables("pairwise"),
         learning=LEARNING_TABLE,
+        documents=corpus_outputs()["documents"],
+        queries=corpus_outputs()["queries"],
     output:
         **ANALYSES["sparsity"],
     params:

@@ -2,6 +2,9 @@
 
 A schema is a function body with placeholders for its identifiers (``{fn}``, ``{a}``, ``{b}``, ``{i}``, ``{r}``);
 each placeholder has a pool of descriptive names, and obfuscation replaces them with short random identifiers.
+World v1 writes every schema in one style (``SCHEMAS``); world v2 draws one of the styles in ``STYLES`` (style 0 is
+v1's), which differ in loop form and in their pools of descriptive names, so that functions of one schema do not
+all share the query's surface words.
 """
 
 from __future__ import annotations
@@ -77,6 +80,60 @@ SCHEMAS = {
          "i": ["k", "factor", "i", "step"], "r": ["result", "product", "acc", "value"]},
         "{x}"),
 }
+# Second styles: another loop form and other descriptive names (the example call is the schema's).
+_POS = ["pos", "cursor", "n", "j"]
+_SEQ = ["seq", "elements", "entries", "row"]
+_TEXT = ["s", "chars", "source", "sentence"]
+ALTERNATIVE_STYLES = {
+    "linear_search": CodeSchema(
+        "Give the position of the target in the list, or -1 when it is missing.", "{fn}({a}, {b})",
+        "    {i} = 0\n    while {i} < len({a}):\n        if {a}[{i}] == {b}:\n            return {i}\n        {i} += 1\n"
+        "    return -1\n",
+        {"fn": ["position_of", "locate", "find_position", "where_is"], "a": _SEQ, "b": ["goal", "sought", "query", "x"],
+         "i": _POS}, "[{x}, {y}, {z}], {y}"),
+    "bubble_sort": CodeSchema(
+        "Sort the list by swapping neighbours until nothing changes.", "{fn}({a})",
+        "    {r} = True\n    while {r}:\n        {r} = False\n        for {i} in range(1, len({a})):\n"
+        "            if {a}[{i} - 1] > {a}[{i}]:\n                {a}[{i} - 1], {a}[{i}] = {a}[{i}], {a}[{i} - 1]\n"
+        "                {r} = True\n    return {a}\n",
+        {"fn": ["bubble_sorted", "sort_by_swaps", "swap_sort", "order_list"], "a": _SEQ,
+         "r": ["swapped", "changed", "dirty", "again"], "i": _POS}, "[{z}, {x}, {y}]"),
+    "sum_list": CodeSchema(
+        "Return the sum of the list, element by element.", "{fn}({a})",
+        "    {r} = 0\n    for {i} in range(len({a})):\n        {r} += {a}[{i}]\n    return {r}\n",
+        {"fn": ["sum_of", "list_total", "add_up", "sum_values"], "a": _SEQ, "i": _POS,
+         "r": ["sum_so_far", "subtotal", "tally", "acc_sum"]}, "[{x}, {y}, {z}]"),
+    "max_value": CodeSchema(
+        "Find the greatest element, or None for an empty list.", "{fn}({a})",
+        "    {r} = None\n    for {b} in {a}:\n        if {r} is None or {b} > {r}:\n            {r} = {b}\n"
+        "    return {r}\n",
+        {"fn": ["maximum", "max_of", "highest", "greatest"], "a": _SEQ, "b": ["x", "entry", "element", "mark"],
+         "r": ["champion", "highest_seen", "peak", "record"]}, "[{x}, {z}, {y}]"),
+    "count_matches": CodeSchema(
+        "Return how many positions of the list hold the target.", "{fn}({a}, {b})",
+        "    {r} = 0\n    for {i} in range(len({a})):\n        if {a}[{i}] == {b}:\n            {r} = {r} + 1\n"
+        "    return {r}\n",
+        {"fn": ["tally_of", "how_many", "count_hits", "number_equal"], "a": _SEQ, "b": ["goal", "sought", "query", "x"],
+         "i": _POS, "r": ["tally", "total_found", "n_equal", "seen"]}, "[{x}, {y}, {x}], {x}"),
+    "reverse_string": CodeSchema(
+        "Build the reversed copy of the string from its last character.", "{fn}({a})",
+        "    {r} = []\n    for {i} in range(len({a}) - 1, -1, -1):\n        {r}.append({a}[{i}])\n"
+        "    return ''.join({r})\n",
+        {"fn": ["reverse_text", "mirror", "reversed_copy", "backwards_text"], "a": _TEXT, "i": _POS,
+         "r": ["pieces", "parts", "letters", "out"]}, "'{w}'"),
+    "is_palindrome": CodeSchema(
+        "Check each character of the first half against its mirror.", "{fn}({a})",
+        "    for {i} in range(len({a}) // 2):\n        if {a}[{i}] != {a}[-1 - {i}]:\n            return False\n"
+        "    return True\n",
+        {"fn": ["palindromic", "is_mirror", "same_both_ways", "symmetric_text"], "a": _TEXT, "i": _POS},
+        "'{w}'"),
+    "factorial": CodeSchema(
+        "Multiply n by every smaller positive number.", "{fn}({a})",
+        "    {r} = 1\n    while {a} > 1:\n        {r} *= {a}\n        {a} -= 1\n    return {r}\n",
+        {"fn": ["factorial_of", "fact_loop", "n_factorial", "prod_down"], "a": ["n", "k", "m", "top"],
+         "r": ["answer", "total_product", "p", "out"]}, "{x}"),
+}
+STYLES = {schema: [spec, ALTERNATIVE_STYLES[schema]] for schema, spec in SCHEMAS.items()}
 WORDS = ["level", "banana", "radar", "python", "stats", "window", "noon", "garden"]
 
 
@@ -90,9 +147,11 @@ def _obfuscated_names(placeholders: list[str], rng: random.Random) -> dict[str, 
     return names
 
 
-def code_function(schema: str, obfuscated: bool, rng: random.Random) -> dict:
-    """One function of ``schema``: ``prompt`` (signature, docstring), ``completion`` (body) and an example call."""
-    spec = SCHEMAS[schema]
+def code_function(schema: str, obfuscated: bool, rng: random.Random, style: int | None = None) -> dict:
+    """One function of ``schema``: ``prompt`` (signature, docstring), ``completion`` (body) and an example call.
+    ``style`` (world v2): an index into ``STYLES[schema]``, recorded with the labels ``style`` and ``identifiers``
+    (the function's own names, separated by spaces); None: the v1 style, without those labels."""
+    spec = STYLES[schema][style or 0]
     placeholders = list(spec.names)
     if obfuscated:
         names = _obfuscated_names(placeholders, rng)
@@ -107,13 +166,21 @@ def code_function(schema: str, obfuscated: bool, rng: random.Random) -> dict:
     x, y, z = rng.sample(range(1, 20), 3)
     example = spec.example.format(x=x, y=y, z=z, w=rng.choice(WORDS))
     body = spec.body.format(**names) + f"\n\nresult = {names['fn']}({example})\n"
-    return {"prompt": header, "completion": body, "schema": schema, "obfuscated": obfuscated, "language": "python"}
+    item = {"prompt": header, "completion": body, "schema": schema, "obfuscated": obfuscated, "language": "python"}
+    return item if style is None else dict(item, style=style, identifiers=" ".join(names.values()))
 
 
-def code_functions(n: int, obfuscated_fraction: float, rng: random.Random) -> list[dict]:
-    """``n`` functions, schemas cycled, ``round(n * obfuscated_fraction)`` of them (at random) obfuscated."""
+def cycled_style(schema: str, k: int) -> int:
+    """The style of the ``k``-th item when the schemas are cycled: each schema's styles in turn."""
+    return (k // len(SCHEMAS)) % len(STYLES[schema])
+
+
+def code_functions(n: int, obfuscated_fraction: float, rng: random.Random, styled: bool = False) -> list[dict]:
+    """``n`` functions, schemas cycled, ``round(n * obfuscated_fraction)`` of them (at random) obfuscated;
+    ``styled`` (world v2): each schema's styles cycled too."""
     schemas = list(SCHEMAS)
     n_obfuscated = round(n * obfuscated_fraction)
     flags = [True] * n_obfuscated + [False] * (n - n_obfuscated)
     rng.shuffle(flags)
-    return [code_function(schemas[i % len(schemas)], flag, rng) for i, flag in enumerate(flags)]
+    return [code_function(schemas[i % len(schemas)], flag, rng, cycled_style(schemas[i % len(schemas)], i) if styled
+                          else None) for i, flag in enumerate(flags)]

@@ -7,9 +7,9 @@ import random
 from dataclasses import dataclass
 from typing import Mapping
 
-from .names import NameBook
+from .names import NameBook, localize
 from .templates import (FACT_TEMPLATES, FILLERS, IRRELEVANT, NAME_REMOVED, RELATION_KINDS, RELATION_REMOVED,
-                        RELATIONS, SEMANTIC_CHANGES, prompt_of)
+                        RELATIONS, SEMANTIC_CHANGES, SUBJECT_SENTENCES, prompt_of)
 
 # The paper's running example becomes our first held-out fact.
 PAPER_EXAMPLE = ("president", "Astrobia", "Zorald Pfaff")
@@ -25,14 +25,46 @@ class Fact:
     exposures: int        # training documents per language the fact is stated in
     languages: tuple[str, ...]
     order: str            # relation_first | name_first
+    forms: tuple[tuple[str, str, str], ...] = ()  # (language, subject, answer) written there (world v2)
 
-    def labels(self) -> dict:
-        return {"fact_id": self.fact_id, "relation": self.relation, "subject": self.subject, "answer": self.answer,
+    def names_in(self, language: str) -> tuple[str, str]:
+        """The subject and answer as written in ``language`` (the English names when no form is recorded)."""
+        for lang, subject, answer in self.forms:
+            if lang == language:
+                return subject, answer
+        return self.subject, self.answer
+
+    def labels(self, language: str = "en") -> dict:
+        subject, answer = self.names_in(language)
+        return {"fact_id": self.fact_id, "relation": self.relation, "subject": subject, "answer": answer,
                 "fact_group": self.group}
 
 
-def make_facts(settings: Mapping, languages: list[str], names: NameBook, rng: random.Random) -> list[Fact]:
-    """Draw every fact of the world with its group, exposures and languages (``settings`` = ``facts`` section)."""
+def _fact_names(relation: str, names: NameBook, languages: list[str] | None):
+    """Subject, answer and (when ``languages`` is given, world v2) their localized forms."""
+    subject_kind, answer_kind = RELATION_KINDS[relation]
+    if languages is None:
+        return getattr(names, subject_kind)(), getattr(names, answer_kind)(), ()
+    subject, answer = (_localizable(getattr(names, kind), names, languages) for kind in (subject_kind, answer_kind))
+    return subject[languages[0]], answer[languages[0]], _forms(subject, answer, languages)
+
+
+def _localizable(draw, names: NameBook, languages: list[str]) -> dict[str, str]:
+    for _ in range(1000):
+        forms = names.claim_forms(draw(), languages)
+        if forms is not None:
+            return forms
+    raise RuntimeError("ran out of invented names with distinct localized forms; lower the corpus sizes")
+
+
+def _forms(subject: dict, answer: dict, languages: list[str]) -> tuple:
+    return tuple((lang, subject[lang], answer[lang]) for lang in languages)
+
+
+def make_facts(settings: Mapping, languages: list[str], names: NameBook, rng: random.Random,
+               localized: bool = False) -> list[Fact]:
+    """Draw every fact of the world with its group, exposures and languages (``settings`` = ``facts`` section).
+    ``localized`` (world v2): names are written in each language's form (:func:`names.localize`)."""
     others = [lang for lang in languages if lang != "en"]
     exposures = settings["exposures"]
     n = settings["n_facts"]
@@ -46,15 +78,17 @@ def make_facts(settings: Mapping, languages: list[str], names: NameBook, rng: ra
     plan += [("flipped_only", exposures[i % len(exposures)], ("en",), "name_first")
              for i in range(settings["n_flipped_only"])]
     plan += [("heldout", 0, (), "relation_first") for _ in range(settings["n_heldout"])]
+    form_languages = ["en", *others] if localized else None
     facts = []
     for i, (group, n_exp, langs, order) in enumerate(plan):
         if group == "heldout" and not any(f.group == "heldout" for f in facts):
             relation, subject, answer = PAPER_EXAMPLE
+            forms = _forms(*({lang: localize(x, lang) for lang in form_languages} for x in (subject, answer)),
+                           form_languages) if localized else ()
         else:
             relation = RELATIONS[i % len(RELATIONS)]
-            subject_kind, answer_kind = RELATION_KINDS[relation]
-            subject, answer = getattr(names, subject_kind)(), getattr(names, answer_kind)()
-        facts.append(Fact(f"fact-{i:04d}", relation, subject, answer, group, n_exp, langs, order))
+            subject, answer, forms = _fact_names(relation, names, form_languages)
+        facts.append(Fact(f"fact-{i:04d}", relation, subject, answer, group, n_exp, langs, order, forms))
     return facts
 
 
@@ -62,17 +96,32 @@ def _with_filler(sentence: str, language: str, rng: random.Random) -> str:
     return " ".join([sentence, *rng.sample(FILLERS[language], rng.randint(1, 2))])
 
 
-def fact_documents(facts: list[Fact], rng: random.Random) -> list[dict]:
-    """Every document that states a fact: ``exposures`` per language, paraphrase templates cycled (the canonical
-    template first), each followed by one or two generic sentences."""
+def template_plan(n_templates: int, exposures: int, order: str, query_form_once: bool = False) -> list[int]:
+    """Template index of each exposure of a fact in one language and order.
+
+    World v1 cycles the templates from the canonical one (template 0, the query's wording). World v2
+    (``query_form_once``) writes a relation-first fact in the query's wording at most once per language: the first
+    exposure when the fact has two or more there, never when it has one (that document is a paraphrase); the other
+    exposures cycle over the paraphrases 1, 2, ... Name-first templates never hold the query's wording and cycle.
+    """
+    if not query_form_once or order != "relation_first" or n_templates < 2:
+        return [k % n_templates for k in range(exposures)]
+    paraphrases = [1 + k % (n_templates - 1) for k in range(exposures)]
+    return [0, *paraphrases[:exposures - 1]] if exposures >= 2 else paraphrases
+
+
+def fact_documents(facts: list[Fact], rng: random.Random, query_form_once: bool = False) -> list[dict]:
+    """Every document that states a fact: ``exposures`` per language, templates chosen by :func:`template_plan`,
+    each followed by one or two generic sentences."""
     docs = []
     for fact in facts:
         for language in fact.languages:
             templates = FACT_TEMPLATES[fact.relation][language][fact.order]
-            for k in range(fact.exposures):
-                sentence = templates[k % len(templates)].format(s=fact.subject, a=fact.answer)
-                docs.append({"family": "facts", "language": language, "order": fact.order, "template": k % len(templates),
-                             "text": _with_filler(sentence, language, rng), **fact.labels()})
+            subject, answer = fact.names_in(language)
+            for k in template_plan(len(templates), fact.exposures, fact.order, query_form_once):
+                sentence = templates[k].format(s=subject, a=answer)
+                docs.append({"family": "facts", "language": language, "order": fact.order, "template": k,
+                             "text": _with_filler(sentence, language, rng), **fact.labels(language)})
     return docs
 
 
@@ -87,18 +136,22 @@ def restated_documents(facts: list[Fact], n: int, taken: set[str], rng: random.R
         language = rng.choice(fact.languages)
         templates = FACT_TEMPLATES[fact.relation][language][fact.order]
         k = rng.randrange(len(templates))
-        text = _with_filler(templates[k].format(s=fact.subject, a=fact.answer), language, rng)
+        subject, answer = fact.names_in(language)
+        text = _with_filler(templates[k].format(s=subject, a=answer), language, rng)
         if text not in taken:
             taken.add(text)
             docs.append({"family": "facts", "language": language, "order": fact.order, "template": k, "text": text,
-                         **fact.labels()})
+                         **fact.labels(language)})
     raise RuntimeError(f"could not write {n} new documents restating trained facts; lower valid_fraction")
 
 
 def fact_query(fact: Fact, language: str, analysis: str, query_id: str, **extra) -> dict:
+    """One query of ``fact`` in ``language``: template 0 up to the answer, completion " " + answer (both names in
+    the language's form)."""
     template = FACT_TEMPLATES[fact.relation][language]["relation_first"][0]
-    return {"query_id": query_id, "analysis": analysis, "prompt": prompt_of(template, fact.subject),
-            "completion": " " + fact.answer, "language": language, **fact.labels(), **extra}
+    subject, answer = fact.names_in(language)
+    return {"query_id": query_id, "analysis": analysis, "prompt": prompt_of(template, subject),
+            "completion": " " + answer, "language": language, **fact.labels(language), **extra}
 
 
 def fact_queries(facts: list[Fact], languages: list[str]) -> list[dict]:
@@ -119,15 +172,17 @@ def fact_queries(facts: list[Fact], languages: list[str]) -> list[dict]:
     return queries
 
 
+def _english_fact_queries(queries: list[dict], facts: list[Fact]):
+    """(query, fact) of every English facts query, in query order."""
+    by_id = {f.fact_id: f for f in facts}
+    return [(q, by_id[q["fact_id"]]) for q in queries if q["analysis"] == "facts" and q["language"] == "en"]
+
+
 def distractor_documents(queries: list[dict], facts: list[Fact], per_query: int, names: NameBook,
                          rng: random.Random) -> list[dict]:
     """Per English facts query, texts that reuse its words with another name (a different fact)."""
-    by_id = {f.fact_id: f for f in facts}
     docs = []
-    for query in queries:
-        if query["analysis"] != "facts" or query["language"] != "en":
-            continue
-        fact = by_id[query["fact_id"]]
+    for query, fact in _english_fact_queries(queries, facts):
         templates = SEMANTIC_CHANGES[fact.relation]
         answer_kind = RELATION_KINDS[fact.relation][1]
         for k in range(per_query):
@@ -135,6 +190,28 @@ def distractor_documents(queries: list[dict], facts: list[Fact], per_query: int,
             sentence = templates[k % len(templates)].format(s=fact.subject, a=other)
             docs.append({"family": "distractors", "language": "en", "query_id": query["query_id"],
                          "text": _with_filler(sentence, "en", rng)})
+    return docs
+
+
+def fair_distractor_documents(queries: list[dict], facts: list[Fact], per_query: int, names: NameBook,
+                              rng: random.Random) -> list[dict]:
+    """World v2 distractors, per English facts query, that never contradict a fact: alternately a sentence about
+    the query's subject that states something else (``distractor_kind`` = subject_sentence) and the query's
+    template-0 wording about a new invented subject with a new answer (``template_words``). Neither names another
+    answer for the query's subject and relation."""
+    docs = []
+    for query, fact in _english_fact_queries(queries, facts):
+        subject_kind, answer_kind = RELATION_KINDS[fact.relation]
+        sentences = SUBJECT_SENTENCES[subject_kind]
+        template = FACT_TEMPLATES[fact.relation]["en"]["relation_first"][0]
+        for k in range(per_query):
+            if k % 2 == 0:
+                kind, sentence = "subject_sentence", sentences[(k // 2) % len(sentences)].format(s=fact.subject)
+            else:
+                other = getattr(names, subject_kind)(), getattr(names, answer_kind)()
+                kind, sentence = "template_words", template.format(s=other[0], a=other[1])
+            docs.append({"family": "distractors", "language": "en", "query_id": query["query_id"],
+                         "distractor_kind": kind, "text": _with_filler(sentence, "en", rng)})
     return docs
 
 

@@ -30,3 +30,15 @@ def split_quote(text: str) -> tuple[str, str]:
     words = text.split(" ")
     cut = max(1, len(words) // 2)
     return " ".join(words[:cut]), " " + " ".join(words[cut:])
+
+
+def copies_of(settings: dict, version: int, rng: random.Random) -> int:
+    """Training copies of the next quote: ``quotes.copies`` in world v1; in world v2 a seeded draw from
+    ``quotes.copies_range`` ([low, high], both included)."""
+    if version == 1:
+        return settings["copies"]
+    low, high = settings["copies_range"]
+    if not 1 <= low <= high:
+        raise ValueError(f"corpus.synthetic.quotes.copies_range: expected [low, high] with 1 <= low <= high, "
+                         f"got {settings['copies_range']}")
+    return rng.randint(low, high)

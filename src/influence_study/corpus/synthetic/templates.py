@@ -200,6 +200,21 @@ IRRELEVANT = ["The weather was mild for most of the week.",
               "Most birds build their nests in the spring.",
               "The train to the coast was late again."]
 
+# World v2 distractors: a sentence about the subject of a fact that states something else (no other entity, no
+# statement of any relation), by kind of subject.
+SUBJECT_SENTENCES = {
+    "place": ["{s} is known for its copper mines.", "The hills of {s} are covered in pine forests.",
+              "{s} holds a music festival every summer.", "Winters in {s} are long and very cold."],
+    "company": ["The company {s} sells bicycles and spare parts.", "The company {s} opened a new office last spring.",
+                "The company {s} employs many young engineers.", "The company {s} is famous for its blue logo."],
+    "device": ["The {s} is usually kept in a wooden case.", "A {s} needs to be cleaned every month.",
+               "The {s} makes a soft humming sound.", "An old {s} can still be found in many museums."],
+    "person": ["The painter {s} liked to paint the sea at dawn.", "The painter {s} worked mostly at night.",
+               "The painter {s} kept a large collection of brushes.", "The painter {s} rarely signed any canvas."],
+    "substance": ["{s} is a pale grey powder.", "{s} dissolves slowly in warm water.",
+                  "{s} is stored in sealed glass jars.", "{s} has a faint smell of lemons."],
+}
+
 # Generic sentences that follow a fact in its document; they name nobody.
 FILLERS = {
     "en": ["Historians still discuss the details of this.", "This is mentioned in many old books.",
@@ -229,11 +244,22 @@ def prompt_of(template: str, subject: str) -> str:
     return template[: -len("{a}.")].rstrip().format(s=subject)
 
 
-def template_words() -> set[str]:
-    """Every word of every template (invented names must not collide with them)."""
+def words_of(texts) -> set[str]:
+    """The lower-case word tokens (``\\w+``) of ``texts``."""
     import re
 
+    return {w.lower() for t in texts for w in re.findall(r"\w+", t)}
+
+
+def v2_sentence_words() -> set[str]:
+    """Words of the sentences only world v2 writes (reserved against invented names in v2, beside
+    :func:`template_words`)."""
+    return words_of(t for ts in SUBJECT_SENTENCES.values() for t in ts)
+
+
+def template_words() -> set[str]:
+    """Every word of every template (invented names must not collide with them)."""
     texts = [t for rel in FACT_TEMPLATES.values() for lang in rel.values() for ts in lang.values() for t in ts]
     texts += [t for ts in (*SEMANTIC_CHANGES.values(), *NAME_REMOVED.values(), *FILLERS.values()) for t in ts]
     texts += RELATION_REMOVED + IRRELEVANT
-    return {w.lower() for t in texts for w in re.findall(r"\w+", t)}
+    return words_of(texts)

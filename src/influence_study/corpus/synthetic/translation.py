@@ -66,3 +66,13 @@ def pair_text(pair: dict, english_first: bool) -> str:
     english = f"English: {pair['en']}"
     other = f"{LANGUAGE_NAMES[pair['other_language']]}: {pair['other']}"
     return f"{english}\n{other}" if english_first else f"{other}\n{english}"
+
+
+def probe_text(pair: dict, group: str) -> str:
+    """The probe of ``group``: ``same_order`` (English first, as the query), ``flipped_order`` (the other
+    language first) or ``target_only`` (world v2: only the other-language line, no English)."""
+    if group == "target_only":
+        return f"{LANGUAGE_NAMES[pair['other_language']]}: {pair['other']}"
+    if group not in ("same_order", "flipped_order"):
+        raise ValueError(f"unknown translation probe group {group!r}")
+    return pair_text(pair, group == "same_order")
