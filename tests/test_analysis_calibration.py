@@ -156,6 +156,15 @@ def test_verdicts_follow_the_fixed_checks():
     assert calibrated.verdict == NOT_MEASURED and possible.verdict == NOT_MEASURED
 
 
+def test_v2_verdicts_need_the_intervals_inside_the_bounds():
+    calibrated, possible = verdicts(statistics_with(1.2, 0.9, {"s": 0.0, "l": 0.01}))
+    assert calibrated.verdict_v2 == REPLICATED and possible.verdict_v2 == REPLICATED
+    wide = statistics_with(1.2, 0.9, {"l": 0.7})
+    wide.update(ratio_median_low=0.2, ratio_median_high=4.0)  # an interval wider than the band decides nothing
+    calibrated, possible = verdicts(wide)
+    assert calibrated.verdict_v2 == MIXED and possible.verdict_v2 == NOT_REPLICATED
+
+
 def test_run_on_a_linear_world(tmp_path):
     """Measured changes that are exactly copies x score_norm differences: ratio 1, slope 1, Pearson 1; the
     unmodified retrain equal to the evaluation: reproduction 0; the NLL share of every model by hand."""

@@ -176,3 +176,25 @@ def test_top_documents_break_ties_at_the_cut_by_the_lower_column():
         expected = sorted(range(len(row)), key=lambda c: (-row[c], c))[:3]
         assert list(picked) == expected
     assert valid.all()
+
+
+def _interval_statistics(com_facts, middle_gain, thirds=(0.3, 0.33, 0.37), n_layers=6, half=0.03):
+    """Statistics with intervals (± ``half``) for the v2 checks of the layer findings."""
+    stats = _statistics(com_facts, 0.4 + middle_gain, thirds, n_layers)
+    for node in (*stats["thirds"].values(), *stats["centre_of_mass"].values()):
+        node.update(low=node["mean"] - half, high=node["mean"] + half)
+    stats["restricted"]["middle_minus"] = {o: {"mean": middle_gain, "low": middle_gain - half,
+                                               "high": middle_gain + half} for o in ("lower", "upper")}
+    return stats
+
+
+def test_v2_layer_checks_on_planted_statistics_and_shallow_models_left_out():
+    paper_like = {"models": {"deep": _interval_statistics(0.8, 0.2), "flat": _interval_statistics(0.2, -0.2,
+                                                                                                   n_layers=2)}}
+    even, families, abstract = verdicts(paper_like)
+    assert even.verdict_v2 == families.verdict_v2 == abstract.verdict_v2 == "replicated"
+    assert "left out: flat" in even.baseline
+    opposite = {"models": {"deep": _interval_statistics(0.2, -0.2, thirds=(0.1, 0.1, 0.8))}}
+    assert [f.verdict_v2 for f in verdicts(opposite)] == ["not replicated"] * 3
+    assert [f.verdict_v2 for f in verdicts({"models": {"flat": _interval_statistics(0.8, 0.2, n_layers=2)}})] \
+        == ["not measured"] * 3

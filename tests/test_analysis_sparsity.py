@@ -215,3 +215,25 @@ def test_run_dedupes_and_reports_per_family_with_intervals(tmp_path):
     with pytest.raises(ValueError, match="dedupe"):
         run(config, paths, learning, table=str(tmp_path / "t2.parquet"), curves=str(tmp_path / "c2.parquet"),
             summary=str(tmp_path / "s2.json"))
+
+
+def test_v2_sparsity_reads_intervals_against_the_paper_ranges():
+    """Planted controls of the v2 rules: intervals inside the paper's ranges replicate, intervals outside them
+    do not, and a model that answers nothing is left out."""
+    from influence_study.analyses.sparsity import verdicts as sparsity_verdicts
+
+    def model(alpha, share, rejected, above):
+        return {"alpha_median": alpha, "alpha_median_low": alpha - 0.2, "alpha_median_high": alpha + 0.2,
+                "top1pct_share_median": share, "top1pct_share_median_low": share - 0.02,
+                "top1pct_share_median_high": share + 0.02, "rejected_share": rejected,
+                "rejected_share_low": max(rejected - 0.1, 0), "rejected_share_high": rejected + 0.1,
+                "share_queries_above_1_nat": above, "share_queries_above_1_nat_low": max(above - 0.01, 0),
+                "share_queries_above_1_nat_high": above + 0.01, "max_score_norm": 0.5}
+
+    paper_like = {"models": {"xs": model(9.0, 0.9, 0.9, 0.9), "l": model(3.0, 0.3, 0.1, 0.0)},
+                  "scale_models": ["l"], "left_out": ["xs"], "tail_fraction": 0.005, "tail_size": 20}
+    found = sparsity_verdicts(paper_like)
+    assert [f.verdict_v2 for f in found] == ["replicated"] * 4
+    assert "left out (answer no query): xs" in found[0].baseline
+    far = {**paper_like, "scale_models": ["xs"]}
+    assert [f.verdict_v2 for f in sparsity_verdicts(far)] == ["not replicated"] * 4

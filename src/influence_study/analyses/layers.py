@@ -34,6 +34,9 @@ UPPER_FAMILIES = ("facts", "quotes")
 MIDDLE_FAMILIES = ("math", "code", "translation")
 # "Spread evenly over layers": each third holds between 20% and 47% of the influence (even: 33%).
 EVEN_SHARE_BAND = (0.20, 0.47)
+# v2: a depth statistic needs depth to resolve; models with fewer layers are left out of the v2 checks (the issue's
+# rule, fixed before the v2 numbers were seen: a third of a 2-layer model is not a third of anything).
+MIN_LAYERS_V2 = 6
 
 
 def layer_columns(frame: pd.DataFrame) -> list[str]:
@@ -191,6 +194,11 @@ def summarise(profile: pd.DataFrame, restricted: pd.DataFrame, seed: int = 0) ->
                 "tokens": dict(zip(("mean", "low", "high"), mean_ci(part["token_share"], seed=seed))),
                 "queries": int(len(part)),
             }
+        pivot = chosen.pivot_table(index="query_id", columns="restriction", values="meaning_share")
+        middle_minus = {other: dict(zip(("mean", "low", "high"), mean_ci(
+            (pivot["middle"] - pivot[other]).to_numpy() if {"middle", other} <= set(pivot.columns) else [],
+            seed=seed))) for other in ("lower", "upper")}
+        by_restriction["middle_minus"] = middle_minus
         out[model] = {"n_layers": int(group["n_layers"].iloc[0]), "queries": int(len(group)),
                       "thirds": thirds, "centre_of_mass": families, "restricted": by_restriction}
     return out
@@ -206,6 +214,7 @@ def verdicts(statistics: Mapping) -> list:
 
     models = statistics["models"]
     name = "Layers"
+    evidence = _evidence(models)
     low, high = EVEN_SHARE_BAND
     spread = {m: v for m, v in models.items() if v["n_layers"] >= 2}
     thirds_text = "; ".join(f"{m} ({v['n_layers']} layers) " + "/".join(f"{v['thirds'][t]['mean']:.0%}" for t in THIRDS)
@@ -214,7 +223,7 @@ def verdicts(statistics: Mapping) -> list:
         name, "On average influence is spread evenly over the layers.", "roughly even over layers",
         "mean share of |influence| in the lower/middle/upper third: " + thirds_text,
         {f"{m}: every third's share in [{low:.0%}, {high:.0%}]":
-         all(low <= v["thirds"][t]["mean"] <= high for t in THIRDS) for m, v in spread.items()})
+         all(low <= v["thirds"][t]["mean"] <= high for t in THIRDS) for m, v in spread.items()}, evidence[0])
 
     def ordered(stats) -> bool:
         upper = [_family_com(stats, f) for f in UPPER_FAMILIES]
@@ -229,7 +238,7 @@ def verdicts(statistics: Mapping) -> list:
         "facts, quotes: upper; math, code, translation: middle",
         "centre of mass of influence (relative depth, 0 = input, 1 = output): " + com_text,
         {f"{m}: centre of mass of facts and of quotes above that of math, of code and of translation": ordered(v)
-         for m, v in spread.items()})
+         for m, v in spread.items()}, evidence[1])
 
     resolved = {m: v for m, v in models.items() if v["n_layers"] >= 3}
 
@@ -245,8 +254,54 @@ def verdicts(statistics: Mapping) -> list:
         + (f" (models with fewer than 3 layers not checked: "
            f"{', '.join(m for m in models if m not in resolved)})" if len(resolved) < len(models) else ""),
         {f"{m}: middle third's meaning share above the lower's and the upper's":
-         meaning(v, "middle") > max(meaning(v, "lower"), meaning(v, "upper")) for m, v in resolved.items()})
+         meaning(v, "middle") > max(meaning(v, "lower"), meaning(v, "upper")) for m, v in resolved.items()},
+        evidence[2])
     return [even, families, abstract]
+
+
+def _evidence(models: Mapping) -> tuple:
+    """The v2 evidence of the three layer findings (models with at least :data:`MIN_LAYERS_V2` layers): each
+    third's share within the even band, the centre-of-mass differences of upper and middle families above 0, and
+    the middle third's meaning share above the lower's and the upper's (paired over queries)."""
+    from ..findings import Evidence, IntervalCheck
+
+    deep = [m for m, v in models.items() if v["n_layers"] >= MIN_LAYERS_V2]
+    shallow = ", ".join(m for m in models if m not in deep)
+    note = f"models with fewer than {MIN_LAYERS_V2} layers left out{': ' + shallow if shallow else ''}"
+    def third(m: str, t: str) -> str:
+        v = models[m]["thirds"][t]
+        return f"{t} {v['mean']:.0%} [{v['low']:.0%}, {v['high']:.0%}]"
+
+    even = Evidence(
+        "; ".join(f"{m} " + ", ".join(third(m, t) for t in THIRDS) for m in deep)
+        or "no model deep enough", f"an even spread gives each third 1/3; {note}",
+        [IntervalCheck(f"{m}: {t} third's share of |influence|", models[m]["thirds"][t]["mean"],
+                       models[m]["thirds"][t]["low"], models[m]["thirds"][t]["high"], EVEN_SHARE_BAND, "within")
+         for m in deep for t in THIRDS])
+
+    def difference(model: str, upper: str, middle: str) -> IntervalCheck:
+        # independent query sets: the interval of a difference from the two intervals (conservative)
+        a, b = models[model]["centre_of_mass"].get(upper, {}), models[model]["centre_of_mass"].get(middle, {})
+        nan = float("nan")
+        return IntervalCheck(f"{model}: centre of mass {upper} − {middle}", a.get("mean", nan) - b.get("mean", nan),
+                             a.get("low", nan) - b.get("high", nan), a.get("high", nan) - b.get("low", nan), 0.0)
+
+    com_checks = [difference(m, u, d) for m in deep for u in UPPER_FAMILIES for d in MIDDLE_FAMILIES]
+    families = Evidence(
+        "; ".join(f"{m}: " + ", ".join(f"{f} {_family_com(models[m], f):.2f}" for f in (*UPPER_FAMILIES,
+                                                                                      *MIDDLE_FAMILIES)) for m in deep)
+        or "no model deep enough", f"no depth preference: differences 0 (interval of a difference: the two "
+                                   f"families' intervals combined); {note}", com_checks)
+    abstract_checks = [IntervalCheck(f"{m}: meaning share, middle third − {other}, paired over queries",
+                                     *(models[m]["restricted"]["middle_minus"][other][k]
+                                       for k in ("mean", "low", "high")), 0.0)
+                       for m in deep if "middle_minus" in models[m]["restricted"] for other in ("lower", "upper")]
+    meaning = {m: ", ".join(f"{r} {models[m]['restricted'][r]['meaning']['mean']:.0%}" for r in RESTRICTIONS)
+               for m in deep}
+    abstract = Evidence(
+        "; ".join(f"{m}: {text}" for m, text in meaning.items())
+        or "no model deep enough", f"all layers (restriction 'all'); {note}", abstract_checks)
+    return even, families, abstract
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, profile: str,
