@@ -136,7 +136,7 @@ def _quantiles(values: pd.Series) -> dict:
 def rank_gain(ranks: pd.DataFrame, seed: int = 0) -> dict:
     """Per query, the Pearson with full rank at the largest rank minus that at the smallest, paired; its mean over
     queries with a bootstrap interval (``{mean, low, high, n, from, to}``; NaNs with fewer than two ranks)."""
-    from .validation import NAN_INTERVAL, paired_interval
+    from .intervals import NAN_INTERVAL, paired_interval
 
     present = sorted(int(r) for r in ranks["rank"].unique()) if len(ranks) else []
     if len(present) < 2:
@@ -150,7 +150,7 @@ def summarise(ranks: pd.DataFrame, blocks: pd.DataFrame, memory: pd.DataFrame, s
     """Statistics of the three tables: per rank and per O the median (quartile, minimum) per-query Pearson with
     a bootstrap interval of the median over queries (``median_ci``), the modules each rank approximates, the
     memory per O, and the paired gain from the smallest to the largest rank (``rank_gain``)."""
-    from .validation import statistic_interval
+    from .intervals import statistic_interval
 
     by_rank = {}
     for rank, group in ranks.groupby("rank", sort=True):
@@ -177,7 +177,7 @@ def verdicts(statistics: Mapping) -> list:
     the largest rank above 0; the memory ratio × O within :data:`MEMORY_RATIO_TOLERANCE` of 1 (exact byte counts,
     zero-width intervals)."""
     from ..findings import Evidence, finding
-    from .validation import describe_interval, exact_interval, interval_check
+    from .intervals import describe_interval, exact_interval, interval_check
 
     name = "Approximations"
     ranks = {int(k): v for k, v in statistics["ranks"].items()}

@@ -233,7 +233,7 @@ def interval_statistics(totals: pd.DataFrame, classes: pd.DataFrame, times: pd.D
     - ``speed[model]["<other>/datainf"]``: mean over tasks of log10 of the wall-time ratio at the detection rank,
       bootstrap over the tasks (one timing each; NaNs with fewer than two tasks).
     """
-    from .validation import NAN_INTERVAL, interval, paired_interval
+    from .intervals import NAN_INTERVAL, interval, paired_interval
 
     out: dict = {"correlation": {}, "small_rank": {}, "mislabel": {}, "classes": {}, "speed": {}}
     wide = totals.pivot_table(index=["model", "task", "rank", "example_id"], columns="method", values="score",
@@ -353,7 +353,7 @@ def verdicts(stats: Mapping) -> list:
     the smallest rank − the largest above 0 (2), AUCs above 0.5 (3, 4), log10 wall-time ratios above 0 (5).
     """
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     intervals = stats.get("intervals") or {}
     findings = []

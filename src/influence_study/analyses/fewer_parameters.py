@@ -142,7 +142,7 @@ def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 
     over the abstract and concrete families' queries, and the difference abstract − concrete of the means
     (``abstract_minus_concrete``, bootstrap resampling each group's queries). ``extra[model]`` is merged into the
     model's entry."""
-    from .validation import two_sample_interval
+    from .intervals import two_sample_interval
 
     out = {}
     for model, layers in n_layers.items():
@@ -180,7 +180,7 @@ def verdicts(statistics: Mapping) -> list:
     group is left out of this check). v2: the same means with bootstrap intervals over queries, (1) above the
     thresholds, (2) the difference abstract − concrete below 0 (each group's queries resampled)."""
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     name = "Fewer parameters"
     models = statistics["models"]

@@ -100,7 +100,7 @@ def verdicts(statistics: Mapping) -> list:
     the query's keywords than EK-FAC's. v2: the paired per-query difference identity − EK-FAC (``difference``,
     bootstrap over queries) above 0."""
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     models = statistics["models"]
     claim = ("The gradient dot product's top sequences are dominated by token overlap with the query more than "

@@ -285,7 +285,7 @@ def paired_difference(per_query: pd.DataFrame, first: str = "ekfac", second: str
                       resamples: int = 2000, seed: int = 0) -> dict:
     """Mean over queries of the paired per-query difference LDS(``first``) − LDS(``second``), with a bootstrap
     interval over the queries both strategies score (``{mean, low, high, n}``; NaNs when either is missing)."""
-    from .validation import NAN_INTERVAL, interval
+    from .intervals import NAN_INTERVAL, interval
 
     wide = per_query.pivot_table(index="query_id", columns="strategy", values="lds", aggfunc="first")
     if first not in wide.columns or second not in wide.columns:
@@ -324,7 +324,7 @@ def verdicts(statistics: Mapping) -> list:
     v2: the paired per-query difference EK-FAC − identity (``ekfac_minus_identity``) and EK-FAC's mean LDS, each
     with its bootstrap interval over queries, above 0."""
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     name = "Linear datamodeling score"
     lds = statistics["lds"]

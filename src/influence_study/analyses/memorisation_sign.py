@@ -149,7 +149,7 @@ def separation(influence: pd.DataFrame, groups: pd.Series, seed: int = 0) -> dic
     # v2: stratified bootstrap over the documents (datainf.auc_intervals), and the difference of the negative shares
     # resampling each group's documents
     from .datainf import auc_intervals
-    from .validation import two_sample_interval
+    from .intervals import two_sample_interval
 
     out["intervals"] = {
         **auc_intervals(memorised, {"auc_sign": negative.astype(float),
@@ -216,7 +216,7 @@ def verdicts(stats: Mapping) -> list:
     difference of the negative shares (memorised − generalised) above 0.
     """
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
     sign_v2, self_v2, sign_text, self_text = [], [], [], []

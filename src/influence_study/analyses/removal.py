@@ -152,7 +152,7 @@ def verdicts(statistics: Mapping) -> list:
     v1: the point means. v2: the paired (per seed) differences harmful − random and harmful − none, each with its
     bootstrap interval over the seeds (``difference_table``), below 0."""
     from ..findings import Evidence, finding
-    from .validation import describe_interval, interval_check
+    from .intervals import describe_interval, interval_check
 
     checks, measured, interval_checks, statistic = {}, [], [], []
     for model, values in statistics.get("models", {}).items():
