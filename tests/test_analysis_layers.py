@@ -183,7 +183,7 @@ def _interval_statistics(com_facts, middle_gain, thirds=(0.3, 0.33, 0.37), n_lay
     stats = _statistics(com_facts, 0.4 + middle_gain, thirds, n_layers)
     for node in (*stats["thirds"].values(), *stats["centre_of_mass"].values()):
         node.update(low=node["mean"] - half, high=node["mean"] + half)
-    stats["restricted"]["middle_minus"] = {o: {"mean": middle_gain, "low": middle_gain - half,
+    stats["middle_minus"] = {o: {"mean": middle_gain, "low": middle_gain - half,
                                                "high": middle_gain + half} for o in ("lower", "upper")}
     return stats
 

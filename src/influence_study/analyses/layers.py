@@ -198,9 +198,9 @@ def summarise(profile: pd.DataFrame, restricted: pd.DataFrame, seed: int = 0) ->
         middle_minus = {other: dict(zip(("mean", "low", "high"), mean_ci(
             (pivot["middle"] - pivot[other]).to_numpy() if {"middle", other} <= set(pivot.columns) else [],
             seed=seed))) for other in ("lower", "upper")}
-        by_restriction["middle_minus"] = middle_minus
         out[model] = {"n_layers": int(group["n_layers"].iloc[0]), "queries": int(len(group)),
-                      "thirds": thirds, "centre_of_mass": families, "restricted": by_restriction}
+                      "thirds": thirds, "centre_of_mass": families, "restricted": by_restriction,
+                      "middle_minus": middle_minus}
     return out
 
 
@@ -293,9 +293,8 @@ def _evidence(models: Mapping) -> tuple:
         or "no model deep enough", f"no depth preference: differences 0 (interval of a difference: the two "
                                    f"families' intervals combined); {note}", com_checks)
     abstract_checks = [IntervalCheck(f"{m}: meaning share, middle third − {other}, paired over queries",
-                                     *(models[m]["restricted"]["middle_minus"][other][k]
-                                       for k in ("mean", "low", "high")), 0.0)
-                       for m in deep if "middle_minus" in models[m]["restricted"] for other in ("lower", "upper")]
+                                     *(models[m]["middle_minus"][other][k] for k in ("mean", "low", "high")), 0.0)
+                       for m in deep if "middle_minus" in models[m] for other in ("lower", "upper")]
     meaning = {m: ", ".join(f"{r} {models[m]['restricted'][r]['meaning']['mean']:.0%}" for r in RESTRICTIONS)
                for m in deep}
     abstract = Evidence(
