@@ -100,7 +100,7 @@ BAD_CONFIGS = [
                  id="model-name-with-slash"),
     pytest.param(lambda r, t: _set(r["models"][2], "name", "gpt2-xs"), ["models[2].name", "repeats models[0].name"],
                  id="duplicate-model-name"),
-    pytest.param(lambda r, t: _set(r["models"][3], "n_head", 5), ["models[3].d_model", "not divisible", "5"],
+    pytest.param(lambda r, t: _set(r["models"][3], "n_head", 7), ["models[3].d_model", "not divisible", "7"],
                  id="d_model-not-divisible-by-n_head"),
     pytest.param(_checkpoint_missing, ["models[0].checkpoint", "neither an existing local directory"],
                  id="checkpoint-not-found"),
@@ -291,7 +291,7 @@ def test_source_label_names_the_config(raw):
 
 def test_model_lookup_helpers():
     config = load_config(DEFAULT_CONFIG)
-    assert model_entry(config, "gpt2-m")["d_model"] == 128
+    assert model_entry(config, "gpt2-m")["d_model"] == 112
     with pytest.raises(ConfigError, match=r"unknown model name 'gpt9'.*gpt2-xs, gpt2-s, gpt2-m, gpt2-l"):
         model_entry(config, "gpt9")
     with pytest.raises(ConfigError, match="unknown model name"):
