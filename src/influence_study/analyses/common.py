@@ -88,21 +88,29 @@ def mean_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def median_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Median of ``values`` (NaNs dropped) with a percentile bootstrap interval (resampling the values with
-    replacement); (nan, nan, nan) without values, and a zero-width interval with one value."""
+def bootstrap_statistic(values: np.ndarray, statistic: Callable = np.median, level: float = 0.95,
+                        resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``statistic`` of ``values`` (already cleaned of missing values) with a percentile bootstrap interval
+    (``resamples`` draws of the values with replacement; ``statistic`` must take ``axis``, like ``np.median``);
+    (nan, nan, nan) without values, and a zero-width interval with one value or identical values."""
     values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    median = float(np.median(values))
+    estimate = float(statistic(values))
     if values.size == 1 or np.all(values == values[0]):
-        return median, median, median
-    draws = np.median(values[np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))],
-                      axis=1)
+        return estimate, estimate, estimate
+    draws = values[np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))]
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return median, float(min(low, median)), float(max(high, median))
+    low, high = np.percentile(statistic(draws, axis=1), [tail, 100 - tail])
+    return estimate, float(low), float(high)
+
+
+def median_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median of ``values`` (NaNs dropped) with a percentile bootstrap interval (:func:`bootstrap_statistic`),
+    widened if needed to contain the median."""
+    values = np.asarray(values, dtype=np.float64)
+    median, low, high = bootstrap_statistic(values[~np.isnan(values)], np.median, level, resamples, seed)
+    return median, min(low, median), max(high, median)
 
 
 def write_analysis(config: Mapping, name: str, tables: Mapping[str, tuple[pd.DataFrame, str]],

@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from ..findings import IntervalCheck
-from .common import mean_ci
+from .common import bootstrap_statistic, mean_ci
 
 NAN_INTERVAL = {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
 
@@ -31,20 +31,15 @@ def paired_interval(a, b, seed: int = 0, resamples: int = 2000) -> dict:
 
 def statistic_interval(values, statistic=np.median, seed: int = 0, resamples: int = 2000) -> dict:
     """``{mean, low, high, n}`` of any ``statistic`` (e.g. the median; stored under ``mean`` so that every interval
-    reads alike) of the finite ``values``, with a 95% percentile bootstrap interval over them; a zero-width interval
-    with one value or identical values, NaNs without values."""
+    reads alike) of the finite ``values``, with a 95% percentile bootstrap interval over them
+    (:func:`~influence_study.analyses.common.bootstrap_statistic`); a zero-width interval with one value or
+    identical values, NaNs without values."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return dict(NAN_INTERVAL)
-    estimate = float(statistic(values))
-    if values.size == 1 or np.all(values == values[0]):
-        return {"mean": estimate, "low": estimate, "high": estimate, "n": int(values.size)}
-    rng = np.random.default_rng(seed)
-    draws = values[rng.integers(0, values.size, size=(resamples, values.size))]
-    boot = np.apply_along_axis(statistic, 1, draws)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return {"mean": estimate, "low": float(low), "high": float(high), "n": int(values.size)}
+    estimate, low, high = bootstrap_statistic(values, statistic, resamples=resamples, seed=seed)
+    return {"mean": estimate, "low": low, "high": high, "n": int(values.size)}
 
 
 def two_sample_interval(a, b, statistic=np.mean, seed: int = 0, resamples: int = 2000) -> dict:

@@ -122,29 +122,30 @@ def retrain_on(config: Mapping, model_name: str, docs: pd.DataFrame, train_doc_i
     return train_from_scratch(config, model_name, kept, tokenizer, settings, device, progress)
 
 
-def query_logprobs(config: Mapping, model, tokenizer, queries: pd.DataFrame, device) -> pd.DataFrame:
-    """log p(completion | prompt) of every query under ``model`` (``query_id`` plus the columns of
-    :func:`~influence_study.evaluation.completion_scores`), scored as the ``evaluate_model`` rule scores them."""
+def _completion_logprobs(config: Mapping, model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                         device) -> pd.DataFrame:
+    """:func:`~influence_study.evaluation.completion_scores` with the study's batch size, dtype and the model's
+    context length."""
     from ..evaluation import completion_scores
     from ..runtime import autocast
 
     max_len = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     with autocast(config["dtype"], device):
-        scores = completion_scores(model, tokenizer, queries["prompt"], queries["completion"],
-                                   config["evaluation"]["batch_size"], device, max_length=max_len)
+        return completion_scores(model, tokenizer, prompts, completions, config["evaluation"]["batch_size"], device,
+                                 max_length=max_len)
+
+
+def query_logprobs(config: Mapping, model, tokenizer, queries: pd.DataFrame, device) -> pd.DataFrame:
+    """log p(completion | prompt) of every query under ``model`` (``query_id`` plus the columns of
+    :func:`~influence_study.evaluation.completion_scores`), scored as the ``evaluate_model`` rule scores them."""
+    scores = _completion_logprobs(config, model, tokenizer, queries["prompt"], queries["completion"], device)
     return pd.concat([queries[["query_id"]].reset_index(drop=True), scores], axis=1)
 
 
 def document_logprobs(config: Mapping, model, tokenizer, texts: Sequence[str], device) -> pd.DataFrame:
     """Log-likelihood of each text read as ``EOS text`` (columns of
     :func:`~influence_study.evaluation.completion_scores`, one row per text)."""
-    from ..evaluation import completion_scores
-    from ..runtime import autocast
-
-    max_len = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    with autocast(config["dtype"], device):
-        return completion_scores(model, tokenizer, [""] * len(texts), list(texts), config["evaluation"]["batch_size"],
-                                 device, max_length=max_len)
+    return _completion_logprobs(config, model, tokenizer, [""] * len(texts), list(texts), device)
 
 
 def retrain_subset(config: Mapping, model_name: str, subset: str | int, documents: str, tokenizer_dir: str,
