@@ -387,3 +387,24 @@ def test_check_config_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "influence_study.cli", "check-config", str(bad)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "models[0].architecture" in result.stderr
+
+
+RECORDED_TABLES = ROOT / "tests" / "data" / "ci_study_tables.json"
+
+
+@pytest.mark.slow
+def test_tables_match_the_recorded_hashes(study):
+    """Every table of the CI study is bit-identical to the one recorded before the package was reorganised
+    (``RECORD_TABLE_HASHES=1`` rewrites the record). Float results depend on the CPU and the torch build, so
+    on another machine only the tables that hold no computed float (corpus, queries, relations) are compared."""
+    from study_tables import machine_fingerprint, study_table_hashes
+
+    hashes, machine = study_table_hashes(study["root"]), machine_fingerprint()
+    if os.environ.get("RECORD_TABLE_HASHES"):
+        RECORDED_TABLES.write_text(json.dumps({"machine": machine, "tables": hashes}, indent=1) + "\n")
+    recorded = json.loads(RECORDED_TABLES.read_text())
+    assert sorted(hashes) == sorted(recorded["tables"]), "the study writes other tables than it did"
+    same_machine = recorded["machine"] == machine
+    exact = [name for name in recorded["tables"] if same_machine or name.startswith(("corpus/", "queries/"))]
+    changed = [name for name in exact if hashes[name] != recorded["tables"][name]]
+    assert not changed, f"tables changed ({len(changed)} of {len(exact)} compared): {changed}"

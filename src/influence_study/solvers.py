@@ -222,12 +222,13 @@ class LissaSolver(Preconditioner):
 
     Each step uses the exact Gauss-Newton-vector product of one mini-batch of ``loader`` (cycled), averaged
     over its examples. ``scale`` must exceed the largest eigenvalue of ``G + λ``; by default it is twice a
-    power-iteration estimate on the first batch."""
+    power-iteration estimate on the first batch, started from a Gaussian vector drawn with ``seed`` (so that a
+    fit is reproducible)."""
 
     strategy = "lissa"
 
     def __init__(self, functional: FunctionalModel, loader, damping_default, depth: int,
-                 scale: float | None, metadata: dict, progress: bool):
+                 scale: float | None, metadata: dict, progress: bool, seed: int = 0):
         """``damping_default``: the default damping per module, or a function that computes it (called once, when
         the default is first needed, so that a caller who always passes a damping pays nothing for it)."""
         if depth < 1:
@@ -236,7 +237,7 @@ class LissaSolver(Preconditioner):
             raise ValueError(f"scale: expected a positive number, got {scale}")
         self.functional, self.loader = functional, loader
         self._default = damping_default
-        self.depth, self.scale, self.progress = depth, scale, progress
+        self.depth, self.scale, self.progress, self.seed = depth, scale, progress, seed
         self.metadata = metadata
         self.module_names = list(functional.modules)
 
@@ -255,7 +256,8 @@ class LissaSolver(Preconditioner):
         """Twice the largest eigenvalue of ``G_batch + λ`` on the first batch (power iteration)."""
         step = next(self._batches())
         theta = self.functional.params()
-        v = {n: torch.randn_like(t) for n, t in theta.items()}
+        generator = torch.Generator().manual_seed(self.seed)
+        v = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for n, t in theta.items()}
         top = 0.0
         for _ in range(iterations):
             norm = math.sqrt(sum((t ** 2).sum().item() for t in v.values()))
@@ -463,7 +465,7 @@ def make_solver(strategy: str, model, task: Task, loader: Iterable, modules, sam
                     return _mean_diagonal(model, task, loader, modules, max_examples, seed, progress)
 
             return LissaSolver(functional, loader, damping_default, options.get("depth", 1000), options.get("scale"),
-                               meta, progress)
+                               meta, progress, seed)
         damping_default = _mean_diagonal(model, task, loader, modules, max_examples, seed, progress)
         meta = fitted_metadata(model, modules, strategy, **{k: options.get(k) for k in sorted(allowed)})
         return PBRF(functional, loader, damping_default, options.get("epsilon", 1e-3), options.get("steps", 500),
