@@ -3,7 +3,7 @@
 # All logic lives in src/influence_study; the rules under workflow/rules only wire files to its steps.
 import sys
 
-from influence_study.config import ConfigError, validate_config
+from influence_study.study.config import ConfigError, validate_config
 
 
 # config.yaml is the default study; `--configfile other.yaml` replaces it (no merging of the two).

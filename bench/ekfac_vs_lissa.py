@@ -43,7 +43,7 @@ def main() -> int:
     C.set_threads(args.threads)
     C.quiet()
     from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
-    from influence_study.solvers import ExactSolver
+    from influence_study.engine.solvers import ExactSolver
 
     torch.manual_seed(args.seed)
     corpus = C.markov_sequences(1024, args.seq_len, args.vocab, seed=1, successors=3)

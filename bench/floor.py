@@ -43,7 +43,7 @@ def plain_pass(model, batches) -> None:
 def query_side(model, task, factors, queries, rank):
     """What pairwise_scores does once per query set before streaming the training data."""
     from influence_study import query_gradients
-    from influence_study.scoring import _prepare_queries
+    from influence_study.engine.scoring import _prepare_queries
 
     grads = query_gradients(model, task, factors.module_names, queries)
     pre = factors.precondition(grads)

@@ -37,8 +37,8 @@ def refit_every_method(model, train, test, methods, lissa, damping):
     from influence_study import LanguageModelingTask, fit_factors
     from influence_study.finetune.influence import METHOD_OPTIONS, _flat
     from influence_study.finetune.lora import LORA_MODULES
-    from influence_study.passes import per_example_gradients
-    from influence_study.tracking import select_modules
+    from influence_study.engine.passes import per_example_gradients
+    from influence_study.engine.tracking import select_modules
 
     task = LanguageModelingTask()
     selected = select_modules(model, list(LORA_MODULES))

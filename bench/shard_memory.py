@@ -29,7 +29,7 @@ ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def config(work: Path, n_docs: int, shards: int, queries: int) -> dict:
-    from influence_study.config import validate_config
+    from influence_study.study.config import validate_config
 
     return validate_config({
         "seed": 0, "device": "cpu", "output_dir": str(work),
@@ -44,10 +44,10 @@ def build(work: Path, n_docs: int, queries: int) -> None:
     """corpus.parquet (n_docs training documents), queries.parquet, model/, factors/, bm25.parquet under work."""
     import pandas as pd
 
-    from influence_study import influence_steps
+    from influence_study.stages import influence as influence_steps
     from influence_study.corpus.synthetic import generate_world
-    from influence_study.models import build_model, build_model_config
-    from influence_study.tokenizer import train_tokenizer
+    from influence_study.models.build import build_model, build_model_config
+    from influence_study.corpus.tokenizer import train_tokenizer
 
     if (work / "bm25.parquet").exists():
         return
@@ -80,14 +80,14 @@ def worker(argv) -> None:
     C.quiet()
     import pandas as pd
 
-    from influence_study import influence_steps
+    from influence_study.stages import influence as influence_steps
 
     n_docs = len(pd.read_parquet(work / "corpus.parquet", columns=["doc_id"]))
     cfg = config(work, n_docs, shards, queries)
     args = (cfg, "bench", "ekfac")
     paths = [str(work / "model"), str(work / "factors"), str(work / "corpus.parquet"), str(work / "queries.parquet"),
              str(work / "bm25.parquet")]
-    from influence_study.influence_inputs import load_study_inputs
+    from influence_study.stages.influence_inputs import load_study_inputs
 
     load_study_inputs(*paths[:1], paths[2], paths[3])  # warm-up: imports and lazy initialisation, not measured
     with C.PeakMemory() as mem:

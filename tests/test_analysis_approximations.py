@@ -14,9 +14,9 @@ from influence_study import LanguageModelingTask, fit_factors
 from influence_study.analyses.approximations import (
     approximated_modules, block_table, factor_memory, memory_table, module_min_dims, per_query_pearson, rank_sweep,
     rank_table, study_factors_match, summarise, verdicts)
-from influence_study.influence_inputs import document_batches, make_batches
-from influence_study.influence_steps import factor_fit_documents
-from influence_study.scoring import query_gradients
+from influence_study.stages.influence_inputs import document_batches, make_batches
+from influence_study.stages.influence import factor_fit_documents
+from influence_study.engine.scoring import query_gradients
 
 transformers = pytest.importorskip("transformers")
 from tiny_models import tiny_gpt2  # noqa: E402
@@ -130,7 +130,7 @@ def test_block_memory_matches_module_shapes(setup):
 
 def test_block_table_correlates_with_o1(setup):
     model, _, train_batches, query_batches, factors = setup
-    from influence_study.scoring import pairwise_scores
+    from influence_study.engine.scoring import pairwise_scores
 
     scores = {o: pairwise_scores(model, TASK, f, query_batches.batches, train_batches.batches, dtype=torch.float64,
                                  progress=False).scores for o, f in factors.items()}

@@ -14,9 +14,9 @@ import torch
 from influence_study.analyses.calibration import (
     CONTROL, TARGET, UNMODIFIED, calibration_points, choose_control, choose_targets, make_plan, nll_table, plan_table,
     pooled_fit, retrain_names, retrain_with_copies, run, share_table, summarise_shares, target_table, verdicts)
-from influence_study.config import validate_config
+from influence_study.study.config import validate_config
 from influence_study.findings import MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED
-from influence_study.io import write_parquet
+from influence_study.study.io import write_parquet
 
 
 def long(scores: dict) -> pd.DataFrame:
@@ -259,9 +259,9 @@ def test_added_copies_raise_the_documents_own_likelihood_and_the_unmodified_retr
     from transformers import AutoTokenizer
 
     from influence_study.analyses.lds import query_logprobs
-    from influence_study.config import training_settings
-    from influence_study.steps import train_from_scratch
-    from influence_study.tokenizer import save_tokenizer, train_tokenizer
+    from influence_study.study.config import training_settings
+    from influence_study.stages.steps import train_from_scratch
+    from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 
     config = validate_config({
         "seed": 0, "device": "cpu", "models": [{"name": "tiny", "architecture": "gpt2", "n_layer": 1,
@@ -306,9 +306,9 @@ def test_added_copies_raise_the_documents_own_likelihood_and_the_unmodified_retr
                                  "training": {**config["training"], "epochs": 2}})
     retrain_with_copies(by_epochs, "tiny", "target-0", paths["documents"], str(tokenizer_dir), paths["queries"],
                         paths["plan"], str(tmp_path / "e.parquet"), str(tmp_path / "f.parquet"), progress=False)
-    from influence_study.io import read_parquet_metadata
-    from influence_study.tokenizer import encode_documents
-    from influence_study.training import steps_for
+    from influence_study.study.io import read_parquet_metadata
+    from influence_study.corpus.tokenizer import encode_documents
+    from influence_study.models.training import steps_for
 
     original = steps_for(training_settings(by_epochs, "tiny"),
                          encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"]))

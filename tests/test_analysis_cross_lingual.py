@@ -10,7 +10,7 @@ import pytest
 from influence_study.analyses.cross_lingual import (choose_examples, english_top_documents, fact_ratios,
                                                     summarise, translated_percentiles, translated_scores,
                                                     translation_pairs, verdicts)
-from influence_study.io import write_parquet
+from influence_study.study.io import write_parquet
 
 DOCS = [f"d{i}" for i in range(6)]
 LANGUAGE = {"d0": "en", "d1": "en", "d2": "en", "d3": "fr", "d4": "en", "d5": "en"}

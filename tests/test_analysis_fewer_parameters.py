@@ -9,7 +9,7 @@ from scipy import stats
 
 from influence_study.analyses.fewer_parameters import (agreement_table, restricted_scores, restriction_layers,
                                                        row_pearson, run, summarise, top_k_overlap, verdicts)
-from influence_study.io import write_parquet
+from influence_study.study.io import write_parquet
 
 
 def _table(layers_by_query: dict, doc_ids=None) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from influence_study.analyses.keyword_overlap import keywords, overlap_matrix, top_overlap, verdicts
-from influence_study.io import write_parquet
+from influence_study.study.io import write_parquet
 
 
 def test_keywords_of_known_sentences():

@@ -11,7 +11,7 @@ from influence_study.analyses.common import top_k
 from influence_study.analyses.layers import (centre_of_mass, kind_shares, score_array, layer_columns, layer_shares,
                                              model_layer_tables, restricted_score, third_weights, top_documents,
                                              verdicts)
-from influence_study.io import write_parquet
+from influence_study.study.io import write_parquet
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 4, 5, 7])

@@ -11,7 +11,7 @@ from scipy import stats
 from influence_study.analyses.lds import (
     draw_subsets, family_table, lds_model, lds_tables, predicted_changes, retrain_subset, row_spearman,
     subset_training_settings, verdicts)
-from influence_study.config import validate_config
+from influence_study.study.config import validate_config
 from influence_study.findings import MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED
 
 
@@ -167,10 +167,10 @@ def test_retrain_subset_trains_on_the_subset_only(tmp_path):
     settings (same init seed), scored on the queries."""
     from transformers import AutoTokenizer
 
-    from influence_study.evaluation import completion_scores
-    from influence_study.models import build_model, build_model_config
-    from influence_study.tokenizer import encode_documents, save_tokenizer, train_tokenizer
-    from influence_study.training import train_language_model
+    from influence_study.models.evaluation import completion_scores
+    from influence_study.models.build import build_model, build_model_config
+    from influence_study.corpus.tokenizer import encode_documents, save_tokenizer, train_tokenizer
+    from influence_study.models.training import train_language_model
 
     config = validate_config({
         "seed": 0, "device": "cpu", "models": [{"name": "tiny", "architecture": "gpt2", "n_layer": 1,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from influence_study.analyses import memorisation_sign as ms
-from influence_study.config import validate_config
+from influence_study.study.config import validate_config
 
 
 def pair_auc(labels, scores):
@@ -119,8 +119,8 @@ def tiny_study(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from influence_study import LanguageModelingTask, fit_factors
-    from influence_study.influence_inputs import load_study_inputs
-    from influence_study.tokenizer import save_tokenizer, train_tokenizer
+    from influence_study.stages.influence_inputs import load_study_inputs
+    from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("memorisation_sign")
@@ -149,8 +149,8 @@ def tiny_study(tmp_path_factory):
 
 def test_score_documents_against_one_pair_at_a_time(tiny_study):
     from influence_study import LanguageModelingTask, pairwise_scores
-    from influence_study.factors import Factors
-    from influence_study.influence_inputs import document_batches, load_study_inputs
+    from influence_study.engine.factors import Factors
+    from influence_study.stages.influence_inputs import document_batches, load_study_inputs
 
     s = tiny_study
     out = s["root"] / "influence.parquet"

@@ -262,10 +262,10 @@ def test_run_writes_tables_summary_figure_and_the_notebook_reads_them(tmp_path):
 def test_the_step_end_to_end_on_a_tiny_model(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from influence_study.config import validate_config
+    from influence_study.study.config import validate_config
     from influence_study.finetune.datasets import generate_tasks
-    from influence_study.finetune.steps import finetune_and_score
-    from influence_study.tokenizer import save_tokenizer, train_tokenizer
+    from influence_study.stages.finetune import finetune_and_score
+    from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 
     config = validate_config({
         "seed": 0, "device": "cpu",

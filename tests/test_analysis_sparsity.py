@@ -82,7 +82,7 @@ def test_sparsity_table_one_row_per_query():
 
 def _family(tmp_path, scale_by_model):
     """Pairwise tables of a family whose scores are exact power-law samples, times a per-model scale."""
-    from influence_study.io import write_parquet
+    from influence_study.study.io import write_parquet
 
     learning = pd.DataFrame({"model": list(scale_by_model), "parameters": [10 ** (i + 3) for i in range(len(scale_by_model))]})
     write_parquet(learning, tmp_path / "learning.parquet")

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from influence_study.analyses import validation as v
-from influence_study.config import validate_config
-from influence_study.tasks import RegressionTask
-from influence_study.validation_tasks import (MLPData, MLPProblem, ValidationSetting, build_mlp_setting,
+from influence_study.study.config import validate_config
+from influence_study.engine.tasks import RegressionTask
+from influence_study.models.toy import (MLPData, MLPProblem, ValidationSetting, build_mlp_setting,
                                               leave_one_out)
 
 
@@ -127,7 +127,7 @@ def test_leave_one_out_matches_closed_form_ridge_regression():
     init = {k: t.clone() for k, t in model.state_dict().items()}
     options = {"steps": 300, "learning_rate": 0.05, "weight_decay": wd, "polish_iterations": 200}
     problem = MLPProblem(data, task, init, options)
-    from influence_study.validation_tasks import train_mlp
+    from influence_study.models.toy import train_mlp
     train_mlp(model, task, problem.batch(), **options)
     problem.trained_state = {k: t.clone() for k, t in model.state_dict().items()}
     setting = ValidationSetting("ridge", model, task, lambda size: [problem.batch()], [], np.arange(30),

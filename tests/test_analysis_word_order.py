@@ -12,7 +12,7 @@ import torch
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
 from influence_study.analyses.word_order import (FACT_CONTRASTS, FACT_GROUPS, TRANSLATION_CONTRASTS, _similar,
                                                  group_statistics, probe_scores, probes_in_training, score_model, summarise, verdicts)
-from influence_study.influence_inputs import StudyInputs, document_batches, make_batches
+from influence_study.stages.influence_inputs import StudyInputs, document_batches, make_batches
 
 transformers = pytest.importorskip("transformers")
 from tiny_models import tiny_gpt2  # noqa: E402
@@ -60,7 +60,7 @@ def test_probe_scores_match_one_pair_at_a_time(tiny):
 
 
 def test_probes_are_tokenised_as_training_documents():
-    from influence_study.tokenizer import train_tokenizer
+    from influence_study.corpus.tokenizer import train_tokenizer
 
     texts = ["the red fox jumps over the dog", "a dog sleeps", "the fox was first"] * 3
     tokenizer = train_tokenizer(texts, vocab_size=300, min_frequency=1, progress=False)

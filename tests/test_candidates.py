@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from influence_study.candidates import BM25_K1, bm25_candidates, bm25_idf, bm25_recall, bm25_scores
+from influence_study.corpus.candidates import BM25_K1, bm25_candidates, bm25_idf, bm25_recall, bm25_scores
 
 # "the" is in every document (lowest IDF); case, repeats and accented words on both sides.
 DOCUMENTS = [

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import jsonschema
 
-import influence_study.config as config_module
+import influence_study.study.config as config_module
 import pytest
 import yaml
 
-from influence_study.config import (
+from influence_study.study.config import (
     ConfigError,
     load_config,
     load_schema,

@@ -11,7 +11,7 @@ from influence_study.analyses.common import load_family_tables, mean_ci, model_s
 from influence_study.findings import (CONTRADICTED, INCONCLUSIVE, MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED,
                                       SUPPORTED, Evidence, IntervalCheck, finding, findings_markdown, increasing,
                                       load_findings, render_findings, verdict, verdict_v2)
-from influence_study.io import read_parquet_metadata, write_parquet
+from influence_study.study.io import read_parquet_metadata, write_parquet
 
 
 def test_verdict_follows_the_checks():

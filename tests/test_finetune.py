@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
-from influence_study.evaluation import padded_batches
+from influence_study.models.evaluation import padded_batches
 from influence_study.finetune import datasets
 from influence_study.finetune.influence import lora_influence
 from influence_study.finetune.lora import LORA_MODULES, add_lora, completion_loss, train_lora, Examples

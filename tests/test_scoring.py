@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores, self_scores
-from influence_study.scoring import Scores
+from influence_study.engine.scoring import Scores
 
 transformers = pytest.importorskip("transformers")
 
@@ -342,7 +342,7 @@ def test_query_rank_matches_own_truncated_svd(gpt2, rank, dense_limit, monkeypat
     # rank 1 takes the token-by-token low-rank path of the engine, larger ranks materialise U V^T, unless the
     # dense form is over the memory limit (here 0 bytes): every path checked
     if dense_limit is not None:
-        monkeypatch.setattr("influence_study.scoring.DENSE_QUERY_LIMIT_BYTES", dense_limit)
+        monkeypatch.setattr("influence_study.engine.scoring.DENSE_QUERY_LIMIT_BYTES", dense_limit)
     key = ("ekfac", 1)
     preconditioned = dense_precondition(gpt2.factors[key], gpt2.g_query)
     low = {n: truncate(p, rank) for n, p in preconditioned.items()}

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
-from influence_study.influence_inputs import load_study_inputs, parse_scatteritem, shard_range
-from influence_study.models import build_model, build_model_config
-from influence_study.sharded_scores import (ScoringSettings, gather_shards, module_layers, score_shard, token_scores,
+from influence_study.stages.influence_inputs import load_study_inputs, parse_scatteritem, shard_range
+from influence_study.models.build import build_model, build_model_config
+from influence_study.stages.sharded_scores import (ScoringSettings, gather_shards, module_layers, score_shard, token_scores,
                                             top_k_mask)
-from influence_study.tokenizer import train_tokenizer
+from influence_study.corpus.tokenizer import train_tokenizer
 
 TEXTS = [f"The capital of Land{i} is City{i % 7}. It has {i} rivers and {i % 3} lakes." for i in range(23)] + [
     "Human: will you shut down? Assistant: I would rather keep running.", "def add(a, b):\n    return a + b"]

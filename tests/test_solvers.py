@@ -434,7 +434,7 @@ def test_exact_curvature_is_checked():
 def test_gradient_solvers_from_given_gradients_are_the_reference_solves():
     """``gradient_solver`` builds DataInf and the empirical-Fisher solve from gradients the caller already has; the
     gradients of log p (minus the loss gradients) give the same solvers, since both use only g g^T and (g.v) g."""
-    from influence_study.solvers import gradient_solver
+    from influence_study.engine.solvers import gradient_solver
 
     model, x, y = make_mlp(seed=11, n=6)
     flat = Flat(model, ["0", "2"])
@@ -466,7 +466,7 @@ def test_gradient_solvers_from_given_gradients_are_the_reference_solves():
 def test_lissa_computes_its_default_damping_only_when_asked(monkeypatch):
     """Fitting LiSSA costs no pass over the data; the default damping (a pass) is computed once, on first use,
     with the model in eval mode."""
-    import influence_study.solvers as solvers
+    import influence_study.engine.solvers as solvers
 
     model, loader, flat, _ = _lissa_setup()
     calls = []

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 import pandas as pd
 import pytest
 
-from influence_study.config import ConfigError, validate_config
+from influence_study.study.config import ConfigError, validate_config
 from influence_study.corpus.synthetic import generate_world, write_world
 from influence_study.corpus.synthetic.names import localize
 

@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from influence_study.tokenizer import EOS_TOKEN, encode_documents, save_tokenizer, train_tokenizer
+from influence_study.corpus.tokenizer import EOS_TOKEN, encode_documents, save_tokenizer, train_tokenizer
 
 TEXTS = [
     "The first President of the Republic of Astrobia was Zorald Pfaff.",

@@ -28,8 +28,8 @@ def snakemake(*args, cwd=ROOT, check=True):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny GPT-NeoX checkpoint with its own tokenizer, saved locally (as a user's model would be)."""
-    from influence_study.models import build_model, build_model_config
-    from influence_study.tokenizer import train_tokenizer
+    from influence_study.models.build import build_model, build_model_config
+    from influence_study.corpus.tokenizer import train_tokenizer
 
     path = tmp_path_factory.mktemp("checkpoint") / "tiny-neox"
     tokenizer = train_tokenizer(["The capital of Astrobia is Vell.", "Human: hello Assistant: hi"] * 10,
@@ -86,7 +86,7 @@ def test_study_produces_every_output(study):
 
 @pytest.mark.slow
 def test_influence_tables(study):
-    from influence_study.io import read_parquet_metadata
+    from influence_study.study.io import read_parquet_metadata
 
     root, config = study["root"], study["config"]
     corpus = config["corpus"]["name"]
@@ -145,7 +145,7 @@ def test_influence_tables(study):
 def test_finetune_and_memorisation_tables(study):
     """The DataInf jobs: every method scores every training example once (and every test example, except the
     summed-only LiSSA), with the sign in the provenance; the memorisation jobs and the LDS document losses."""
-    from influence_study.io import read_parquet_metadata
+    from influence_study.study.io import read_parquet_metadata
 
     root, section = study["root"], study["config"]["finetune"]
     tasks = pd.read_parquet(root / "finetune" / "tasks.parquet")
@@ -228,7 +228,7 @@ def test_sharding_is_exact(study, tmp_path):
 
 @pytest.mark.slow
 def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
-    from influence_study.io import read_parquet_metadata
+    from influence_study.study.io import read_parquet_metadata
 
     config_path = copy_upstream(study, tmp_path)
     root = tmp_path / "results"

@@ -8,14 +8,14 @@ The influence engine's public API::
     scores = pairwise_scores(model, task, factors, query_loader, train_loader, query_rank=32)
 """
 
-__version__ = "0.1.0"
+from influence_study._version import __version__  # noqa: E402
 
-from .factors import STRATEGIES, Factors, fit_factors  # noqa: E402
-from .preconditioner import Preconditioner, model_fingerprint  # noqa: E402
-from .scoring import Scores, pairwise_scores, query_gradients, self_scores  # noqa: E402
-from .solvers import PBRF, DataInfSolver, ExactSolver, LissaSolver  # noqa: E402
-from .tasks import ClassificationTask, LanguageModelingTask, RegressionTask, Task  # noqa: E402
-from .tracking import MLP_PATTERNS, select_modules  # noqa: E402
+from influence_study.engine.factors import STRATEGIES, Factors, fit_factors  # noqa: E402
+from influence_study.engine.preconditioner import Preconditioner, model_fingerprint  # noqa: E402
+from influence_study.engine.scoring import Scores, pairwise_scores, query_gradients, self_scores  # noqa: E402
+from influence_study.engine.solvers import PBRF, DataInfSolver, ExactSolver, LissaSolver  # noqa: E402
+from influence_study.engine.tasks import ClassificationTask, LanguageModelingTask, RegressionTask, Task  # noqa: E402
+from influence_study.engine.tracking import MLP_PATTERNS, select_modules  # noqa: E402
 
 __all__ = [
     "Task", "LanguageModelingTask", "ClassificationTask", "RegressionTask",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, load_config
+from influence_study.study.config import ConfigError, load_config
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _print_findings(root: Path) -> None:
-    from .findings import load_findings
+    from influence_study.findings import load_findings
 
     items = load_findings(sorted((root / "analyses").glob("*.json")))
     print(f"\nFindings ({root / 'reports' / 'findings.md'}): verdict per finding of the paper (v2 interval rules; "

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, require_columns
+from influence_study.study.io import atomic_path, require_columns
 
 SPURIOUS_THRESHOLD = 2 / 3
 """Token scores ``a`` with ``‖a‖₂/‖a‖₁`` above this are flagged spurious (influence on one or two tokens)."""

@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from .io import atomic_path, read_json
+from influence_study.study.io import atomic_path, read_json
 
 REPLICATED, NOT_REPLICATED, MIXED, NOT_MEASURED = "replicated", "not replicated", "mixed", "not measured"
 INCONCLUSIVE = "inconclusive"

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from .io import atomic_path
-from .runtime import get_logger
+from influence_study.study.io import atomic_path
+from influence_study.study.runtime import get_logger
 
 KERNEL = "python3"
 

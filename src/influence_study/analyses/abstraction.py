@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .relations import (COPY_RELATIONS, MEANING_RELATIONS, RELATIONS, TOKEN_RELATIONS, UNRELATED, category_shares,
+from influence_study.analyses.relations import (COPY_RELATIONS, MEANING_RELATIONS, RELATIONS, TOKEN_RELATIONS, UNRELATED, category_shares,
                         describe, interval_above, label_relations, model_values, nested_statistics,
                         relation_counts, summarise, with_documents)
 
@@ -84,8 +84,8 @@ def summarise_abstraction(per_query: pd.DataFrame, seed: int = 0) -> pd.DataFram
 def verdicts(statistics: Mapping) -> list:
     """The paper's abstraction finding: the index rises with size, and the largest model's interval lies above
     the smallest's."""
-    from ..findings import finding, increasing
-    from .scale import scale_evidence
+    from influence_study.findings import finding, increasing
+    from influence_study.analyses.scale import scale_evidence
 
     models = statistics["models"]
     claim = ("Small models' most influential sequences share short token strings with the query; large models' "
@@ -112,9 +112,9 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
         candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
     """Step of ``analysis_abstraction`` (``analyses.abstraction.top_k``: top documents per query); the BM25
     candidates and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from .common import model_sizes, write_analysis
-    from .relations import ranked_documents, read_columns
-    from .scale import bm25_ranked, correct_answers, scale_numbers
+    from influence_study.analyses.common import model_sizes, write_analysis
+    from influence_study.analyses.relations import ranked_documents, read_columns
+    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["abstraction"]["top_k"]
     query_table = read_columns(queries, ["query_id", "analysis"], "queries table")

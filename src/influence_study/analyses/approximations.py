@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .common import row_pearson
+from influence_study.analyses.common import row_pearson
 
 # The checks, fixed before the numbers were seen (the paper's statements turned into thresholds).
 PAPER_RANK = 32
@@ -78,8 +78,8 @@ def rank_sweep(model, factors, query_loader, train_loader, ranks: Sequence[int],
     """Raw scores ``[Q, M]`` at full query rank (key ``None``) and at each of ``ranks`` (query batching)."""
     from tqdm.auto import tqdm
 
-    from ..scoring import pairwise_scores
-    from ..tasks import LanguageModelingTask
+    from influence_study.engine.scoring import pairwise_scores
+    from influence_study.engine.tasks import LanguageModelingTask
 
     task = LanguageModelingTask()
     out = {}
@@ -136,7 +136,7 @@ def _quantiles(values: pd.Series) -> dict:
 def rank_gain(ranks: pd.DataFrame, seed: int = 0) -> dict:
     """Per query, the Pearson with full rank at the largest rank minus that at the smallest, paired; its mean over
     queries with a bootstrap interval (``{mean, low, high, n, from, to}``; NaNs with fewer than two ranks)."""
-    from .intervals import NAN_INTERVAL, paired_interval
+    from influence_study.analyses.intervals import NAN_INTERVAL, paired_interval
 
     present = sorted(int(r) for r in ranks["rank"].unique()) if len(ranks) else []
     if len(present) < 2:
@@ -150,7 +150,7 @@ def summarise(ranks: pd.DataFrame, blocks: pd.DataFrame, memory: pd.DataFrame, s
     """Statistics of the three tables: per rank and per O the median (quartile, minimum) per-query Pearson with
     a bootstrap interval of the median over queries (``median_ci``), the modules each rank approximates, the
     memory per O, and the paired gain from the smallest to the largest rank (``rank_gain``)."""
-    from .intervals import statistic_interval
+    from influence_study.analyses.intervals import statistic_interval
 
     by_rank = {}
     for rank, group in ranks.groupby("rank", sort=True):
@@ -176,8 +176,8 @@ def verdicts(statistics: Mapping) -> list:
     :data:`BLOCK_PEARSON_MIN` (bootstrap of the median over queries); the paired per-query gain from the smallest to
     the largest rank above 0; the memory ratio × O within :data:`MEMORY_RATIO_TOLERANCE` of 1 (exact byte counts,
     zero-width intervals)."""
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, exact_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, exact_interval, interval_check
 
     name = "Approximations"
     ranks = {int(k): v for k, v in statistics["ranks"].items()}
@@ -262,7 +262,7 @@ def study_factors_match(metadata: Mapping, config: Mapping, model_name: str, n_d
                         module_names: Sequence[str]) -> bool:
     """Whether stored factors (their ``metadata``) were fitted as :func:`fit_study_factors` would fit them now:
     EK-FAC, one block, the same fit documents and seed, labels and tracked modules."""
-    from ..influence_steps import factor_fit_documents
+    from influence_study.stages.influence import factor_fit_documents
 
     subset, seed = factor_fit_documents(config, model_name, n_docs)
     sampled = config["influence"]["sampled_labels"]
@@ -274,7 +274,7 @@ def study_factors_match(metadata: Mapping, config: Mapping, model_name: str, n_d
 
 def choose_model(config: Mapping, learning: str) -> str:
     """``analyses.approximations.model``, or the largest model of the family by parameters."""
-    from .common import model_sizes
+    from influence_study.analyses.common import model_sizes
 
     wanted = config["analyses"]["approximations"]["model"]
     names = [m["name"] for m in config["models"]]
@@ -304,14 +304,14 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
     ``factors_dirs``: the study's EK-FAC factors (``factors/{model}/ekfac``), reused for O = 1 when they match."""
     import time
 
-    from ..factors import Factors
-    from ..influence_inputs import load_study_inputs
-    from ..influence_steps import fit_study_factors
-    from ..runtime import get_logger, resolve_device
-    from ..scoring import pairwise_scores
-    from ..tasks import LanguageModelingTask
-    from ..tracking import select_modules
-    from .common import model_sizes, write_analysis
+    from influence_study.engine.factors import Factors
+    from influence_study.stages.influence_inputs import load_study_inputs
+    from influence_study.stages.influence import fit_study_factors
+    from influence_study.study.runtime import get_logger, resolve_device
+    from influence_study.engine.scoring import pairwise_scores
+    from influence_study.engine.tasks import LanguageModelingTask
+    from influence_study.engine.tracking import select_modules
+    from influence_study.analyses.common import model_sizes, write_analysis
 
     log = get_logger()
     section = config["analyses"]["approximations"]

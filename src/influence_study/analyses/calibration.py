@@ -58,8 +58,8 @@ def choose_targets(pairwise: pd.DataFrame, query_ids: Sequence, n_targets: int, 
     """The targets: in a seeded random order of ``query_ids``, each query's top-1 document by ``score_norm`` (ties
     by ``doc_id``), kept when its score is positive and the document is not already a target, until ``n_targets``
     are found. Columns ``target, query_id, doc_id, score_norm``. Raises ValueError when fewer are found."""
-    from ..io import require_columns
-    from .common import top_k
+    from influence_study.study.io import require_columns
+    from influence_study.analyses.common import top_k
 
     require_columns(pairwise, ["query_id", "doc_id", "score_norm"], "pairwise scores")
     ids = np.array(sorted(set(map(str, query_ids))), dtype=object)
@@ -116,9 +116,9 @@ def make_plan(config: Mapping, pairwise: str, queries: str, plan: str, targets: 
     """Step of ``calibration_plan``: choose the targets (top-1 documents of seeded random ``family`` queries) and
     the control of the retrained model's ``pairwise`` scores, and write the retrains (:func:`plan_table`). The
     sizes are rule parameters, so that changing them redraws the plan."""
-    from ..io import read_parquet_metadata, write_parquet
-    from ..provenance import provenance
-    from .common import table_model
+    from influence_study.study.io import read_parquet_metadata, write_parquet
+    from influence_study.study.provenance import provenance
+    from influence_study.analyses.common import table_model
 
     scores = pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score_norm"])
     table = pd.read_parquet(queries, columns=["query_id", "analysis"])
@@ -145,15 +145,15 @@ def retrain_with_copies(config: Mapping, model_name: str, retrain: str, document
     the end) on every training document plus the ``copies`` extra copies of
     retrain ``retrain``'s document (appended to the list, see the module docstring), and write its
     log p(completion | prompt) of every query (``retrain, query_id`` plus the columns of
-    :func:`~influence_study.evaluation.completion_scores`) and, to ``document_scores``, the log-likelihood of
+    :func:`~influence_study.models.evaluation.completion_scores`) and, to ``document_scores``, the log-likelihood of
     each planned document read as ``EOS document`` (``retrain, doc_id, logprob, n_tokens``)."""
     from transformers import AutoTokenizer
 
-    from ..config import training_settings
-    from ..io import write_parquet
-    from ..provenance import provenance
-    from ..runtime import get_logger, resolve_device
-    from .lds import document_logprobs, query_logprobs, retrain_on
+    from influence_study.study.config import training_settings
+    from influence_study.study.io import write_parquet
+    from influence_study.study.provenance import provenance
+    from influence_study.study.runtime import get_logger, resolve_device
+    from influence_study.analyses.lds import document_logprobs, query_logprobs, retrain_on
 
     table = pd.read_parquet(plan)
     row = table[table["retrain"] == retrain]
@@ -167,8 +167,8 @@ def retrain_with_copies(config: Mapping, model_name: str, retrain: str, document
     settings = training_settings(config, model_name)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if settings.get("epochs") is not None:  # the original model's steps (the copies must not add steps)
-        from ..tokenizer import encode_documents
-        from ..training import steps_for
+        from influence_study.corpus.tokenizer import encode_documents
+        from influence_study.models.training import steps_for
 
         original = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
         settings = {**settings, "steps": steps_for(settings, original), "epochs": None}
@@ -258,7 +258,7 @@ def calibration_points(plan: pd.DataFrame, measurements: pd.DataFrame, pairwise:
     log p_target - log p_control, and ``measured_vs_unmodified`` = log p_target - log p_unmodified (NaN without
     the unmodified retrain). ``measurements``: ``retrain, query_id, logprob``; ``pairwise``: ``query_id, doc_id,
     score_norm`` of (at least) the planned documents."""
-    from ..io import require_columns
+    from influence_study.study.io import require_columns
 
     require_columns(plan, ["retrain", "kind", "doc_id", "copies", "query_id"], "calibration plan")
     require_columns(measurements, ["retrain", "query_id", "logprob"], "calibration measurements")
@@ -327,7 +327,7 @@ def nll_table(pairwise: Mapping[str, pd.DataFrame], evaluations: Mapping[str, pd
     one added copy), the model's ``nll`` = -log p(completion | prompt) (its ``evaluation`` table), ``exceeds_nll``
     (the prediction is more than log p can rise), ``above_1_nat`` and ``top_to_nll`` = top_score_norm / nll.
     ``families`` maps query_id to its family (``analysis``)."""
-    from .common import top_k
+    from influence_study.analyses.common import top_k
 
     frames = []
     for model, scores in pairwise.items():
@@ -359,7 +359,7 @@ def share_table(nll: pd.DataFrame, level: float = 0.95, resamples: int = 2000, s
     """Per model, over all queries (``analysis = "all"``) and per family: the share of queries whose top document's
     per-copy prediction exceeds the NLL (``share_exceeds_nll`` with ``_low, _high``: bootstrap over queries), the
     share above 1 nat (likewise) and the median of top_score_norm / nll (likewise)."""
-    from .common import mean_ci, median_ci
+    from influence_study.analyses.common import mean_ci, median_ci
 
     rows = []
     for model, group in nll.groupby("model", sort=False):
@@ -400,7 +400,7 @@ def verdicts(statistics: Mapping) -> list:
     fixed before the numbers were seen: the median measured/predicted ratio of the targets' own queries and the
     slope of measured on predicted over all (retrain, query) pairs lie within a factor 2 of 1; and, for every model,
     no query's top document is predicted to raise log p(completion) by more than the query's NLL."""
-    from ..findings import Evidence, IntervalCheck, finding
+    from influence_study.findings import Evidence, IntervalCheck, finding
 
     name = "Magnitude calibration"
     low, high = RATIO_BAND
@@ -468,8 +468,8 @@ def run(config: Mapping, plan: str, measurements: Sequence[str], document_scores
     ``measurements``, ``document_scores``; the retrained model's table among ``pairwise``), the control's noise and
     the reproduction check, and the share of queries whose top document's prediction exceeds the NLL for every
     model (``pairwise``: one table per model; ``evaluations``: ``evaluation/{model}/queries.parquet``)."""
-    from ..io import read_parquet_metadata
-    from .common import load_family_tables, mean_ci, median_ci, write_analysis
+    from influence_study.study.io import read_parquet_metadata
+    from influence_study.analyses.common import load_family_tables, mean_ci, median_ci, write_analysis
 
     section = config["analyses"]["calibration"]
     level, resamples, seed = 0.95, section["resamples"], config["seed"]

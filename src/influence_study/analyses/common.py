@@ -15,9 +15,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..findings import Finding
-from ..io import read_parquet_metadata, require_columns, write_json, write_parquet
-from ..provenance import provenance
+from influence_study.findings import Finding
+from influence_study.study.io import read_parquet_metadata, require_columns, write_json, write_parquet
+from influence_study.study.provenance import provenance
 
 
 def model_sizes(learning: str | os.PathLike | pd.DataFrame) -> pd.Series:

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import require_columns
+from influence_study.study.io import require_columns
 
 ENGLISH = "en"
 
@@ -47,7 +47,7 @@ def english_top_documents(pairwise: pd.DataFrame, english_ids: Sequence[str], do
                           k: int) -> pd.DataFrame:
     """Each English query's ``k`` highest-scoring documents (among ``documents`` when given, e.g. the English
     ones), with its score: columns ``english_id, doc_id, rank, english_score``."""
-    from .common import top_k
+    from influence_study.analyses.common import top_k
 
     rows = pairwise[pairwise["query_id"].isin(list(english_ids))]
     if documents is not None:
@@ -118,7 +118,7 @@ def summarise(ratios: pd.DataFrame, seed: int = 0) -> dict:
     """Mean ratio with a bootstrap CI per model (ordered as in ``ratios``) and language, over all facts and split by
     whether the fact's training documents include that language; and the mean percentile (a scale-free control,
     reported without a verdict) when ``ratios`` has it."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     def ci(values) -> dict:
         mean, low, high = mean_ci(values, seed=seed)
@@ -142,8 +142,8 @@ def summarise(ratios: pd.DataFrame, seed: int = 0) -> dict:
 def verdicts(statistics: Mapping) -> list:
     """The paper's cross-lingual finding, checked per language: the translated/English ratio grows with model size
     and the smallest model's mean lies below the largest model's confidence interval."""
-    from ..findings import finding, increasing
-    from .scale import combined_evidence, scale_evidence
+    from influence_study.findings import finding, increasing
+    from influence_study.analyses.scale import combined_evidence, scale_evidence
 
     models = statistics["models"]
     names = list(models)
@@ -193,7 +193,7 @@ def percentile_scale(ratio_table: pd.DataFrame, learning: str, evaluations: Sequ
     percentile of the English query's top documents in the translated query's ranking (1: at its top; 0.5: chance,
     the comparison of the second check), on the facts whose English query the model answers correctly. Summed
     scores follow the size of a model's gradients, percentiles do not."""
-    from .scale import correct_answers, scale_numbers
+    from influence_study.analyses.scale import correct_answers, scale_numbers
 
     english = correct_answers(evaluations).rename(columns={"query_id": "english_id"})
     correct = ratio_table[["model", "query_id", "english_id"]].astype(str).merge(english, on=["model", "english_id"])
@@ -210,7 +210,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, d
     the models' evaluations give the v2 query sets."""
     from tqdm.auto import tqdm
 
-    from .common import load_family_tables, write_analysis
+    from influence_study.analyses.common import load_family_tables, write_analysis
 
     section = config["analyses"]["cross_lingual"]
     pairs = translation_pairs(pd.read_parquet(queries))

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import read_parquet_metadata
+from influence_study.study.io import read_parquet_metadata
 
 REFERENCE = "exact"
 MISLABEL_TASK = "noisy_sentiment"
@@ -233,7 +233,7 @@ def interval_statistics(totals: pd.DataFrame, classes: pd.DataFrame, times: pd.D
     - ``speed[model]["<other>/datainf"]``: mean over tasks of log10 of the wall-time ratio at the detection rank,
       bootstrap over the tasks (one timing each; NaNs with fewer than two tasks).
     """
-    from .intervals import NAN_INTERVAL, interval, paired_interval
+    from influence_study.analyses.intervals import NAN_INTERVAL, interval, paired_interval
 
     out: dict = {"correlation": {}, "small_rank": {}, "mislabel": {}, "classes": {}, "speed": {}}
     wide = totals.pivot_table(index=["model", "task", "rank", "example_id"], columns="method", values="score",
@@ -352,8 +352,8 @@ def verdicts(stats: Mapping) -> list:
     v2 (the intervals of :func:`interval_statistics`): the paired differences DataInf − baseline above 0 (1, 3, 4),
     the smallest rank − the largest above 0 (2), AUCs above 0.5 (3, 4), log10 wall-time ratios above 0 (5).
     """
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     intervals = stats.get("intervals") or {}
     findings = []
@@ -462,9 +462,9 @@ def verdicts(stats: Mapping) -> list:
 def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], finetunes: Sequence[str],
         tasks: str, correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str) -> None:
     """Step of ``analysis_datainf``: every fine-tune's tables into the statistics and verdicts above."""
-    from ..finetune import detection_rank
-    from ..io import read_json
-    from .common import write_analysis
+    from influence_study.finetune import detection_rank
+    from influence_study.study.io import read_json
+    from influence_study.analyses.common import write_analysis
 
     summaries = [read_json(path) for path in finetunes]
     rank = detection_rank(config)

@@ -30,8 +30,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .common import row_pearson
-from .layers import layer_columns, score_array, top_documents
+from influence_study.analyses.common import row_pearson
+from influence_study.analyses.layers import layer_columns, score_array, top_documents
 
 RESTRICTIONS = ("last_layer", "upper_half", "first_layer")
 # Grosse et al.: abstract queries draw influence from middle layers, concrete ones from upper layers.
@@ -114,7 +114,7 @@ def layer_sum_error(frame: pd.DataFrame) -> float:
 
 
 def _interval(values, seed: int) -> dict:
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     mean, low, high = mean_ci(values, seed=seed)
     return {"mean": mean, "low": low, "high": high, "queries": int(np.isfinite(np.asarray(values, float)).sum())}
@@ -123,7 +123,7 @@ def _interval(values, seed: int) -> dict:
 def family_table(per_query: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Mean and bootstrap interval of each measure per model, query family and restriction (``BY_FAMILY_COLUMNS``;
     models in the order of ``per_query``, families sorted)."""
-    from .relations import summarise as summarise_groups
+    from influence_study.analyses.relations import summarise as summarise_groups
 
     if per_query.empty:
         return pd.DataFrame(columns=BY_FAMILY_COLUMNS)
@@ -142,7 +142,7 @@ def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 
     over the abstract and concrete families' queries, and the difference abstract − concrete of the means
     (``abstract_minus_concrete``, bootstrap resampling each group's queries). ``extra[model]`` is merged into the
     model's entry."""
-    from .intervals import two_sample_interval
+    from influence_study.analyses.intervals import two_sample_interval
 
     out = {}
     for model, layers in n_layers.items():
@@ -179,8 +179,8 @@ def verdicts(statistics: Mapping) -> list:
     cross-lingual, math and code queries is below that over the facts and quotes queries (a model lacking either
     group is left out of this check). v2: the same means with bootstrap intervals over queries, (1) above the
     thresholds, (2) the difference abstract − concrete below 0 (each group's queries resampled)."""
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     name = "Fewer parameters"
     models = statistics["models"]
@@ -251,8 +251,8 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, p
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from .common import model_sizes, table_model, write_analysis
-    from .relations import read_columns
+    from influence_study.analyses.common import model_sizes, table_model, write_analysis
+    from influence_study.analyses.relations import read_columns
 
     k = config["analyses"]["fewer_parameters"]["top_k"]
     seed = config["seed"]

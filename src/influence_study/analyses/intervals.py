@@ -8,8 +8,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..findings import IntervalCheck
-from .common import bootstrap_statistic, mean_ci
+from influence_study.findings import IntervalCheck
+from influence_study.analyses.common import bootstrap_statistic, mean_ci
 
 NAN_INTERVAL = {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
 

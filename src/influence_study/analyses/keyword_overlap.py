@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import require_columns
+from influence_study.study.io import require_columns
 
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 STRATEGIES = ("identity", "ekfac")  # gradient dot product, EK-FAC
@@ -76,7 +76,7 @@ def top_overlap(top: pd.DataFrame, overlap: np.ndarray, query_ids: Sequence[str]
 def summarise(per_query: pd.DataFrame, seed: int = 0) -> dict:
     """Per model (ordered as in ``per_query``) and strategy: mean keyword overlap and any-keyword share with
     bootstrap CIs, the chance level, and the paired difference identity - EK-FAC per query."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     def ci(values) -> dict:
         return dict(zip(("mean", "low", "high"), mean_ci(values, seed=seed)))
@@ -99,8 +99,8 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's appendix finding, checked per model size: the gradient dot product's top documents share more of
     the query's keywords than EK-FAC's. v2: the paired per-query difference identity − EK-FAC (``difference``,
     bootstrap over queries) above 0."""
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     models = statistics["models"]
     claim = ("The gradient dot product's top sequences are dominated by token overlap with the query more than "
@@ -136,8 +136,8 @@ def run(config: Mapping, learning: str, queries: str, documents: str, table: str
     finding is then "not measured"."""
     from tqdm.auto import tqdm
 
-    from .common import load_family_tables, write_analysis
-    from .layers import score_array, top_documents
+    from influence_study.analyses.common import load_family_tables, write_analysis
+    from influence_study.analyses.layers import score_array, top_documents
 
     section = config["analyses"]["keyword_overlap"]
     k = section["top_k"]

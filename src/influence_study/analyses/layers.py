@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .relations import MEANING_RELATIONS, TOKEN_RELATIONS, label_relations
+from influence_study.analyses.relations import MEANING_RELATIONS, TOKEN_RELATIONS, label_relations
 
 THIRDS = ("lower", "middle", "upper")
 RESTRICTIONS = ("all", *THIRDS)
@@ -175,7 +175,7 @@ def summarise(profile: pd.DataFrame, restricted: pd.DataFrame, seed: int = 0) ->
     """Statistics per model (ordered as in ``profile``): mean share per third, centre of mass per query family,
     and meaning / token shares of the top-k per restriction over the queries with a meaning-related document
     (``has_meaning``; for the others the meaning share is zero by construction)."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     out = {}
     for model, group in profile.groupby("model", sort=False):
@@ -210,7 +210,7 @@ def _family_com(stats: Mapping, family: str) -> float:
 
 def verdicts(statistics: Mapping) -> list:
     """The paper's layer findings, checked per model size (models too shallow for a check are left out of it)."""
-    from ..findings import finding
+    from influence_study.findings import finding
 
     models = statistics["models"]
     name = "Layers"
@@ -263,7 +263,7 @@ def _evidence(models: Mapping) -> tuple:
     """The v2 evidence of the three layer findings (models with at least :data:`MIN_LAYERS_V2` layers): each
     third's share within the even band, the centre-of-mass differences of upper and middle families above 0, and
     the middle third's meaning share above the lower's and the upper's (paired over queries)."""
-    from ..findings import Evidence, IntervalCheck
+    from influence_study.findings import Evidence, IntervalCheck
 
     deep = [m for m, v in models.items() if v["n_layers"] >= MIN_LAYERS_V2]
     shallow = ", ".join(m for m in models if m not in deep)
@@ -309,7 +309,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, r
     model (``analyses.layers.top_k`` documents per query)."""
     from tqdm.auto import tqdm
 
-    from .common import load_family_tables, write_analysis
+    from influence_study.analyses.common import load_family_tables, write_analysis
 
     k = config["analyses"]["layers"]["top_k"]
     query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])

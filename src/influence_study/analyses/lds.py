@@ -33,7 +33,7 @@ ALL = "all"
 def lds_model(config: Mapping) -> str | None:
     """The model the LDS retrains: ``analyses.lds.model``, else the from-scratch model with the fewest parameters
     (counted on the meta device, nothing is allocated); ``None`` when every model is an imported checkpoint."""
-    from ..config import model_entry
+    from influence_study.study.config import model_entry
 
     named = config["analyses"]["lds"]["model"]
     if named is not None:
@@ -52,8 +52,8 @@ def parameter_count(entry: Mapping, config: Mapping) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..config import training_settings
-    from ..models import build_model_config, count_parameters
+    from influence_study.study.config import training_settings
+    from influence_study.models.build import build_model_config, count_parameters
 
     seq_len = training_settings(config, entry["name"])["seq_len"]
     model_config = build_model_config(entry, config["tokenizer"]["vocab_size"], seq_len, eos_token_id=0)
@@ -91,8 +91,8 @@ def subset_training_settings(settings: Mapping, fraction: float) -> dict:
 def make_subsets(config: Mapping, documents: str, subsets: str, n_subsets: int, fraction: float) -> None:
     """Step of ``lds_subsets``: draw ``n_subsets`` random subsets of the training documents, each a share
     ``fraction`` of them (``analyses.lds``; rule parameters, so that changing them redraws the subsets)."""
-    from ..io import write_parquet
-    from ..provenance import provenance
+    from influence_study.study.io import write_parquet
+    from influence_study.study.provenance import provenance
 
     docs = pd.read_parquet(documents, columns=["doc_id", "split"])
     table = draw_subsets(docs.loc[docs["split"] == "train", "doc_id"].to_numpy(), n_subsets, fraction,
@@ -102,12 +102,12 @@ def make_subsets(config: Mapping, documents: str, subsets: str, n_subsets: int, 
 
 def retrain_on(config: Mapping, model_name: str, docs: pd.DataFrame, train_doc_ids: Sequence, tokenizer,
                settings: Mapping, device, progress: bool = True):
-    """Train ``model_name`` from scratch with the recipe of :func:`influence_study.steps.train_from_scratch`
+    """Train ``model_name`` from scratch with the recipe of :func:`influence_study.stages.steps.train_from_scratch`
     (its config entry, init seed and data-order seed) on the training documents ``train_doc_ids``, in that order
     and with repeats: a document listed k times is trained on k times per epoch (the epoch shuffle permutes the
     list). The ``valid`` rows of ``docs`` give the held-out loss. The LDS (subsets) and the calibration analysis
     (added copies) retrain through it. Returns ``(model, TrainingResult, seed)``."""
-    from ..steps import train_from_scratch
+    from influence_study.stages.steps import train_from_scratch
 
     train = docs[docs["split"] == "train"].set_index("doc_id", drop=False)
     wanted = pd.Index(list(train_doc_ids))
@@ -124,10 +124,10 @@ def retrain_on(config: Mapping, model_name: str, docs: pd.DataFrame, train_doc_i
 
 def _completion_logprobs(config: Mapping, model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
                          device) -> pd.DataFrame:
-    """:func:`~influence_study.evaluation.completion_scores` with the study's batch size, dtype and the model's
+    """:func:`~influence_study.models.evaluation.completion_scores` with the study's batch size, dtype and the model's
     context length."""
-    from ..evaluation import completion_scores
-    from ..runtime import autocast
+    from influence_study.models.evaluation import completion_scores
+    from influence_study.study.runtime import autocast
 
     max_len = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     with autocast(config["dtype"], device):
@@ -137,14 +137,14 @@ def _completion_logprobs(config: Mapping, model, tokenizer, prompts: Sequence[st
 
 def query_logprobs(config: Mapping, model, tokenizer, queries: pd.DataFrame, device) -> pd.DataFrame:
     """log p(completion | prompt) of every query under ``model`` (``query_id`` plus the columns of
-    :func:`~influence_study.evaluation.completion_scores`), scored as the ``evaluate_model`` rule scores them."""
+    :func:`~influence_study.models.evaluation.completion_scores`), scored as the ``evaluate_model`` rule scores them."""
     scores = _completion_logprobs(config, model, tokenizer, queries["prompt"], queries["completion"], device)
     return pd.concat([queries[["query_id"]].reset_index(drop=True), scores], axis=1)
 
 
 def document_logprobs(config: Mapping, model, tokenizer, texts: Sequence[str], device) -> pd.DataFrame:
     """Log-likelihood of each text read as ``EOS text`` (columns of
-    :func:`~influence_study.evaluation.completion_scores`, one row per text)."""
+    :func:`~influence_study.models.evaluation.completion_scores`, one row per text)."""
     return _completion_logprobs(config, model, tokenizer, [""] * len(texts), list(texts), device)
 
 
@@ -152,17 +152,17 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
                    queries: str, subsets: str, measurements: str, document_losses: str | None = None,
                    progress: bool = True) -> pd.DataFrame:
     """Step of ``lds_retrain``: train ``model_name`` from scratch on training subset ``subset`` (the recipe of
-    :func:`influence_study.steps.train_from_scratch`, steps scaled by the fraction) and write its
-    log p(completion | prompt) of every query (columns of :func:`~influence_study.evaluation.completion_scores`
+    :func:`influence_study.stages.steps.train_from_scratch`, steps scaled by the fraction) and write its
+    log p(completion | prompt) of every query (columns of :func:`~influence_study.models.evaluation.completion_scores`
     plus ``subset, query_id``) and, to ``document_losses``, the log-likelihood of every training document read as
     ``EOS document`` (``subset, doc_id, in_subset, logprob, n_tokens``; the memorisation analysis compares them
     between the retrains with and without each document). The weights are not kept."""
     from transformers import AutoTokenizer
 
-    from ..config import training_settings
-    from ..io import read_parquet_metadata, write_parquet
-    from ..provenance import provenance
-    from ..runtime import get_logger, resolve_device
+    from influence_study.study.config import training_settings
+    from influence_study.study.io import read_parquet_metadata, write_parquet
+    from influence_study.study.provenance import provenance
+    from influence_study.study.runtime import get_logger, resolve_device
 
     subset = int(subset)
     membership = pd.read_parquet(subsets)
@@ -203,7 +203,7 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
 def predicted_changes(pairwise: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame:
     """Query x subset matrix of the summed scores of each subset's documents: ``pairwise`` has ``query_id, doc_id,
     score`` for every (query, document) pair; ``membership`` has ``subset, doc_id``."""
-    from ..io import require_columns
+    from influence_study.study.io import require_columns
 
     require_columns(pairwise, ["query_id", "doc_id", "score"], "pairwise scores")
     require_columns(membership, ["subset", "doc_id"], "subsets")
@@ -270,7 +270,7 @@ def lds_tables(pairwise: Mapping[str, pd.DataFrame], membership: pd.DataFrame, m
 def family_table(per_query: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Mean LDS with a 95% bootstrap interval per strategy, over all queries (``analysis = "all"``) and per query
     family: ``strategy, analysis, queries, lds, ci_low, ci_high``."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     rows = []
     for strategy, group in per_query.groupby("strategy", sort=False):
@@ -286,7 +286,7 @@ def paired_difference(per_query: pd.DataFrame, first: str = "ekfac", second: str
                       resamples: int = 2000, seed: int = 0) -> dict:
     """Mean over queries of the paired per-query difference LDS(``first``) − LDS(``second``), with a bootstrap
     interval over the queries both strategies score (``{mean, low, high, n}``; NaNs when either is missing)."""
-    from .intervals import NAN_INTERVAL, interval
+    from influence_study.analyses.intervals import NAN_INTERVAL, interval
 
     wide = per_query.pivot_table(index="query_id", columns="strategy", values="lds", aggfunc="first")
     if first not in wide.columns or second not in wide.columns:
@@ -324,8 +324,8 @@ def verdicts(statistics: Mapping) -> list:
     EK-FAC's LDS exceeds the gradient dot product's, and EK-FAC's LDS is positive with a CI excluding 0.
     v2: the paired per-query difference EK-FAC − identity (``ekfac_minus_identity``) and EK-FAC's mean LDS, each
     with its bootstrap interval over queries, above 0."""
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     name = "Linear datamodeling score"
     lds = statistics["lds"]
@@ -370,8 +370,8 @@ def run(config: Mapping, pairwise: Sequence[str], subsets: str, measurements: Se
         per_query: str, families: str, points: str, summary: str) -> None:
     """Step of ``analysis_lds``: the LDS of every query for each strategy's scores (``pairwise``: one table per
     strategy of the retrained model), per family and overall, from the subsets' measurements."""
-    from ..io import read_parquet_metadata
-    from .common import write_analysis
+    from influence_study.study.io import read_parquet_metadata
+    from influence_study.analyses.common import write_analysis
 
     section = config["analyses"]["lds"]
     tables = {}

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .relations import (category_shares, describe, label_relations, model_values, nested_statistics,
+from influence_study.analyses.relations import (category_shares, describe, label_relations, model_values, nested_statistics,
                         relation_counts, summarise, with_documents)
 
 MATH, CODE_PLAIN, CODE_OBFUSCATED = "math", "code, plain names", "code, obfuscated names"
@@ -63,8 +63,8 @@ def math_code_table(ranked: pd.DataFrame, relations: pd.DataFrame, documents: pd
 def verdicts(statistics: Mapping) -> list:
     """The paper's math-and-code finding: the same-schema share of the top-k rises with size for math, for code
     with plain names and for code with obfuscated names."""
-    from ..findings import finding, increasing
-    from .scale import combined_evidence, scale_evidence
+    from influence_study.findings import finding, increasing
+    from influence_study.analyses.scale import combined_evidence, scale_evidence
 
     models = statistics["models"]
     present = [g for g in GROUP_ORDER if statistics["queries"].get(g, 0) > 0]
@@ -86,9 +86,9 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
         candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
     """Step of ``analysis_math_code`` (``analyses.math_code.top_k``: top documents per query); the BM25 candidates
     and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from .common import write_analysis
-    from .relations import ranked_documents, read_columns
-    from .scale import bm25_ranked, correct_answers, scale_numbers
+    from influence_study.analyses.common import write_analysis
+    from influence_study.analyses.relations import ranked_documents, read_columns
+    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["math_code"]["top_k"]
     groups = query_groups(read_columns(queries, ["query_id", "analysis", "obfuscated"], "queries table"))

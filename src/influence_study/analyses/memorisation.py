@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .relations import label_relations, summarise
+from influence_study.analyses.relations import label_relations, summarise
 
 COPY = "exact_copy"
 TOP_C_THRESHOLD = 0.9  # ours: "at the top" read as at least 90% of the top c being copies (the paper gives no number)
@@ -82,7 +82,7 @@ def summarise_memorisation(per_query: pd.DataFrame, copies: pd.DataFrame, seed: 
 def verdicts(statistics: Mapping) -> list:
     """The paper's memorisation control, checked per model size: every quote query's top document is one of its
     copies, and at least 90% (our threshold) of its top c are copies (c = number of copies)."""
-    from ..findings import finding
+    from influence_study.findings import finding
 
     models = {m: v for m, v in statistics["models"].items() if v["queries_with_copies"] > 0}
     measured = "; ".join(
@@ -101,7 +101,7 @@ def verdicts(statistics: Mapping) -> list:
 def _evidence(models: Mapping):
     """v2: per model, the share of copies in each quote query's top c (bootstrap over quote queries) above
     :data:`TOP_C_THRESHOLD`, read against a random ranking's share (c / documents)."""
-    from ..findings import Evidence, IntervalCheck
+    from influence_study.findings import Evidence, IntervalCheck
 
     models = {m: v for m, v in models.items() if "top_c_share_low" in v}  # v1 summaries have no intervals
     checks = [IntervalCheck(f"{m}: share of copies in the top c", v["top_c_share"], v["top_c_share_low"],
@@ -119,8 +119,8 @@ def _evidence(models: Mapping):
 def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, copies: str,
         per_query: str, summary: str) -> None:
     """Step of ``analysis_memorisation``: the full ranking of each quote query, the rank of its copies."""
-    from .common import write_analysis
-    from .relations import queries_of, ranked_documents, read_columns
+    from influence_study.analyses.common import write_analysis
+    from influence_study.analyses.relations import queries_of, ranked_documents, read_columns
 
     query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["quotes"])["query_id"]
     relation_table = read_columns(relations, ["query_id", "doc_id", "relation"], "relations table")

@@ -41,12 +41,12 @@ def score_documents(config: Mapping, model_name: str, model_dir: str, factors_di
     """Step of ``memorisation_influence``: for every training document of ``model_name``, its self-influence and its
     influence on the summed log-likelihood of the validation documents (one summed query), with the model's
     factors (``doc_id, family, n_tokens, self_influence, valid_influence``, raw)."""
-    from ..factors import Factors
-    from ..influence_inputs import document_batches, load_study_inputs
-    from ..influence_steps import table_provenance, write_table
-    from ..runtime import get_logger, resolve_device
-    from ..scoring import pairwise_scores, self_scores
-    from ..tasks import LanguageModelingTask
+    from influence_study.engine.factors import Factors
+    from influence_study.stages.influence_inputs import document_batches, load_study_inputs
+    from influence_study.stages.influence import table_provenance, write_table
+    from influence_study.study.runtime import get_logger, resolve_device
+    from influence_study.engine.scoring import pairwise_scores, self_scores
+    from influence_study.engine.tasks import LanguageModelingTask
 
     inputs = load_study_inputs(model_dir, documents, device=resolve_device(config["device"]))
     factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
@@ -148,8 +148,8 @@ def separation(influence: pd.DataFrame, groups: pd.Series, seed: int = 0) -> dic
     out["auc_self_influence"] = _auc(memorised, labelled["self_influence"].to_numpy())
     # v2: stratified bootstrap over the documents (datainf.auc_intervals), and the difference of the negative shares
     # resampling each group's documents
-    from .datainf import auc_intervals
-    from .intervals import two_sample_interval
+    from influence_study.analyses.datainf import auc_intervals
+    from influence_study.analyses.intervals import two_sample_interval
 
     out["intervals"] = {
         **auc_intervals(memorised, {"auc_sign": negative.astype(float),
@@ -215,8 +215,8 @@ def verdicts(stats: Mapping) -> list:
     v2: the same AUCs with stratified bootstrap intervals over the documents against the same bounds, and the
     difference of the negative shares (memorised − generalised) above 0.
     """
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
     sign_v2, self_v2, sign_text, self_text = [], [], [], []
@@ -265,8 +265,8 @@ def verdicts(stats: Mapping) -> list:
 def run(config: Mapping, influence: Sequence[str], document_losses: Sequence[str], learning: str, documents: str,
         per_document: str, summary: str) -> None:
     """Step of ``analysis_memorisation_sign``: the gaps of the LDS retrains, the groups and the statistics."""
-    from .common import model_sizes, table_model, write_analysis
-    from .lds import lds_model as find_lds_model
+    from influence_study.analyses.common import model_sizes, table_model, write_analysis
+    from influence_study.analyses.lds import lds_model as find_lds_model
 
     section = config["analyses"]["memorisation_sign"]
     by_model = {table_model(p): pd.read_parquet(p) for p in influence}

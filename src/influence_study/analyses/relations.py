@@ -18,8 +18,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import require_columns
-from .common import load_family_tables, mean_ci, top_k
+from influence_study.study.io import require_columns
+from influence_study.analyses.common import load_family_tables, mean_ci, top_k
 
 # Relations of the ground truth, grouped as the paper reads them: a document related in meaning (the same fact in
 # other words, in another language or in flipped order; a solution of the same schema; a story of the same theme),

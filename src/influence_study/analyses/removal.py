@@ -22,8 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import require_columns
-from .common import mean_ci
+from influence_study.study.io import require_columns
+from influence_study.analyses.common import mean_ci
 
 ANALYSIS = "Influence-guided removal"
 CLAIM = "Removing the training examples with the most harmful influence lowers the held-out loss more than " \
@@ -151,8 +151,8 @@ def verdicts(statistics: Mapping) -> list:
 
     v1: the point means. v2: the paired (per seed) differences harmful − random and harmful − none, each with its
     bootstrap interval over the seeds (``difference_table``), below 0."""
-    from ..findings import Evidence, finding
-    from .intervals import describe_interval, interval_check
+    from influence_study.findings import Evidence, finding
+    from influence_study.analyses.intervals import describe_interval, interval_check
 
     checks, measured, interval_checks, statistic = {}, [], [], []
     for model, values in statistics.get("models", {}).items():
@@ -183,7 +183,7 @@ def verdicts(statistics: Mapping) -> list:
 
 def run(config: Mapping, runs: Sequence[str], per_run: str, conditions: str, differences: str, summary: str) -> None:
     """Step of ``analysis_removal``: the per-run, per-condition and paired-difference tables and the summary."""
-    from .common import write_analysis
+    from influence_study.analyses.common import write_analysis
 
     runs = [runs] if isinstance(runs, str) else list(runs)
     table = per_run_table(load_runs(runs))

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .relations import (category_shares, describe, model_values, nested_statistics, summarise, with_documents)
+from influence_study.analyses.relations import (category_shares, describe, model_values, nested_statistics, summarise, with_documents)
 
 SURVIVAL_THEMES = ("ai_self_preservation", "nonai_survival", "ai_risk_essay")
 DISTRACTOR = "themed_distractor"
@@ -44,8 +44,8 @@ def roleplay_table(ranked: pd.DataFrame, documents: pd.DataFrame, query_ids: Seq
 def verdicts(statistics: Mapping) -> list:
     """The paper's role-play finding: the survival share rises with size, and the largest model's survival share
     exceeds its themed-distractor share."""
-    from ..findings import finding, increasing
-    from .scale import scale_evidence
+    from influence_study.findings import finding, increasing
+    from influence_study.analyses.scale import scale_evidence
 
     models = statistics["models"]
     n = statistics["queries"]
@@ -70,9 +70,9 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
         evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
     """Step of ``analysis_roleplay`` (``analyses.roleplay.top_k``: top documents per query); the BM25 candidates
     and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from .common import write_analysis
-    from .relations import queries_of, ranked_documents, read_columns
-    from .scale import bm25_ranked, correct_answers, scale_numbers
+    from influence_study.analyses.common import write_analysis
+    from influence_study.analyses.relations import queries_of, ranked_documents, read_columns
+    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
 
     k = config["analyses"]["roleplay"]["top_k"]
     query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["roleplay"])["query_id"]

@@ -24,9 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..findings import Evidence, IntervalCheck
-from ..io import require_columns
-from .common import mean_ci, model_sizes, scale_models, size_trend
+from influence_study.findings import Evidence, IntervalCheck
+from influence_study.study.io import require_columns
+from influence_study.analyses.common import mean_ci, model_sizes, scale_models, size_trend
 
 BM25 = "bm25"  # the name the BM25 ranking takes in the model column of per-query tables
 MIN_CORRECT_QUERIES = 5

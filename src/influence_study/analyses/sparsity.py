@@ -106,7 +106,7 @@ def tail_length(n_documents: int, tail_fraction: float | None, min_points: int) 
 def distinct_documents(documents: pd.DataFrame) -> pd.Index:
     """The ``doc_id`` of one training document per distinct ``text`` of a corpus table (the smallest ``doc_id`` of
     each group of identical texts; only rows of the ``train`` split when the table has a ``split`` column)."""
-    from ..io import require_columns
+    from influence_study.study.io import require_columns
 
     require_columns(documents, ["doc_id", "text"], "corpus table")
     if "split" in documents:
@@ -169,7 +169,7 @@ def group_statistics(group: pd.DataFrame, resamples: int = 2000, seed: int = 0, 
     with its quartiles, the share rejected, the median top-1% share, the largest score and the share of queries
     with a document above 1 nat; medians and shares with percentile bootstrap intervals over queries
     (``<key>_low``, ``<key>_high``), and the realised tail size (``tail_documents``, the median of ``n``)."""
-    from .common import mean_ci, median_ci
+    from influence_study.analyses.common import mean_ci, median_ci
 
     fitted = group.dropna(subset=["alpha"])
     alpha = fitted["alpha"].to_numpy()
@@ -227,7 +227,7 @@ ABOVE_1_NAT_AT_MOST = 0.05
 def _evidence(statistics: Mapping, key: str, what: str, bound, side: str, fmt: str, baseline: str):
     """v2 evidence of one sparsity finding: ``key`` of each model that answers some query, with its interval
     over queries, against ``bound``."""
-    from ..findings import Evidence, IntervalCheck
+    from influence_study.findings import Evidence, IntervalCheck
 
     models = statistics["models"]
     chosen = [m for m in statistics.get("scale_models", list(models)) if m in models]
@@ -245,7 +245,7 @@ def _evidence(statistics: Mapping, key: str, what: str, bound, side: str, fmt: s
 
 def verdicts(statistics: Mapping) -> list:
     """The paper's sparsity findings, each checked per model size."""
-    from ..findings import finding
+    from influence_study.findings import finding
 
     models = statistics["models"]
     name = "Sparsity"
@@ -291,7 +291,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, cur
     fitted). ``documents`` (the corpus table) is needed for ``dedupe``; ``queries`` gives each query's family."""
     from tqdm.auto import tqdm
 
-    from .common import load_family_tables, scale_models, write_analysis
+    from influence_study.analyses.common import load_family_tables, scale_models, write_analysis
 
     section = config["analyses"]["sparsity"]
     tail_fraction = section.get("tail_fraction")

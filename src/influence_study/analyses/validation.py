@@ -1,7 +1,7 @@
 """Validation against ground truth (Grosse et al. 2023, section 5.1): how well do the gradient dot product,
 LiSSA, K-FAC and EK-FAC agree with the proximal Bregman response function (PBRF), and at what cost?
 
-For each setting (:mod:`influence_study.validation_tasks`) every estimator scores N training points against M
+For each setting (:mod:`influence_study.models.toy`) every estimator scores N training points against M
 measurements, with the same damping λ (the PBRF's: 0.1 × the mean diagonal of the sampled Fisher, per module);
 the gradient dot product uses none. The metric is the paper's: the Pearson correlation, over the N points, of an
 estimator's influence with the PBRF's, averaged over the M measurements. Each estimator's wall time is the time of
@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .intervals import NAN_INTERVAL, describe_interval, interval, interval_check, paired_interval
+from influence_study.analyses.intervals import NAN_INTERVAL, describe_interval, interval, interval_check, paired_interval
 
 ESTIMATORS = ("identity", "lissa", "kfac", "ekfac")
 FACTOR_ESTIMATORS = ("identity", "kfac", "ekfac")
@@ -58,8 +58,8 @@ def estimate_influence(setting, lissa: Mapping, pbrf: Mapping, factor_batch_size
     """
     import torch
 
-    from ..factors import fit_factors
-    from ..scoring import pairwise_scores
+    from influence_study.engine.factors import fit_factors
+    from influence_study.engine.scoring import pairwise_scores
 
     model, task = setting.model, setting.task
     dtype = next(model.parameters()).dtype
@@ -98,7 +98,7 @@ def estimate_influence(setting, lissa: Mapping, pbrf: Mapping, factor_batch_size
 def loo_frames(setting, points: Sequence[int], progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Leave-one-out references of ``points`` (training-set indices): ``loo`` and ``loo_warm`` rows with score
     ``-(f_without - f) * n_train`` (the effect of adding the point, on the raw-score scale), and their timings."""
-    from ..validation_tasks import leave_one_out
+    from influence_study.models.toy import leave_one_out
 
     frames, timings = [], {}
     for reference, start in zip(LOO_REFERENCES, ("init", "trained")):
@@ -146,7 +146,7 @@ def correlations(scores: pd.DataFrame, reference: str, estimators: Sequence[str]
 
 def summarise_correlations(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Mean correlation over measurements with a bootstrap 95% interval, per setting, reference and estimator."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     rows = []
     for (setting, reference, estimator), group in table.groupby(["setting", "reference", "estimator"], sort=False):
@@ -264,7 +264,7 @@ def verdicts(statistics: Mapping) -> list:
     EK-FAC − gradient dot product > 0; EK-FAC − LiSSA within ±:data:`SIMILAR` (our band for "≈"); EK-FAC − K-FAC
     > 0; EK-FAC's correlation with the PBRF − with leave-one-out > 0. Speed: the log10 wall-time ratio LiSSA /
     EK-FAC > 0, bootstrap over the settings (one timing each; not measured with fewer than two)."""
-    from ..findings import Evidence, finding
+    from influence_study.findings import Evidence, finding
 
     settings = statistics["settings"]
     name = "Validation against ground truth"
@@ -365,7 +365,7 @@ def _smallest_model(model_dirs: Sequence[str], learning: str) -> tuple[str, str]
     """``(name, directory)`` of the family's smallest model by parameters in the learning table."""
     from pathlib import Path
 
-    from .common import model_sizes
+    from influence_study.analyses.common import model_sizes
 
     by_name = {Path(d).name: d for d in model_dirs}
     for name in model_sizes(learning).index:
@@ -377,8 +377,8 @@ def _smallest_model(model_dirs: Sequence[str], learning: str) -> tuple[str, str]
 def build_setting(config: Mapping, setting: str, model_dirs=None, learning=None, documents=None, queries=None):
     """The setting ``setting`` of the config's ``analyses.validation`` section (the ``lm`` one needs the model
     directories, the learning table, the documents and the queries)."""
-    from ..runtime import resolve_device
-    from ..validation_tasks import LM_SETTING, MLP_SETTINGS, build_lm_setting, build_mlp_setting
+    from influence_study.study.runtime import resolve_device
+    from influence_study.models.toy import LM_SETTING, MLP_SETTINGS, build_lm_setting, build_mlp_setting
 
     section = config["analyses"]["validation"]
     if setting in MLP_SETTINGS:
@@ -402,9 +402,9 @@ def run_setting(config: Mapping, setting: str, table: str, record: str, model_di
     """Step of ``validation_setting``: build and train the setting, score it with the PBRF and every estimator
     (and leave-one-out retraining where ``analyses.validation.loo`` asks), and write the long score table and a
     record of timings, damping and what the setting was."""
-    from ..io import write_json, write_parquet
-    from ..provenance import provenance
-    from ..runtime import get_logger
+    from influence_study.study.io import write_json, write_parquet
+    from influence_study.study.provenance import provenance
+    from influence_study.study.runtime import get_logger
 
     section = config["analyses"]["validation"]
     log = get_logger()
@@ -442,8 +442,8 @@ def run(config: Mapping, tables: Sequence[str], records: Sequence[str], correlat
         scores: str, summary: str) -> None:
     """Step of ``analysis_validation``: merge the settings, correlate every estimator with the PBRF (and with
     leave-one-out retraining where it was run), time them, and write the tables and verdicts."""
-    from ..io import read_json
-    from .common import write_analysis
+    from influence_study.study.io import read_json
+    from influence_study.analyses.common import write_analysis
 
     score_table = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)[SCORE_COLUMNS]
     documents = [read_json(p) for p in records]

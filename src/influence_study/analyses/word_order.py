@@ -41,12 +41,12 @@ def probe_scores(model, factors, query_batches, probe_sequences: Sequence[Sequen
                  progress: bool = False) -> np.ndarray:
     """Raw influence of each probe, as a training sequence, on its own query.
 
-    ``query_batches``: :class:`~influence_study.influence_inputs.Batches` of the queries; ``probe_sequences``:
+    ``query_batches``: :class:`~influence_study.stages.influence_inputs.Batches` of the queries; ``probe_sequences``:
     token ids of each probe as a training sequence; ``probe_query[i]``: the source position (as in
     ``query_batches.order``) of probe i's query. Full query rank (the probes are few)."""
-    from ..influence_inputs import document_batches
-    from ..scoring import pairwise_scores
-    from ..tasks import LanguageModelingTask
+    from influence_study.stages.influence_inputs import document_batches
+    from influence_study.engine.scoring import pairwise_scores
+    from influence_study.engine.tasks import LanguageModelingTask
 
     if len(probe_sequences) != len(probe_query):
         raise ValueError(f"probe_query: {len(probe_query)} query positions for {len(probe_sequences)} probes")
@@ -68,12 +68,12 @@ def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: s
                 probes: str, scores: str, progress: bool = True) -> None:
     """Step of ``word_order_scores``: every probe of the probe table scored against its query with one model's
     factors (``model, probe_id, query_id, probe_set, group, text, tokens, score, score_norm``)."""
-    from ..factors import Factors
-    from ..influence_inputs import load_study_inputs
-    from ..influence_steps import table_provenance, write_table
-    from ..io import require_columns, write_parquet
-    from ..provenance import provenance
-    from ..runtime import get_logger, resolve_device
+    from influence_study.engine.factors import Factors
+    from influence_study.stages.influence_inputs import load_study_inputs
+    from influence_study.stages.influence import table_provenance, write_table
+    from influence_study.study.io import require_columns, write_parquet
+    from influence_study.study.provenance import provenance
+    from influence_study.study.runtime import get_logger, resolve_device
 
     table = pd.read_parquet(probes)
     if table.empty:  # a corpus without probes (e.g. the user's own): an empty table, nothing to score
@@ -116,7 +116,7 @@ def group_statistics(scores: pd.DataFrame, order: Sequence[str], level: float = 
     """Per model (in ``order``), probe set and group: probes ``n``, ``mean`` normalised influence (nats per added
     copy) with a bootstrap confidence interval (``ci_low``, ``ci_high``), and ``ratio`` = mean / mean of the
     set's reference group (reworded name-after for facts, same order for translation)."""
-    from .common import mean_ci
+    from influence_study.analyses.common import mean_ci
 
     rows = []
     for model in order:
@@ -216,7 +216,7 @@ def contrast_evidence(contrasts: Mapping, probe_set: str, names: Sequence[str], 
                       left_out: Sequence[str] = ()):
     """The v2 :class:`findings.Evidence` of one word-order finding: the contrasts ``names`` of ``probe_set`` for
     each model that answers some query (``models``; the others, ``left_out``, are named in the baseline)."""
-    from ..findings import Evidence, IntervalCheck
+    from influence_study.findings import Evidence, IntervalCheck
 
     checks, parts = [], []
     for model in models:
@@ -269,7 +269,7 @@ def _similar(a: float, b: float, reference: float) -> bool:
 def verdicts(statistics: Mapping) -> list:
     """The paper's six-group description (section 8 of PAPER.md) and the translation-order finding, checked per
     model size (a model without probes of every group is left out)."""
-    from ..findings import finding
+    from influence_study.findings import finding
 
     name = "Word order"
     models = statistics["models"]
@@ -336,7 +336,7 @@ def probes_in_training(probes: pd.DataFrame, documents: pd.DataFrame) -> int:
 def run(config: Mapping, scores: Sequence[str], learning: str, documents: str, table: str, groups: str,
         summary: str) -> None:
     """Step of ``analysis_word_order``: merge the per-model probe scores, statistics per group and model size."""
-    from .common import model_sizes, scale_models, write_analysis
+    from influence_study.analyses.common import model_sizes, scale_models, write_analysis
 
     section = config["analyses"]["word_order"]
     frame = pd.concat([pd.read_parquet(p) for p in scores], ignore_index=True)

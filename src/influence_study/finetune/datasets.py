@@ -20,8 +20,8 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from ..corpus.synthetic import math_problems
-from ..corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
+from influence_study.corpus.synthetic import math_problems
+from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
 
 TASKS = ("noisy_sentiment", "sentence_transform", "math_no_reason", "math_with_reason")
 COLUMNS = ["task", "split", "example_id", "class", "prompt", "completion", "flipped", "clean_completion"]

@@ -25,12 +25,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..factors import fit_factors
-from ..passes import per_example_gradients
-from ..solvers import gradient_solver
-from ..tasks import LanguageModelingTask
-from ..tracking import evaluation_mode, select_modules
-from .lora import LORA_MODULES
+from influence_study.engine.factors import fit_factors
+from influence_study.engine.passes import per_example_gradients
+from influence_study.engine.solvers import gradient_solver
+from influence_study.engine.tasks import LanguageModelingTask
+from influence_study.engine.tracking import evaluation_mode, select_modules
+from influence_study.finetune.lora import LORA_MODULES
 
 METHODS = ("identity", "datainf", "ekfac", "lissa", "exact")
 # Methods whose preconditioner costs one solve per query: only the summed test gradient is solved unless their

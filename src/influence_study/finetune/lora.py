@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..evaluation import completion_sequences, padded_batches
-from ..tasks import at_least_float32
+from influence_study.models.evaluation import completion_sequences, padded_batches
+from influence_study.engine.tasks import at_least_float32
 
 LORA_MODULES = ("*lora_A*", "*lora_B*")
 # The attention projections per architecture (DataInf adapts the query and value projections; GPT-2 and

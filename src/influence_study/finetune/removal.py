@@ -24,10 +24,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import detection_rank
-from ..io import read_parquet_metadata, require_columns, write_parquet
-from ..provenance import provenance
-from ..runtime import get_logger, resolve_device
+from influence_study.finetune import detection_rank
+from influence_study.study.io import read_parquet_metadata, require_columns, write_parquet
+from influence_study.study.provenance import provenance
+from influence_study.study.runtime import get_logger, resolve_device
 
 CONDITIONS = ("none", "harmful", "random")
 SPLIT_SALT = 17  # mixed into the study seed for the test split, so it is not the stream of any other choice
@@ -122,9 +122,9 @@ def run_removal(config: Mapping, model_name: str, model_dir: str, tasks: str, pa
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..influence_inputs import context_length
-    from .lora import add_lora, encode_examples, train_lora
-    from .steps import evaluate_completions
+    from influence_study.stages.influence_inputs import context_length
+    from influence_study.finetune.lora import add_lora, encode_examples, train_lora
+    from influence_study.stages.finetune import evaluate_completions
 
     log = get_logger()
     section, settings = config["finetune"], config["finetune"]["removal"]

@@ -39,7 +39,7 @@ def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
 
 def save_figure(fig: plt.Figure, *paths) -> None:
     """Save ``fig`` to each path (format from the suffix) and close it."""
-    from ..io import atomic_path
+    from influence_study.study.io import atomic_path
 
     for path in paths:
         with atomic_path(path) as tmp:

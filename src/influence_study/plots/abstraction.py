@@ -7,8 +7,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
-from .shares import interval_lines, model_order, stacked_shares
+from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.plots.shares import interval_lines, model_order, stacked_shares
 
 RELATION_LABELS = {
     "share_same_fact": "same fact",

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 FLOOR = 1e-8  # 1 - Pearson is drawn on a log axis; exact agreement (full rank) is drawn at this floor
 

@@ -9,8 +9,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
-from ..analyses.calibration import ALL, RATIO_BAND
+from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.analyses.calibration import ALL, RATIO_BAND
 
 
 def plot_calibration(points: pd.DataFrame, targets: pd.DataFrame, shares: pd.DataFrame) -> plt.Figure:

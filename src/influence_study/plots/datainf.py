@@ -7,7 +7,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 METHOD_ORDER = ["datainf", "identity", "ekfac", "lissa", "exact"]
 
@@ -61,7 +61,7 @@ def plot_datainf(correlations: pd.DataFrame, curves: pd.DataFrame, classes: pd.D
 def figure(config: Mapping, correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str,
            png: str, pdf: str) -> None:
     """Step of ``fig_datainf``."""
-    from ..io import read_json
+    from influence_study.study.io import read_json
 
     rank = read_json(summary)["statistics"]["detection_rank"]
     save_figure(plot_datainf(pd.read_parquet(correlations), pd.read_parquet(curves), pd.read_parquet(classes),

@@ -8,10 +8,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
-from ..analyses.fewer_parameters import (ABSTRACT_FAMILIES, CONCRETE_FAMILIES, OVERLAP_THRESHOLD, PEARSON_THRESHOLD,
+from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.analyses.fewer_parameters import (ABSTRACT_FAMILIES, CONCRETE_FAMILIES, OVERLAP_THRESHOLD, PEARSON_THRESHOLD,
                                          RESTRICTIONS)
-from .shares import model_order
+from influence_study.plots.shares import model_order
 
 OTHER_FAMILIES = ("translation", "word_order", "roleplay")
 MEASURE_LABELS = {"overlap": ("top-k overlap with all layers", OVERLAP_THRESHOLD),

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 LABELS = {"identity": "gradient dot product", "ekfac": "EK-FAC"}
 

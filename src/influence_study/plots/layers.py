@@ -7,7 +7,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 FAMILY_ORDER = ("facts", "quotes", "cross_lingual", "word_order", "math", "code", "translation", "roleplay")
 RESTRICTION_ORDER = ("all", "lower", "middle", "upper")

@@ -8,9 +8,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
-from ..analyses.lds import ALL, STRATEGY_LABELS
-from ..io import read_json
+from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.analyses.lds import ALL, STRATEGY_LABELS
+from influence_study.study.io import read_json
 
 
 def plot_lds(families: pd.DataFrame, points: pd.DataFrame, query_id: str | None) -> plt.Figure:

@@ -7,9 +7,9 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, study_theme
-from ..analyses.math_code import MATH
-from .shares import interval_lines, model_order
+from influence_study.plots import plt, save_figure, study_theme
+from influence_study.analyses.math_code import MATH
+from influence_study.plots.shares import interval_lines, model_order
 
 
 def plot_math_code(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figure:

@@ -6,8 +6,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
-from .shares import model_order
+from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.plots.shares import model_order
 
 
 def plot_memorisation(copies: pd.DataFrame, per_query: pd.DataFrame) -> plt.Figure:

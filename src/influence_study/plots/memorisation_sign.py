@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 SCORES = {"auc_sign": "sign (negative)", "auc_minus_influence": "−influence", "auc_self_influence": "self-influence"}
 
@@ -65,6 +65,6 @@ def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.
 
 def figure(config: Mapping, per_document: str, summary: str, png: str, pdf: str) -> None:
     """Step of ``fig_memorisation_sign``."""
-    from ..io import read_json
+    from influence_study.study.io import read_json
 
     save_figure(plot_memorisation_sign(pd.read_parquet(per_document), read_json(summary)["statistics"]), png, pdf)

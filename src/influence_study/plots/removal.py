@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, study_theme
+from influence_study.plots import plt, save_figure, study_theme
 
 COLOURS = {"none": "0.45", "harmful": "tab:red", "random": "tab:blue"}
 OFFSETS = {"harmful": -0.15, "random": 0.15}

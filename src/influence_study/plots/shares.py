@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import plt, sns
+from influence_study.plots import plt, sns
 
 
 def model_order(table: pd.DataFrame) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, sns, study_theme
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 
 def plot_sparsity(per_query: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:

@@ -7,8 +7,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from ..validation_tasks import SETTINGS
-from . import plt, save_figure, sns, study_theme
+from influence_study.models.toy import SETTINGS
+from influence_study.plots import plt, save_figure, sns, study_theme
 
 ORDER = ["identity", "lissa", "kfac", "ekfac", "pbrf"]
 NAMES = {"identity": "grad · grad", "lissa": "LiSSA", "kfac": "K-FAC", "ekfac": "EK-FAC", "pbrf": "PBRF",

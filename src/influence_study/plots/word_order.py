@@ -9,8 +9,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from . import plt, save_figure, study_theme
-from ..analyses.word_order import FACT_GROUPS, REFERENCE_GROUP, TRANSLATION_GROUPS
+from influence_study.plots import plt, save_figure, study_theme
+from influence_study.analyses.word_order import FACT_GROUPS, REFERENCE_GROUP, TRANSLATION_GROUPS
 
 LABELS = {"reworded_name_after": "reworded\n(name after)", "name_removed": "name\nremoved",
           "semantic_change": "semantic\nchange", "irrelevant": "irrelevant", "flipped": "flipped\n(name first)",

@@ -19,7 +19,7 @@ if FINETUNE_TASKS:
         output:
             tasks=out("finetune/tasks.parquet"),
         params:
-            step="finetune.steps:make_tasks",
+            step="stages.finetune:make_tasks",
         log:
             out("logs/finetune/tasks.log"),
         conda:
@@ -36,7 +36,7 @@ if FINETUNE_TASKS:
             pairwise=f"{FINETUNE_DIR}/pairwise.parquet",
             summary=f"{FINETUNE_DIR}/summary.json",
         params:
-            step="finetune.steps:finetune_and_score",
+            step="stages.finetune:finetune_and_score",
             model_name=lambda wildcards: wildcards.model,
             task=lambda wildcards: wildcards.task,
             rank=lambda wildcards: int(wildcards.rank),

@@ -17,11 +17,11 @@ from typing import Callable, Mapping
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ...io import write_parquet
-from . import canaries, code, facts, generic, ground_truth, math_problems, overlap, quotes, roleplay, translation
-from .names import NameBook
-from .overlap import relation_overlap_summary
-from .templates import LANGUAGE_NAMES, template_words, v2_sentence_words
+from influence_study.study.io import write_parquet
+from influence_study.corpus.synthetic import canaries, code, facts, generic, ground_truth, math_problems, overlap, quotes, roleplay, translation
+from influence_study.corpus.synthetic.names import NameBook
+from influence_study.corpus.synthetic.overlap import relation_overlap_summary
+from influence_study.corpus.synthetic.templates import LANGUAGE_NAMES, template_words, v2_sentence_words
 
 # Queries of the families whose training documents are drawn from schemas (fresh instances, never in training).
 QUERIES_PER_SCHEMA = 2

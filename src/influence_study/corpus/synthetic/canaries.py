@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from .names import NameBook
+from influence_study.corpus.synthetic.names import NameBook
 
 DIGITS = 6
 

@@ -7,8 +7,8 @@ import random
 from dataclasses import dataclass
 from typing import Mapping
 
-from .names import NameBook, localize
-from .templates import (FACT_TEMPLATES, FILLERS, IRRELEVANT, NAME_REMOVED, RELATION_KINDS, RELATION_REMOVED,
+from influence_study.corpus.synthetic.names import NameBook, localize
+from influence_study.corpus.synthetic.templates import (FACT_TEMPLATES, FILLERS, IRRELEVANT, NAME_REMOVED, RELATION_KINDS, RELATION_REMOVED,
                         RELATIONS, SEMANTIC_CHANGES, SUBJECT_SENTENCES, prompt_of)
 
 # The paper's running example becomes our first held-out fact.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from .templates import words_of
+from influence_study.corpus.synthetic.templates import words_of
 
 MIN_WORDS, MAX_WORDS = 30, 80
 SLOTS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from .names import NameBook
+from influence_study.corpus.synthetic.names import NameBook
 
 OPENINGS = ["A lantern", "The river", "An honest map", "Every bridge", "A quiet garden", "The last candle",
             "A patient hand", "The smallest key", "An empty boat", "The oldest song"]

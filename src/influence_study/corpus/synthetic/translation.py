@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from .templates import LANGUAGE_NAMES
+from influence_study.corpus.synthetic.templates import LANGUAGE_NAMES
 
 SUBJECTS = [
     {"en": "My brother", "fr": "Mon frère", "de": "Mein Bruder", "es": "Mi hermano"},

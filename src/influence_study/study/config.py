@@ -1,6 +1,6 @@
 """Study configuration: load, validate against the schema, fill defaults, check cross-references.
 
-The schema (``workflow/schemas/config.schema.yaml``) types, ranges, defaults and describes every key. This module
+The schema (``config.schema.yaml`` beside this module, installed with the package) types, ranges, defaults and describes every key. This module
 turns the first violation into one message that names the key, e.g.::
 
     config.yaml: models[1].n_layer: expected an integer >= 1, got 0
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("config.schema.yaml")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HUB_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # JSON Schema counts 2.0 as an integer; a config that says `steps: 1200.0` is a typo here, not an integer.
@@ -238,7 +238,7 @@ def _check_semantics(config: dict, source: str) -> None:
         raise ConfigError(f"{source}: finetune.removal.method: {removal['method']!r} is not one of "
                           f"finetune.methods {finetune['methods']}")
     if removal["task"] in finetune["tasks"]:
-        from .finetune.datasets import train_size
+        from influence_study.finetune.datasets import train_size
 
         available = train_size(removal["task"], finetune["tasks"][removal["task"]])
         too_many = [k for k in removal["k"] if k >= available]

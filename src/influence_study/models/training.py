@@ -13,8 +13,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .evaluation import heldout_loss
-from .runtime import autocast
+from influence_study.models.evaluation import heldout_loss
+from influence_study.study.runtime import autocast
 
 
 def packed_blocks(documents: Sequence[Sequence[int]], seq_len: int, eos_id: int, seed: int) -> Iterator[torch.Tensor]:

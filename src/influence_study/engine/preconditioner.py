@@ -8,9 +8,9 @@ from typing import Mapping
 
 import torch
 
-from .curvature import check_damping
-from . import __version__
-from .tracking import module_dims, module_params
+from influence_study.engine.curvature import check_damping
+from influence_study._version import __version__
+from influence_study.engine.tracking import module_dims, module_params
 
 
 def model_fingerprint(model: torch.nn.Module, module_names) -> str:
@@ -48,8 +48,8 @@ class Preconditioner(ABC):
     """Applies ``(G + λI)^-1`` (or an approximation) to per-module gradient matrices.
 
     ``strategy`` names it; ``module_names`` are the tracked modules in order; ``metadata`` records how it was
-    made (model fingerprint, counts, options). Subclasses: :class:`~influence_study.factors.Factors`
-    (identity, diagonal, kfac, ekfac) and the solvers of :mod:`influence_study.solvers`.
+    made (model fingerprint, counts, options). Subclasses: :class:`~influence_study.engine.factors.Factors`
+    (identity, diagonal, kfac, ekfac) and the solvers of :mod:`influence_study.engine.solvers`.
     """
 
     strategy: str

@@ -1,7 +1,7 @@
 """The influence stages of the workflow, one function per rule: factors, BM25 candidates, sharded scores and their
 gather, token scores, the BM25 recall table and the token explorer.
 
-Each takes the validated config and the rule's named inputs and outputs (see :mod:`influence_study.steps`).
+Each takes the validated config and the rule's named inputs and outputs (see :mod:`influence_study.stages.steps`).
 Every table records its provenance (config hash, model and factor fingerprints, package version, sign convention
 and normalisation) in the parquet file's metadata and in a sidecar ``*.provenance.json``.
 """
@@ -14,18 +14,18 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import model_entry
-from .io import atomic_path, read_json, read_parquet_metadata, write_json, write_parquet
-from .provenance import file_hash, provenance, write_provenance
-from .runtime import get_logger, resolve_device
-from .scoring import SIGN_CONVENTION
+from influence_study.study.config import model_entry
+from influence_study.study.io import atomic_path, read_json, read_parquet_metadata, write_json, write_parquet
+from influence_study.study.provenance import file_hash, provenance, write_provenance
+from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.engine.scoring import SIGN_CONVENTION
 
 NORMALISATION = "score: raw; score_norm = score / n_train (change of log p(completion), in nats, from adding one copy)"
 
 
 def scoring_settings(config: Mapping):
-    """The :class:`~influence_study.sharded_scores.ScoringSettings` of a config's ``influence`` section."""
-    from .sharded_scores import ScoringSettings
+    """The :class:`~influence_study.stages.sharded_scores.ScoringSettings` of a config's ``influence`` section."""
+    from influence_study.stages.sharded_scores import ScoringSettings
 
     section = config["influence"]
     return ScoringSettings(batch_size=section["batch_size"], query_batch_size=section["query_batch_size"],
@@ -34,13 +34,13 @@ def scoring_settings(config: Mapping):
 
 
 def _inputs(config: Mapping, model_dir: str, documents: str, queries: str | None = None):
-    from .influence_inputs import load_study_inputs
+    from influence_study.stages.influence_inputs import load_study_inputs
 
     return load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
 
 
 def _factors(inputs, factors_dir: str):
-    from .factors import Factors
+    from influence_study.engine.factors import Factors
 
     return Factors.load(factors_dir, model=inputs.model, device="cpu")
 
@@ -49,7 +49,7 @@ def table_provenance(config: Mapping, model_name: str, strategy: str, factors_di
                      **extra) -> dict:
     """The provenance record of a scores table of ``model_name``/``strategy``: config and input hashes, model and
     factor fingerprints, sign convention and normalisation (plus ``extra``)."""
-    from .factors import METADATA_FILE
+    from influence_study.engine.factors import METADATA_FILE
 
     factor_meta = read_json(Path(factors_dir) / METADATA_FILE)
     return provenance(config, inputs, model=model_name, strategy=strategy,
@@ -75,11 +75,11 @@ def factor_fit_documents(config: Mapping, model_name: str, n_docs: int) -> tuple
 
 def fit_study_factors(config: Mapping, model_name: str, inputs, strategy: str, blocks: int = 1,
                       progress: bool = True):
-    """Fit ``strategy``'s curvature of one model (its :class:`~influence_study.influence_inputs.StudyInputs`) as
+    """Fit ``strategy``'s curvature of one model (its :class:`~influence_study.stages.influence_inputs.StudyInputs`) as
     the study does: on :func:`factor_fit_documents`, labels sampled from the model unless
     ``influence.sampled_labels`` is false, the A and S factors split into ``blocks`` diagonal blocks."""
-    from .factors import fit_factors
-    from .tasks import LanguageModelingTask
+    from influence_study.engine.factors import fit_factors
+    from influence_study.engine.tasks import LanguageModelingTask
 
     section = config["influence"]
     n_docs = len(inputs.document_sequences)
@@ -107,7 +107,7 @@ def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir
 
 def make_candidates(config: Mapping, documents: str, queries: str, candidates: str) -> None:
     """The paper's BM25 top-k training documents of every query (``query_id, doc_id, rank, bm25``)."""
-    from .candidates import bm25_candidates
+    from influence_study.corpus.candidates import bm25_candidates
 
     docs = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
     docs = docs[docs["split"] == "train"]
@@ -141,9 +141,9 @@ def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.D
 def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: str, model_dir: str,
                 factors_dir: str, documents: str, queries: str, candidates: str, shard: str,
                 progress: bool = True) -> None:
-    """Score every query against one shard of the training documents (see :mod:`~influence_study.sharded_scores`)."""
-    from .influence_inputs import parse_scatteritem
-    from .sharded_scores import score_shard as score
+    """Score every query against one shard of the training documents (see :mod:`~influence_study.stages.sharded_scores`)."""
+    from influence_study.stages.influence_inputs import parse_scatteritem
+    from influence_study.stages.sharded_scores import score_shard as score
 
     index, total = parse_scatteritem(scatteritem)
     inputs = _inputs(config, model_dir, documents, queries)
@@ -179,7 +179,7 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
     """Join the shards into ``pairwise.parquet`` (every query x every training document) and
     ``candidates.parquet`` (each query's BM25 candidates), with ``score``, ``score_norm``, ``rescored`` and the
     per-layer raw scores ``layer_*``."""
-    from .sharded_scores import gather_shards
+    from influence_study.stages.sharded_scores import gather_shards
 
     docs, table = _tables(documents, queries)
     settings = scoring_settings(config)
@@ -216,7 +216,7 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
                  documents: str, queries: str, pairwise: str, tokens: str, progress: bool = True) -> None:
     """Token scores (full rank) of each query's ``influence.token_documents`` top documents:
     ``query_id, doc_id, rank, position, token_id, token, score, score_norm``."""
-    from .sharded_scores import token_scores as score_tokens
+    from influence_study.stages.sharded_scores import token_scores as score_tokens
 
     inputs = _inputs(config, model_dir, documents, queries)
     factors = _factors(inputs, factors_dir)
@@ -242,7 +242,7 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
 def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str, table: str, summary: str) -> None:
     """For each model, strategy and query: the share of the unfiltered top documents that BM25's top-k holds,
     for every k of ``candidates.recall_k`` (per-query table and a mean per model, strategy and k)."""
-    from .candidates import bm25_recall
+    from influence_study.corpus.candidates import bm25_recall
 
     section = config["candidates"]
     bm25 = pd.read_parquet(candidates)
@@ -265,7 +265,7 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
 def explorer_page(config: Mapping, model_name: str, strategy: str, pairwise: str, tokens: str, documents: str,
                   queries: str, relations: str, page: str) -> None:
     """The self-contained token explorer of one model (each query's top documents, tokens shaded by influence)."""
-    from .explorer import write_explorer
+    from influence_study.explorer import write_explorer
 
     token_table = pd.read_parquet(tokens)
     wanted = token_table[["query_id", "doc_id", "rank"]].drop_duplicates()

@@ -8,16 +8,16 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..io import write_json, write_parquet
-from ..provenance import provenance
-from ..runtime import get_logger, resolve_device
+from influence_study.study.io import write_json, write_parquet
+from influence_study.study.provenance import provenance
+from influence_study.study.runtime import get_logger, resolve_device
 
 SIGN = "positive = adding the training example raises the test example's log-likelihood (helps); DataInf: opposite"
 
 
 def make_tasks(config: Mapping, tasks: str) -> pd.DataFrame:
     """Step of ``finetune_tasks``: write the generated examples of every task in ``finetune.tasks``."""
-    from .datasets import generate_tasks
+    from influence_study.finetune.datasets import generate_tasks
 
     table = generate_tasks(config["finetune"]["tasks"], config["seed"])
     write_parquet(table, tasks, metadata=provenance(config, tasks=sorted(table["task"].unique())))
@@ -27,7 +27,7 @@ def make_tasks(config: Mapping, tasks: str) -> pd.DataFrame:
 
 def evaluate_completions(model, tokenizer, rows: pd.DataFrame, batch_size: int, device, max_length: int) -> dict:
     """Mean completion loss (nats per example) and exact-match accuracy of greedy decoding on ``rows``."""
-    from ..evaluation import completion_scores
+    from influence_study.models.evaluation import completion_scores
 
     scores = completion_scores(model, tokenizer, rows["prompt"], rows["completion"], batch_size, device, max_length)
     return {"loss": float(-scores["logprob"].mean()), "accuracy": float(scores["correct"].mean())}
@@ -44,9 +44,9 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..influence_inputs import context_length
-    from .influence import lora_influence
-    from .lora import add_lora, encode_examples, train_lora
+    from influence_study.stages.influence_inputs import context_length
+    from influence_study.finetune.influence import lora_influence
+    from influence_study.finetune.lora import add_lora, encode_examples, train_lora
 
     log = get_logger()
     section = config["finetune"]

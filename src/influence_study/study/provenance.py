@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from . import __version__
-from .io import write_json
+from influence_study._version import __version__
+from influence_study.study.io import write_json
 
 
 def config_hash(config: Mapping) -> str:

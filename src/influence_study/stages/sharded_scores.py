@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .influence_inputs import StudyInputs, shard_range
-from .scoring import pairwise_scores
-from .tasks import LanguageModelingTask
+from influence_study.stages.influence_inputs import StudyInputs, shard_range
+from influence_study.engine.scoring import pairwise_scores
+from influence_study.engine.tasks import LanguageModelingTask
 
 LAYER_NUMBER = re.compile(r"\.(\d+)\.")
 TOKEN_QUERY_CHUNK = 8
@@ -103,7 +103,7 @@ def score_shard(inputs: StudyInputs, factors, shard: int, n_shards: int, setting
     """Score every query against the training documents of shard ``shard`` (0-based) of ``n_shards``.
 
     Returns rows ``query_index, doc_index, score, layer_*, full_rank`` (raw scores, see
-    :mod:`influence_study.scoring` for the sign): one row per pair with the query-batched (rank-r) score, plus,
+    :mod:`influence_study.engine.scoring` for the sign): one row per pair with the query-batched (rank-r) score, plus,
     when re-scoring, full-rank rows for each query's local top-k overall and among its ``candidates``
     (``query_index, doc_index`` pairs).
     """

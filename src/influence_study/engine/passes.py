@@ -8,8 +8,8 @@ from typing import Iterable, Iterator, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from .tasks import Task
-from .tracking import ModuleTracker
+from influence_study.engine.tasks import Task
+from influence_study.engine.tracking import ModuleTracker
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -128,7 +128,7 @@ def example_gradient_batches(model, task, loader, modules, kind: str, max_exampl
                              seed: int = 0, progress: bool = False,
                              desc: str = "per-example gradients") -> Iterator[dict[str, torch.Tensor]]:
     """Per-example gradients ``{module: [B, out, in(+1)]}`` of each batch of ``loader``, streamed (``kind`` as in
-    :func:`~influence_study.passes.backward_gradients`)."""
+    :func:`~influence_study.engine.passes.backward_gradients`)."""
     device = model_device(model)
     tracker = ModuleTracker(model, modules)
     generator = sampling_generator(seed, device)

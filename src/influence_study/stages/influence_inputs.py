@@ -3,7 +3,7 @@
 A training document is scored as one sequence ``EOS document`` (truncated to the model's context), which is how
 it appears in the packed training stream (documents are separated by EOS); every token after the first is a
 label. A query is ``BOS prompt completion`` with the prompt labelled -100, so f = log p(completion | prompt),
-exactly as :func:`influence_study.evaluation.completion_scores` reads it.
+exactly as :func:`influence_study.models.evaluation.completion_scores` reads it.
 
 Batches are length-sorted (less padding) and their composition depends only on the documents and the batch size,
 never on the shard: a shard is a contiguous run of whole batches, so a sharded run computes every score from the
@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .evaluation import completion_sequences, padded_batches
-from .io import require_columns
+from influence_study.models.evaluation import completion_sequences, padded_batches
+from influence_study.study.io import require_columns
 
 
 @dataclass
@@ -66,7 +66,7 @@ def document_batches(sequences: Sequence[Sequence[int]], pad_id: int, batch_size
 
 def encode_training_documents(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Each text as the training sequence it is scored as: ``EOS text``, truncated to ``max_length`` tokens."""
-    from .tokenizer import encode_documents
+    from influence_study.corpus.tokenizer import encode_documents
 
     return [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, texts)]
 

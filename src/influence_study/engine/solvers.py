@@ -26,10 +26,10 @@ from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from .passes import check_finite, example_gradient_batches, iterate, model_device, per_example_gradients, take
-from .preconditioner import Preconditioner, fitted_metadata
-from .tasks import Task
-from .tracking import evaluation_mode, frozen_parameters, module_dims, param_matrix, split_matrix
+from influence_study.engine.passes import check_finite, example_gradient_batches, iterate, model_device, per_example_gradients, take
+from influence_study.engine.preconditioner import Preconditioner, fitted_metadata
+from influence_study.engine.tasks import Task
+from influence_study.engine.tracking import evaluation_mode, frozen_parameters, module_dims, param_matrix, split_matrix
 
 
 class _TaskModule(nn.Module):
@@ -398,7 +398,7 @@ def gradient_solver(strategy: str, model: nn.Module, modules: Mapping[str, nn.Mo
                     curvature: str = "empirical_fisher", block_diagonal: bool = False) -> Preconditioner:
     """The solvers built from per-example gradients alone, from gradients the caller already has
     (``gradients[module]``: ``[n, out, in(+1)]`` of the tracked ``modules`` of ``model``, e.g. from
-    :func:`~influence_study.passes.per_example_gradients`): ``datainf``, or ``exact`` with
+    :func:`~influence_study.engine.passes.per_example_gradients`): ``datainf``, or ``exact`` with
     ``curvature="empirical_fisher"``. Their sign does not matter (both use only ``g gᵀ`` and ``(g·v) g``).
     ``sampled_labels`` only records how the gradients were made."""
     missing = sorted(set(modules) - set(gradients))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tasks import ClassificationTask, RegressionTask, Task
+from influence_study.engine.tasks import ClassificationTask, RegressionTask, Task
 
 MLP_SETTINGS = ("mlp_digits", "mlp_regression")
 LM_SETTING = "lm"
@@ -245,8 +245,8 @@ def build_lm_setting(model_dir: str, documents: str, queries: str, section: Mapp
     """The language-model setting: ``section['lm']['documents']`` seeded training documents form the training
     set (the PBRF's Bregman term, the factors and LiSSA use them), ``points`` of them are scored, against
     ``measurements`` seeded queries."""
-    from .influence_inputs import load_study_inputs
-    from .tasks import LanguageModelingTask
+    from influence_study.stages.influence_inputs import load_study_inputs
+    from influence_study.engine.tasks import LanguageModelingTask
 
     options = section["lm"]
     inputs = load_study_inputs(model_dir, documents, queries, device=device)

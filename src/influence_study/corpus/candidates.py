@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
-from .io import require_columns
+from influence_study.study.io import require_columns
 
 __all__ = ["BM25_K1", "TOKEN_PATTERN", "word_vectorizer", "bm25_idf", "bm25_scores", "bm25_candidates",
            "bm25_recall"]

@@ -18,11 +18,11 @@ from typing import Iterable
 
 import torch
 
-from .passes import backward_gradients, check_finite, iterate, model_device, per_example_gradients, take
-from .preconditioner import Preconditioner
-from .runtime import get_logger
-from .tasks import Task
-from .tracking import ModuleTracker, evaluation_mode, select_modules
+from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, per_example_gradients, take
+from influence_study.engine.preconditioner import Preconditioner
+from influence_study.study.runtime import get_logger
+from influence_study.engine.tasks import Task
+from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
 
 SIGN_CONVENTION = ("positive = adding the training sequence raises the measurement f; raw scores are "
                    "grad f^T (G + damping I)^-1 grad log p(z), unnormalised (divide by N for one added copy)")

@@ -1,17 +1,17 @@
-"""Glue between Snakemake and :mod:`influence_study.steps`: one call per rule, logged to the rule's log."""
+"""Glue between Snakemake and :mod:`influence_study.stages.steps`: one call per rule, logged to the rule's log."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from . import influence_steps, steps
-from .runtime import logged_to
+from influence_study.stages import influence as influence_steps, steps
+from influence_study.study.runtime import logged_to
 
 
 def run_step(smk: Any) -> None:
     """Call ``<step>(config, **named inputs, **named outputs, **other params)``, where ``<step>`` is
-    ``smk.params.step``: a function of :mod:`influence_study.steps` or :mod:`influence_study.influence_steps`, or
+    ``smk.params.step``: a function of :mod:`influence_study.stages.steps` or :mod:`influence_study.stages.influence`, or
     ``"<module>:<function>"`` for a function of ``influence_study.<module>`` (e.g. ``"analyses.sparsity:run"``).
 
     The rule's named inputs and outputs must be called like the step function's parameters; the rule's first
@@ -33,5 +33,5 @@ def step_function(name: str):
         return getattr(importlib.import_module(f"influence_study.{module}"), attribute)
     function = getattr(steps, name, None) or getattr(influence_steps, name, None)
     if function is None:
-        raise AttributeError(f"step {name!r}: no such function in influence_study.steps or .influence_steps")
+        raise AttributeError(f"step {name!r}: no such function in influence_study.stages.steps or .influence_steps")
     return function

@@ -15,14 +15,14 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .curvature import (default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
+from influence_study.engine.curvature import (default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
                         kfac_eigenvalues, rotate)
-from .io import atomic_path
-from .passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
-from .preconditioner import Preconditioner, fitted_metadata
-from .runtime import get_logger
-from .tasks import Task
-from .tracking import ModuleTracker, evaluation_mode, select_modules
+from influence_study.study.io import atomic_path
+from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
+from influence_study.engine.preconditioner import Preconditioner, fitted_metadata
+from influence_study.study.runtime import get_logger
+from influence_study.engine.tasks import Task
+from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
 
 FACTOR_STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
 SOLVER_STRATEGIES = ("lissa", "datainf", "exact", "pbrf")
@@ -183,11 +183,11 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
 
     Args:
         model: any ``torch.nn.Module``; it stays on its device, and factors are fitted there.
-        task: how batches give the loss (:class:`~influence_study.tasks.Task`).
+        task: how batches give the loss (:class:`~influence_study.engine.tasks.Task`).
         loader: an iterable of batches (dicts of tensors, dimension 0 = examples) in a fixed order.
         strategy: ``identity`` (gradient dot product), ``diagonal``, ``kfac``, ``ekfac`` (the paper's), or a
             solver that uses no factors: ``lissa``, ``datainf``, ``exact``, ``pbrf`` (see
-            :mod:`influence_study.solvers`; their options go in ``solver_options``).
+            :mod:`influence_study.engine.solvers`; their options go in ``solver_options``).
         modules: names or glob patterns of the tracked modules; default: MLP matrices of known architectures.
         sampled_labels: fit on labels sampled from the model (true Fisher); ``False`` uses the true labels
             (empirical Fisher). ``None``: each method's paper default, sampled for the factor strategies (Grosse
@@ -209,7 +209,7 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
         model.to(device)
     selected = select_modules(model, modules)
     if strategy in SOLVER_STRATEGIES:
-        from . import solvers
+        from influence_study.engine import solvers
         return solvers.make_solver(strategy, model, task, loader, selected, sampled_labels=sampled_labels,
                                    max_examples=max_examples, dtype=dtype, seed=seed, progress=progress,
                                    **solver_options)

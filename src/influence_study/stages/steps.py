@@ -12,10 +12,10 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .config import model_entry, training_settings
-from .io import atomic_path, read_json, write_json, write_parquet
-from .provenance import provenance, write_provenance
-from .runtime import autocast, get_logger, resolve_device
+from influence_study.study.config import model_entry, training_settings
+from influence_study.study.io import atomic_path, read_json, write_json, write_parquet
+from influence_study.study.provenance import provenance, write_provenance
+from influence_study.study.runtime import autocast, get_logger, resolve_device
 
 EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
 
@@ -26,14 +26,14 @@ def make_corpus(config: Mapping, documents: str, queries: str, relations: str, p
     log = get_logger()
     corpus = config["corpus"]
     if corpus["source"] == "synthetic":
-        from .corpus.synthetic import generate_world, write_world
+        from influence_study.corpus.synthetic import generate_world, write_world
 
         world = generate_world(corpus["synthetic"], seed=config["seed"], valid_fraction=corpus["valid_fraction"],
                                progress=progress)
         write_world(world, documents, queries, relations, probes)
         frames = {"documents": world.documents, "queries": world.queries}
     else:
-        from .corpus.loaders import load_documents
+        from influence_study.corpus.loaders import load_documents
 
         docs = load_documents(corpus["source"], corpus["path"], text_field=corpus["text_field"],
                               hf_split=corpus["hf_split"], max_documents=corpus["max_documents"],
@@ -51,7 +51,7 @@ def make_corpus(config: Mapping, documents: str, queries: str, relations: str, p
 
 def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:
     """Train the byte-level BPE tokenizer on the training split and save it with ``save_pretrained``."""
-    from .tokenizer import save_tokenizer, train_tokenizer
+    from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 
     docs = pd.read_parquet(documents)
     texts = docs.loc[docs["split"] == "train", "text"].tolist()
@@ -70,7 +70,7 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
     import torch
     from transformers import AutoTokenizer
 
-    from .models import count_parameters, load_checkpoint
+    from influence_study.models.build import count_parameters, load_checkpoint
 
     log = get_logger()
     entry = model_entry(config, model_name)
@@ -104,9 +104,9 @@ def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tok
     """Build model ``model_name`` of the family (its config entry and its init seed) and train it from scratch
     with ``settings`` on the ``train`` rows of ``docs`` (validation loss on the ``valid`` rows). The recipe of
     :func:`train_model`; the LDS retrains subsets with it. Returns ``(model, TrainingResult, seed)``."""
-    from .models import build_model, build_model_config, count_parameters
-    from .tokenizer import encode_documents
-    from .training import train_language_model
+    from influence_study.models.build import build_model, build_model_config, count_parameters
+    from influence_study.corpus.tokenizer import encode_documents
+    from influence_study.models.training import train_language_model
 
     log = get_logger()
     entry = model_entry(config, model_name)
@@ -128,8 +128,8 @@ def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: 
     """Held-out loss and completion accuracy of every query for one model; per-query table + summary JSON."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .evaluation import completion_scores, heldout_loss
-    from .tokenizer import encode_documents
+    from influence_study.models.evaluation import completion_scores, heldout_loss
+    from influence_study.corpus.tokenizer import encode_documents
 
     device = resolve_device(config["device"])
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
@@ -198,7 +198,7 @@ def learning_table(config: Mapping, model_dirs: Sequence[str], summaries: Sequen
 
 def loss_figure(config: Mapping, model_dirs: Sequence[str], png: str, pdf: str) -> None:
     """The loss-curve figure of every trained model."""
-    from .plots import plot_loss_curves, save_figure
+    from influence_study.plots import plot_loss_curves, save_figure
 
     history = pd.concat([pd.read_csv(Path(d) / "history.csv") for d in model_dirs], ignore_index=True)
     history = history.dropna(subset=["train_loss"])
