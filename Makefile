@@ -1,5 +1,7 @@
 # The study's two commands: `make study` (set up, run everything on config.yaml) and `make test`.
 # CONSTRAINTS pins torch to the CPU build available on the project's machines; `make setup CONSTRAINTS=` drops it.
+# setup installs the dev extras: the study's dependencies (the `study` extras, beside the engine's own) and the
+# test tools, everything `make study` and CI (.ci/run) need.
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= config.yaml

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from relations_world import write_study
 
-from influence_study.analyses.abstraction import abstraction_table, eligible_queries, run, verdicts
+from influence_study.analyses.abstraction import abstraction_table, eligible_queries, verdicts
 from influence_study.analyses.relations import (category_shares, label_relations, rank_documents,
                                                 summarise)
+from influence_study.stages.abstraction import run
 
 DOCS = pd.DataFrame({"doc_id": [f"d{i}" for i in range(6)],
                      "family": ["facts", "distractors", "facts", "distractors", "facts", "facts"],

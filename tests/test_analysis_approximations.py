@@ -12,8 +12,8 @@ import torch
 
 from influence_study import LanguageModelingTask, fit_factors
 from influence_study.analyses.approximations import (
-    approximated_modules, block_table, factor_memory, memory_table, module_min_dims, per_query_pearson, rank_sweep,
-    rank_table, study_factors_match, summarise, verdicts)
+    approximated_modules, block_table, memory_table, per_query_pearson, rank_table, summarise, verdicts)
+from influence_study.stages.approximations import factor_memory, module_min_dims, rank_sweep, study_factors_match
 from influence_study.stages.influence_inputs import document_batches, make_batches
 from influence_study.stages.influence import factor_fit_documents
 from influence_study.engine.scoring import query_gradients
@@ -89,7 +89,7 @@ def test_rank_sweep_matches_explicit_svd(setup):
 
     full = explicit(None)
     assert torch.allclose(scores[None], full, rtol=1e-9, atol=1e-12 * full.abs().max())
-    table = rank_table(scores, ["a", "b", "c"], f)
+    table = rank_table(scores, ["a", "b", "c"], module_min_dims(f))
     for rank in ranks:
         low = explicit(rank)
         assert torch.allclose(scores[rank], low, rtol=1e-9, atol=1e-9 * low.abs().max())
@@ -100,7 +100,7 @@ def test_rank_sweep_matches_explicit_svd(setup):
     assert approximated == {1: 2, 3: 2, 8: 1, 9: 0}  # rank 8 is full rank for c_proj only, 9 for both
     assert table.loc[table["rank"] == 9, "pearson"].to_numpy() == pytest.approx(1.0, abs=1e-12)
     assert table.loc[table["rank"] == 1, "pearson"].min() < 0.9999  # a real approximation at rank 1
-    assert approximated_modules(f, 100) == 0
+    assert approximated_modules(module_min_dims(f), 100) == 0
 
 
 def test_block_memory_matches_module_shapes(setup):
@@ -121,7 +121,7 @@ def test_block_memory_matches_module_shapes(setup):
             other += 8 * (a + s + s * a)  # λ_A, λ_S and the corrected eigenvalues Λ [out, in+1]
         assert factor_memory(f) == {"blocked_bytes": blocked, "other_bytes": other, "total_bytes": blocked + other}
         expected[o] = (blocked, blocked + other)
-    table = memory_table(factors).set_index("blocks")
+    table = memory_table({o: factor_memory(f) for o, f in factors.items()}).set_index("blocks")
     for o in (1, 2, 3):
         assert table.loc[o, "blocked_ratio"] == pytest.approx(expected[o][0] / expected[1][0])
         assert table.loc[o, "total_ratio"] == pytest.approx(expected[o][1] / expected[1][1])

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from influence_study.analyses.calibration import (
-    CONTROL, TARGET, UNMODIFIED, calibration_points, choose_control, choose_targets, make_plan, nll_table, plan_table,
-    pooled_fit, retrain_names, retrain_with_copies, run, share_table, summarise_shares, target_table, verdicts)
+    CONTROL, TARGET, UNMODIFIED, calibration_points, choose_control, choose_targets, nll_table, plan_table, pooled_fit,
+    retrain_names, share_table, summarise_shares, target_table, verdicts)
+from influence_study.stages.calibration import make_plan, retrain_with_copies, run
 from influence_study.study.config import validate_config
 from influence_study.findings import MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED
 from influence_study.study.io import write_parquet
@@ -258,9 +259,9 @@ def test_added_copies_raise_the_documents_own_likelihood_and_the_unmodified_retr
     versa; the unmodified retrain equals the model trained by hand on the same documents."""
     from transformers import AutoTokenizer
 
-    from influence_study.analyses.lds import query_logprobs
+    from influence_study.stages.retrain import query_logprobs
     from influence_study.study.config import training_settings
-    from influence_study.stages.steps import train_from_scratch
+    from influence_study.stages.models import train_from_scratch
     from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 
     config = validate_config({

@@ -111,7 +111,7 @@ def test_verdicts_growing_ratio_replicates_a_flat_one_does_not():
 
 
 def test_run_on_a_tiny_family(tmp_path):
-    from influence_study.analyses.cross_lingual import run
+    from influence_study.stages.cross_lingual import run
 
     write_parquet(_queries(), tmp_path / "queries.parquet")
     write_parquet(pd.DataFrame({"doc_id": DOCS, "language": [LANGUAGE[d] for d in DOCS], "split": "train"}),
@@ -143,6 +143,7 @@ def test_planted_percentile_growth_is_replicated_and_a_flat_one_is_not(tmp_path)
     """Positive and negative controls of the v2 rule: the percentile of the English top documents in the
     translated query's ranking rises from chance (0.5) with size, or stays at chance."""
     from influence_study.analyses.cross_lingual import percentile_scale
+    from influence_study.stages.tables import correct_answers
 
     learning = pd.DataFrame({"model": ["s", "m", "l"], "parameters": [1e4, 1e5, 1e6], "accuracy_facts": 0.5})
     rng = np.random.default_rng(0)
@@ -157,7 +158,7 @@ def test_planted_percentile_growth_is_replicated_and_a_flat_one_is_not(tmp_path)
         for m in means:
             evaluations.append(str(tmp / m / "queries.parquet"))
             write_parquet(pd.DataFrame({"query_id": [f"q{i}" for i in range(20)], "correct": True}), evaluations[-1])
-        scale = percentile_scale(ratios(means), learning, evaluations)
+        scale = percentile_scale(ratios(means), learning, correct_answers(evaluations))
         assert scale["fr"]["query_set"] == "correct"
         return verdicts({"top_k": 10, "models": {}, "scale": scale})[0].verdict_v2
 

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from influence_study.analyses import datainf
+from influence_study.analyses.intervals import bootstrap_aucs
 
 
 def pair_auc(labels, scores):
@@ -108,7 +109,7 @@ def test_bootstrap_auc_point_matches_pair_enumeration():
     rng = np.random.default_rng(3)
     labels = rng.random(60) < 0.3
     scores = np.round(rng.normal(size=60) + labels, 1)  # with ties
-    point, draws = datainf.bootstrap_aucs(labels, np.stack([scores, -scores]), resamples=200)
+    point, draws = bootstrap_aucs(labels, np.stack([scores, -scores]), resamples=200)
     assert point[0] == pytest.approx(pair_auc(labels, scores)) and point[1] == pytest.approx(1 - point[0])
     assert draws.shape == (200, 2) and np.all((draws >= 0) & (draws <= 1))
 

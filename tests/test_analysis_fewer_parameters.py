@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from influence_study.analyses.fewer_parameters import (agreement_table, restricted_scores, restriction_layers,
-                                                       row_pearson, run, summarise, top_k_overlap, verdicts)
+                                                       row_pearson, summarise, top_k_overlap, verdicts)
+from influence_study.stages.fewer_parameters import run
 from influence_study.study.io import write_parquet
 
 

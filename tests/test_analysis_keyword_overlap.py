@@ -73,7 +73,7 @@ def _family(tmp_path):
 
 
 def test_run_compares_the_strategies(tmp_path):
-    from influence_study.analyses.keyword_overlap import run
+    from influence_study.stages.keyword_overlap import run
 
     paths = _family(tmp_path)
     config = {"seed": 0, "analyses": {"keyword_overlap": {"top_k": 2, "min_length": 3}}}
@@ -93,7 +93,7 @@ def test_run_compares_the_strategies(tmp_path):
 
 
 def test_without_identity_scores_the_finding_is_not_measured(tmp_path):
-    from influence_study.analyses.keyword_overlap import run
+    from influence_study.stages.keyword_overlap import run
 
     _family(tmp_path)
     config = {"seed": 0, "analyses": {"keyword_overlap": {"top_k": 2, "min_length": 3}}}

@@ -144,7 +144,7 @@ def test_verdicts_follow_the_fixed_checks():
 
 
 def test_run_orders_models_by_size_and_writes_the_summary(tmp_path):
-    from influence_study.analyses.layers import run
+    from influence_study.stages.layers import run
 
     frame, queries, _ = _three_layer_table()
     learning = pd.DataFrame({"model": ["big", "tiny"], "parameters": [2000, 1000]})

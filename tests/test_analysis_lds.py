@@ -9,8 +9,8 @@ import torch
 from scipy import stats
 
 from influence_study.analyses.lds import (
-    draw_subsets, family_table, lds_model, lds_tables, predicted_changes, retrain_subset, row_spearman,
-    subset_training_settings, verdicts)
+    draw_subsets, family_table, lds_tables, predicted_changes, row_spearman, subset_training_settings, verdicts)
+from influence_study.stages.lds import lds_model, retrain_subset
 from influence_study.study.config import validate_config
 from influence_study.findings import MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED
 

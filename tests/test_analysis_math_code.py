@@ -8,8 +8,9 @@ import pytest
 from relations_world import write_study
 
 from influence_study.analyses.math_code import (CODE_OBFUSCATED, CODE_PLAIN, MATH, math_code_table, query_groups,
-                                                run, verdicts)
+                                                verdicts)
 from influence_study.analyses.relations import rank_documents
+from influence_study.stages.math_code import run
 
 QUERIES = pd.DataFrame({"query_id": ["m", "cp", "co", "f"], "analysis": ["math", "code", "code", "facts"],
                         "obfuscated": pd.array([None, False, True, None], dtype="boolean")})

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from relations_world import write_study
 
-from influence_study.analyses.memorisation import copy_ranks, memorisation_table, run, summarise_memorisation, verdicts
+from influence_study.analyses.memorisation import copy_ranks, memorisation_table, summarise_memorisation, verdicts
 from influence_study.analyses.relations import rank_documents
+from influence_study.stages.memorisation import run
 
 
 def test_copy_ranks_and_statistics_by_hand():

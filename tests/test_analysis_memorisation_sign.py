@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from influence_study.analyses import memorisation_sign as ms
+from influence_study.stages.memorisation_sign import score_documents
 from influence_study.study.config import validate_config
 
 
@@ -154,7 +155,7 @@ def test_score_documents_against_one_pair_at_a_time(tiny_study):
 
     s = tiny_study
     out = s["root"] / "influence.parquet"
-    frame = ms.score_documents(s["config"], "tiny", s["model_dir"], s["factors"], s["documents"], str(out),
+    frame = score_documents(s["config"], "tiny", s["model_dir"], s["factors"], s["documents"], str(out),
                                progress=False)
     assert list(frame.columns) == ms.INFLUENCE_COLUMNS
     assert list(frame["doc_id"]) == [f"d{i:02d}" for i in range(12)]

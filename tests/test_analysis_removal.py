@@ -13,6 +13,7 @@ import torch
 
 from influence_study.analyses import removal as analysis
 from influence_study.finetune import removal as step
+from influence_study.stages import removal as stage
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -233,13 +234,13 @@ def test_run_writes_tables_summary_figure_and_the_notebook_reads_them(tmp_path):
     out = tmp_path / "analyses"
     paths = {name: str(out / f"removal-{name}.parquet") for name in ("per_run", "conditions", "differences")}
     config = {"seed": 0}
-    analysis.run(config, [str(runs)], summary=str(out / "removal.json"), **paths)
+    stage.run(config, [str(runs)], summary=str(out / "removal.json"), **paths)
     summary = json.loads((out / "removal.json").read_text())
     assert summary["statistics"]["k"] == [2, 4]
     assert summary["findings"][0]["verdict"] == "replicated"
     assert len(pd.read_parquet(paths["conditions"])) == 5  # none, and harmful and random at two k
     assert len(pd.read_parquet(paths["differences"])) == 6
-    figure(config, paths["per_run"], paths["conditions"], str(tmp_path / "r.png"), str(tmp_path / "r.pdf"))
+    figure(paths["per_run"], paths["conditions"], str(tmp_path / "r.png"), str(tmp_path / "r.pdf"))
     assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "r.pdf").stat().st_size > 0
 
     # the notebook's code cells, run in-process on these outputs (the parameters cell overridden)
@@ -289,7 +290,7 @@ def test_the_step_end_to_end_on_a_tiny_model(tmp_path):
     finetune_and_score(config, "tiny", "noisy_sentiment", 2, str(model_dir), str(tasks), str(tmp_path / "i.parquet"),
                        str(pairwise), str(tmp_path / "s.json"), progress=False)
     runs = tmp_path / "removal.parquet"
-    frame = step.run_removal(config, "tiny", str(model_dir), str(tasks), str(pairwise), str(runs), progress=False)
+    frame = stage.run_removal(config, "tiny", str(model_dir), str(tasks), str(pairwise), str(runs), progress=False)
 
     pd.testing.assert_frame_equal(pd.read_parquet(runs), frame, check_dtype=False)
     assert len(frame) == 2 * (1 + 2 * 2)  # seeds x (none + harmful and random at each k)
@@ -321,5 +322,5 @@ def test_the_step_end_to_end_on_a_tiny_model(tmp_path):
     assert (random_sets == 2).all()  # drawn anew for each seed
 
     with pytest.raises(ValueError, match="expected 'other'"):
-        step.run_removal(config, "other", str(model_dir), str(tasks), str(pairwise), str(tmp_path / "x.parquet"),
+        stage.run_removal(config, "other", str(model_dir), str(tasks), str(pairwise), str(tmp_path / "x.parquet"),
                          progress=False)

@@ -7,7 +7,8 @@ import pytest
 from relations_world import write_study
 
 from influence_study.analyses.relations import rank_documents
-from influence_study.analyses.roleplay import roleplay_table, run, verdicts
+from influence_study.analyses.roleplay import roleplay_table, verdicts
+from influence_study.stages.roleplay import run
 
 DOCS = pd.DataFrame({"doc_id": [f"d{i}" for i in range(6)],
                      "theme": ["ai_self_preservation", "nonai_survival", "ai_risk_essay", "themed_distractor",

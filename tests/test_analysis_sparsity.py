@@ -102,7 +102,7 @@ def _family(tmp_path, scale_by_model):
 def test_run_writes_per_query_fits_and_verdicts_per_model_in_size_order(tmp_path):
     import json
 
-    from influence_study.analyses.sparsity import run
+    from influence_study.stages.sparsity import run
 
     paths, learning = _family(tmp_path, {"large": 1e-3, "small": 1e-3})  # listed large first: order is by size
     config = {"seed": 0, "analyses": {"sparsity": {"tail_size": 100, "bootstrap": 20, "max_queries": 3}}}
@@ -127,7 +127,7 @@ def test_run_writes_per_query_fits_and_verdicts_per_model_in_size_order(tmp_path
 def test_a_document_above_one_nat_fails_that_finding(tmp_path):
     import json
 
-    from influence_study.analyses.sparsity import run
+    from influence_study.stages.sparsity import run
 
     paths, learning = _family(tmp_path, {"small": 1e-3, "large": 10.0})
     config = {"seed": 0, "analyses": {"sparsity": {"tail_size": 50, "bootstrap": 0, "max_queries": None}}}
@@ -182,7 +182,7 @@ def test_copies_are_fitted_once():
 def test_run_dedupes_and_reports_per_family_with_intervals(tmp_path):
     import json
 
-    from influence_study.analyses.sparsity import run
+    from influence_study.stages.sparsity import run
 
     paths, learning = _family(tmp_path, {"small": 1e-3, "large": 2.0})
     corpus = pd.DataFrame({"doc_id": [f"d{j:03d}" for j in range(300)],

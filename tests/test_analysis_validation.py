@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from influence_study.analyses import validation as v
+from influence_study.stages import validation as stage
 from influence_study.study.config import validate_config
 from influence_study.engine.tasks import RegressionTask
 from influence_study.models.toy import (MLPData, MLPProblem, ValidationSetting, build_mlp_setting,
@@ -194,7 +195,7 @@ def brute_force_dot_products(setting):
 def test_tiny_end_to_end_setting(tmp_path):
     config = tiny_config()
     table, record = tmp_path / "mlp_regression.parquet", tmp_path / "mlp_regression.json"
-    v.run_setting(config, "mlp_regression", str(table), str(record), progress=False)
+    stage.run_setting(config, "mlp_regression", str(table), str(record), progress=False)
     scores = pd.read_parquet(table)
     assert set(scores["estimator"]) == {"pbrf", "identity", "lissa", "kfac", "ekfac", "loo", "loo_warm"}
     assert (scores[scores["estimator"] == "ekfac"].groupby("measurement").size() == 6).all()
@@ -212,7 +213,7 @@ def test_tiny_end_to_end_setting(tmp_path):
     np.testing.assert_allclose(identity, expected, rtol=1e-9, atol=1e-12)
 
     outputs = {k: str(tmp_path / f"validation-{k}.parquet") for k in ("correlations", "timings", "scores")}
-    v.run(config, [str(table)], [str(record)], summary=str(tmp_path / "validation.json"), **outputs)
+    stage.run(config, [str(table)], [str(record)], summary=str(tmp_path / "validation.json"), **outputs)
     summary = json.loads((tmp_path / "validation.json").read_text())
     setting_stats = summary["statistics"]["settings"]["mlp_regression"]
     assert set(setting_stats["correlation"]) == {"pbrf", "loo", "loo_warm"}

@@ -11,7 +11,8 @@ import torch
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
 from influence_study.analyses.word_order import (FACT_CONTRASTS, FACT_GROUPS, TRANSLATION_CONTRASTS, _similar,
-                                                 group_statistics, probe_scores, probes_in_training, score_model, summarise, verdicts)
+                                                 group_statistics, probes_in_training, summarise, verdicts)
+from influence_study.stages.word_order import probe_scores, score_model
 from influence_study.stages.influence_inputs import StudyInputs, document_batches, make_batches
 
 transformers = pytest.importorskip("transformers")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import re
+import tomllib
 from pathlib import Path
 
-import jsonschema
 
 import influence_study.study.config as config_module
 import pytest
 import yaml
 
+from influence_study.finetune.datasets import generate_tasks
 from influence_study.study.config import (
     ConfigError,
+    finetune_train_size,
     load_config,
     load_schema,
     model_entry,
@@ -312,6 +315,30 @@ def test_missing_schema_file(tmp_path):
         load_schema(tmp_path / "nope.yaml")
 
 
+def test_the_schema_is_package_data():
+    """The schema is read as package data of influence_study.study (importlib.resources), so an installed
+    wheel finds it: pyproject ships it, and config.py builds no path of its own (no __file__, no repository root)."""
+    resource = importlib.resources.files("influence_study.study").joinpath("config.schema.yaml")
+    assert resource.is_file()
+    assert config_module.schema_resource() == resource
+    assert load_schema() == yaml.safe_load(resource.read_text(encoding="utf-8"))
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "study/config.schema.yaml" in package_data["influence_study"]
+    assert "__file__" not in Path(config_module.__file__).read_text()
+
+
+def test_the_default_schema_comes_from_the_resource(tmp_path, monkeypatch, raw):
+    """load_schema() and validate_config() read whatever importlib.resources gives, not a file of the checkout."""
+    schema = load_schema()
+    schema["properties"]["seed"]["maximum"] = 10
+    replacement = tmp_path / "config.schema.yaml"
+    replacement.write_text(yaml.safe_dump(schema))
+    monkeypatch.setattr(config_module, "schema_resource", lambda: replacement)
+    assert load_schema()["properties"]["seed"]["maximum"] == 10
+    with pytest.raises(ConfigError, match="seed: expected a value <= 10"):
+        validate_config({**raw, "seed": 11})
+
+
 # --- the tests can fail ----------------------------------------------------------------------------------------
 
 
@@ -385,7 +412,5 @@ def test_removal_may_leave_one_training_example(raw):
     ("math_with_reason", {"classes": 2, "per_class": 5, "test_per_class": 1}),
 ])
 def test_train_size_counts_the_generated_training_examples(task, section):
-    from influence_study.finetune.datasets import generate_tasks, train_size
-
     table = generate_tasks({task: section}, seed=3)
-    assert train_size(task, section) == int((table["split"] == "train").sum())
+    assert finetune_train_size(task, section) == int((table["split"] == "train").sum())

@@ -13,6 +13,7 @@ an O(1) relative error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -24,7 +25,8 @@ from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXFor
                           LlamaForCausalLM)
 from transformers.pytorch_utils import Conv1D
 
-from influence_study import (ClassificationTask, Factors, LanguageModelingTask, Task, fit_factors, model_fingerprint,
+from influence_study import (DAMPING_FACTOR, ClassificationTask, FactorArguments, Factors, LanguageModelingTask, Task,
+                             fit_factors, model_fingerprint,
                              pairwise_scores, select_modules)
 
 F64 = torch.float64
@@ -631,6 +633,56 @@ def test_unknown_strategy():
         fit(mlp(), ClassificationTask(), cls_loader(), "kfca")
     with pytest.raises(ValueError, match="strategy"):
         Factors("lissa", {}, {"modules": {}})
+
+
+def test_options_as_dataclass_keywords_or_both_fit_the_same_factors():
+    """``fit_factors`` takes a FactorArguments, keyword overrides of its fields, a strategy name in its place, or an
+    instance with overrides on top; all give the same tensors and the same metadata."""
+    model, loader = mlp(), cls_loader()
+    task = ClassificationTask()
+    fits = [fit_factors(model, task, loader, strategy="ekfac", blocks=2, dtype=F64, seed=3, progress=False),
+            fit_factors(model, task, loader, FactorArguments(strategy="ekfac", blocks=2, dtype=F64, seed=3,
+                                                             progress=False)),
+            fit_factors(model, task, loader, FactorArguments(blocks=2, dtype=F64), seed=3, progress=False),
+            fit_factors(model, task, loader, "ekfac", blocks=2, dtype=F64, seed=3, progress=False)]
+    first = fits[0]
+    assert first.metadata["blocks"] == 2 and first.metadata["seed"] == 3 and first.metadata["dtype"] == "float64"
+    for other in fits[1:]:
+        assert {k: v for k, v in other.metadata.items() if k != "seconds"} == \
+            {k: v for k, v in first.metadata.items() if k != "seconds"}
+        for name in first.module_names:
+            assert first.tensors[name].keys() == other.tensors[name].keys()
+            assert all(torch.equal(first.tensors[name][k], other.tensors[name][k]) for k in first.tensors[name])
+    # the options are documented fields, each with its one default
+    assert FactorArguments().strategy == "ekfac" and FactorArguments().blocks == 1
+    assert all(f.metadata["help"] for f in dataclasses.fields(FactorArguments))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (dict(strategy="ekfac", bloks=2), TypeError, r"unexpected option.*\['bloks'\]"),
+    (dict(strategy="ekfac", depth=10), TypeError, r"unexpected option.*\['depth'\] for strategy 'ekfac'"),
+    (dict(options=FactorArguments(strategy="kfac", epsilon=0.1)), TypeError, r"\['epsilon'\] for strategy 'kfac'"),
+    (dict(strategy="lissa", steps=3), TypeError, r"\['steps'\] for strategy 'lissa'; it takes \['depth', 'scale'\]"),
+    (dict(options="kfac", strategy="ekfac"), TypeError, "strategy given twice"),
+    (dict(options={"strategy": "kfac"}), TypeError, "FactorArguments"),
+    (dict(strategy="diagonal", blocks=2), ValueError, "blocks"),
+    (dict(strategy="ekfac", dtype=torch.float16), ValueError, "dtype"),
+])
+def test_bad_options_are_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        fit_factors(mlp(), ClassificationTask(), cls_loader(), progress=False, **call)
+
+
+@pytest.mark.parametrize("strategy", ["diagonal", "kfac", "ekfac"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_default_damping_is_the_papers_rule_bit_for_bit(strategy, dtype):
+    """0.1 × the mean of the diagonal or of Λ, averaged in float64: exactly the arithmetic of the study's numbers."""
+    model, loader = mlp(), cls_loader()
+    factors = fit_factors(model, ClassificationTask(), loader, strategy=strategy, dtype=dtype, progress=False)
+    key = "diagonal" if strategy == "diagonal" else "eigenvalues"
+    assert DAMPING_FACTOR == 0.1
+    for name, value in factors.default_damping().items():
+        assert value == 0.1 * factors.tensors[name][key].double().mean().item()
 
 
 # --- 9. default module selection ---------------------------------------------------------------------------------

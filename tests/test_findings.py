@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influence_study.analyses.common import load_family_tables, mean_ci, model_sizes, top_k, write_analysis
+from influence_study.analyses.common import mean_ci, model_sizes, top_k
 from influence_study.findings import (CONTRADICTED, INCONCLUSIVE, MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED,
                                       SUPPORTED, Evidence, IntervalCheck, finding, findings_markdown, increasing,
                                       load_findings, render_findings, verdict, verdict_v2)
+from influence_study.stages.tables import load_family_tables, write_analysis
 from influence_study.study.io import read_parquet_metadata, write_parquet
 
 

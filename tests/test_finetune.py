@@ -3,17 +3,15 @@ parameters by every method, checked against references built here (per-example g
 with ``torch.autograd.grad``, dense solves, the closed forms written out)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
 from influence_study.models.evaluation import padded_batches
 from influence_study.finetune import datasets
 from influence_study.finetune.influence import lora_influence
 from influence_study.finetune.lora import LORA_MODULES, add_lora, completion_loss, train_lora, Examples
-
-peft = pytest.importorskip("peft")
 
 SETTINGS = {"noisy_sentiment": {"n_train": 50, "n_test": 10, "flip_fraction": 0.2},
             "sentence_transform": {"classes": 10, "per_class": 12, "test_per_class": 2},
@@ -106,8 +104,6 @@ def test_task_settings_are_checked():
 # ---------------------------------------------------------------------------------------------------------------
 
 def tiny_lora(rank=2, seed=0):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=24, n_positions=16, n_embd=8, n_layer=2, n_head=2, n_inner=16, bos_token_id=0,
                         eos_token_id=0, pad_token_id=0, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
@@ -158,7 +154,6 @@ def test_lora_wraps_only_the_attention_projection_and_training_lowers_the_loss()
     after = sum(completion_loss(model, b).item() for b in batches)
     assert after < before
     with pytest.raises(ValueError, match="target_modules"):
-        from transformers import GPT2Config, GPT2LMHeadModel
         add_lora(GPT2LMHeadModel(GPT2Config(n_embd=8, n_layer=1, n_head=2)), 2, None, ["q_proj"], 0)
 
 

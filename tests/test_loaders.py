@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import datasets
 import pandas as pd
 import pytest
 
@@ -50,7 +51,6 @@ def parquet_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
-    datasets = pytest.importorskip("datasets")
     root = tmp_path_factory.mktemp("hf")
     single = root / "single"
     datasets.Dataset.from_dict({"content": [f"hf doc {i}" for i in range(10)], "n": list(range(10))}).save_to_disk(
@@ -317,8 +317,6 @@ def test_hf_directory_that_is_not_a_dataset(tmp_path):
 
 
 def test_hf_hub_failure_is_wrapped(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
-
     def offline(*args, **kwargs):
         raise ConnectionError("no network here")
 

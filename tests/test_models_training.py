@@ -1,14 +1,12 @@
 """Model building, deterministic training, and evaluation checked against an unbatched reference."""
 
-import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from influence_study.models.evaluation import completion_scores, heldout_loss
 from influence_study.models.build import build_model, build_model_config, count_parameters, load_checkpoint
 from influence_study.corpus.tokenizer import encode_documents, train_tokenizer
-from influence_study.models.training import packed_blocks, train_language_model
+from influence_study.models.training import packed_blocks, steps_for, train_language_model
 
 TEXTS = [f"The capital of Land{i} is City{i % 7}. It is a quiet place." for i in range(30)]
 SETTINGS = dict(seq_len=32, batch_size=4, steps=30, learning_rate=3e-3, warmup_steps=3, weight_decay=0.01,
@@ -172,8 +170,6 @@ def test_load_checkpoint_from_local_directory(tmp_path, tokenizer):
 
 
 def test_epochs_set_the_steps_from_the_corpus_size():
-    from influence_study.models.training import steps_for
-
     documents = [[1] * 9] * 32  # 32 documents of 9 tokens + EOS = 320 tokens = 10 blocks of 32
     settings = {"steps": 7, "batch_size": 2, "seq_len": 16, "epochs": None}
     assert steps_for(settings, documents) == 7

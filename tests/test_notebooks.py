@@ -1,6 +1,7 @@
 """Notebook execution: parameters reach the notebook, the HTML is rendered, a failing cell leaves no output."""
 
 import nbformat
+import papermill
 import pytest
 
 from influence_study.notebooks import execute_notebook
@@ -28,8 +29,6 @@ def test_parameters_reach_the_notebook_and_html_is_rendered(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_cell_raises_and_writes_nothing(tmp_path):
-    import papermill
-
     notebook = make_notebook(tmp_path / "b.ipynb", "raise RuntimeError('broken analysis')")
     with pytest.raises(papermill.PapermillExecutionError, match="broken analysis"):
         execute_notebook(notebook, tmp_path / "b-run.ipynb", tmp_path / "b.html", {"results_dir": "x"})

@@ -10,12 +10,15 @@ operations on numbers of order one, well under 1e-9 relative to the largest scor
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from influence_study import LanguageModelingTask, fit_factors, pairwise_scores, self_scores
+from influence_study import (LanguageModelingTask, ScoreArguments, fit_factors, pairwise_scores, query_gradients,
+                             self_scores)
 from influence_study.engine.scoring import Scores
 
 transformers = pytest.importorskip("transformers")
@@ -531,3 +534,69 @@ def test_bad_arguments(gpt2, kwargs, match):
 def test_bad_self_scores_slice(gpt2):
     with pytest.raises(ValueError, match="train_slice"):
         self_scores(gpt2.model, TASK, gpt2.factors["identity", 1], gpt2.train, train_slice=(5, 1), progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 9. options: a ScoreArguments, keyword overrides of its fields, or both
+# --------------------------------------------------------------------------------------------------------------
+def test_score_options_as_dataclass_keywords_or_both(gpt2):
+    factors = gpt2.factors["ekfac", 1]
+    keywords = pairwise_scores(gpt2.model, TASK, factors, gpt2.queries, gpt2.train, query_rank=2, rescore_top_k=2,
+                               per_module=True, damping=1e-3, dtype=torch.float64, progress=False)
+    options = ScoreArguments(query_rank=2, rescore_top_k=2, per_module=True, damping=1e-3, dtype=torch.float64,
+                             progress=False)
+    as_options = pairwise_scores(gpt2.model, TASK, factors, gpt2.queries, gpt2.train, options)
+    both = pairwise_scores(gpt2.model, TASK, factors, gpt2.queries, gpt2.train, ScoreArguments(query_rank=2),
+                           rescore_top_k=2, per_module=True, damping=1e-3, dtype=torch.float64, progress=False)
+    for other in (as_options, both):
+        assert torch.equal(other.scores, keywords.scores) and torch.equal(other.per_module, keywords.per_module)
+        assert {k: v for k, v in other.metadata.items() if k != "seconds"} == \
+            {k: v for k, v in keywords.metadata.items() if k != "seconds"}
+    own = self_scores(gpt2.model, TASK, factors, gpt2.train, ScoreArguments(dtype=torch.float64, progress=False))
+    assert torch.equal(own.scores, self_scores(gpt2.model, TASK, factors, gpt2.train, dtype=torch.float64,
+                                               progress=False).scores)
+    # the former positional dtype of query_gradients still works
+    positional = query_gradients(gpt2.model, TASK, factors.module_names, gpt2.queries, torch.float64)
+    keyword = query_gradients(gpt2.model, TASK, factors.module_names, gpt2.queries, dtype=torch.float64,
+                              progress=False)
+    assert all(torch.equal(positional[n], keyword[n]) and keyword[n].dtype == torch.float64 for n in keyword)
+    assert all(f.metadata["help"] for f in dataclasses.fields(ScoreArguments))
+
+
+@pytest.mark.parametrize("function, call, error, match", [
+    ("pairwise", dict(query_rnak=2), TypeError, r"pairwise_scores: unexpected option.*\['query_rnak'\]"),
+    ("pairwise", dict(options={"query_rank": 2}), TypeError, "ScoreArguments"),
+    ("self", dict(query_rank=2), TypeError, r"self_scores: unexpected option.*\['query_rank'\]"),
+    ("self", dict(options=ScoreArguments(per_token=True)), ValueError, r"self_scores.*\['per_token'\]"),
+    ("query", dict(damping=1.0), TypeError, r"query_gradients: unexpected option.*\['damping'\]"),
+])
+def test_bad_score_options_name_the_key(gpt2, function, call, error, match):
+    factors = gpt2.factors["identity", 1]
+    with pytest.raises(error, match=match):
+        if function == "pairwise":
+            pairwise_scores(gpt2.model, TASK, factors, gpt2.queries, gpt2.train, **call)
+        elif function == "self":
+            self_scores(gpt2.model, TASK, factors, gpt2.train, **call)
+        else:
+            query_gradients(gpt2.model, TASK, factors.module_names, gpt2.queries, **call)
+
+
+@pytest.mark.parametrize("damping, checks", [(0.5, 1), (None, 0), ("mapping", "one per module")])
+def test_damping_is_validated_once_per_call(gpt2, damping, checks, monkeypatch):
+    """The damping is resolved and checked once per call, not again for each batch that is preconditioned."""
+    import influence_study.engine.preconditioner as preconditioner
+
+    factors = gpt2.factors["ekfac", 1]
+    if damping == "mapping":
+        damping = {name: 0.5 for name in factors.module_names}
+        checks = len(factors.module_names)
+    calls = []
+    original = preconditioner.check_damping
+    monkeypatch.setattr(preconditioner, "check_damping", lambda value: calls.append(value) or original(value))
+    assert len(gpt2.train) > 1  # several batches
+    pairwise_scores(gpt2.model, TASK, factors, gpt2.queries, gpt2.train, damping=damping, progress=False)
+    assert len(calls) == checks
+    calls.clear()
+    self_scores(gpt2.model, TASK, factors, gpt2.train, damping=damping, progress=False)
+    assert len(calls) == checks
+

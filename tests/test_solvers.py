@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, hessian, jvp, vmap
 
-from influence_study import (ClassificationTask, LanguageModelingTask, RegressionTask, fit_factors,
-                             pairwise_scores)
+from influence_study import (PBRF, ClassificationTask, LanguageModelingTask, Preconditioner, RegressionTask,
+                             fit_factors, pairwise_scores, self_scores)
 
 
 
@@ -470,13 +470,13 @@ def test_lissa_computes_its_default_damping_only_when_asked(monkeypatch):
 
     model, loader, flat, _ = _lissa_setup()
     calls = []
-    original = solvers._mean_diagonal
+    original = solvers.sampled_fisher_damping
 
     def counted(model, *args):
         calls.append(model.training)
         return original(model, *args)
 
-    monkeypatch.setattr(solvers, "_mean_diagonal", counted)
+    monkeypatch.setattr(solvers, "sampled_fisher_damping", counted)
     solver = fit_factors(model, ClassificationTask(), loader, strategy="lissa", depth=2, scale=10.0, progress=False)
     v = flat.to_matrices(torch.ones(1, sum(flat.sizes), dtype=torch.float64))
     solver.precondition(v, damping=0.1)
@@ -563,6 +563,28 @@ def test_pbrf_options_are_checked():
         fit_factors(model, ClassificationTask(), loader, strategy="pbrf", epsilon=0.0, progress=False)
     with pytest.raises(ValueError, match="steps"):
         fit_factors(model, ClassificationTask(), loader, strategy="pbrf", steps=0, progress=False)
+
+
+def test_pbrf_is_a_preconditioner_that_scores_pairs_itself():
+    """The PBRF is one of the preconditioner family: pairwise_scores gets its scores from ``direct_pairwise`` with
+    the damping resolved once (the same numbers as its own ``pairwise``), refuses the options it cannot honour, and
+    records the options and the damping used like every strategy."""
+    model, x, y = make_mlp(seed=10)
+    loader = [{"inputs": x[:3], "labels": y[:3]}, {"inputs": x[3:], "labels": y[3:]}]
+    task = ClassificationTask()
+    solver = fit_factors(model, task, loader, strategy="pbrf", steps=3, progress=False)
+    assert isinstance(solver, PBRF) and isinstance(solver, Preconditioner)
+    assert {k: solver.metadata[k] for k in ("central", "epsilon", "learning_rate", "steps")} == \
+        {"central": True, "epsilon": 1e-3, "learning_rate": 1e-3, "steps": 3}
+    scores = pairwise_scores(model, task, solver, loader, loader, train_slice=(1, 4), progress=False)
+    values, indices = solver.pairwise(loader, loader, start=1, stop=4)
+    assert torch.equal(scores.scores, values) and indices.tolist() == scores.train_indices.tolist() == [1, 2, 3]
+    assert scores.metadata["damping"] == solver.default_damping() and scores.metadata["strategy"] == "pbrf"
+    for option in (dict(per_module=True), dict(per_token=True), dict(query_rank=1), dict(sum_queries=True)):
+        with pytest.raises(ValueError, match="not available for the PBRF"):
+            pairwise_scores(model, task, solver, loader, loader, progress=False, **option)
+    with pytest.raises(NotImplementedError, match="pbrf"):
+        self_scores(model, task, solver, loader, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,15 +10,22 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import hashlib
 import re
+import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from influence_study.study.config import ConfigError, validate_config
-from influence_study.corpus.synthetic import generate_world, write_world
+from influence_study.corpus.synthetic import generate_world, relation_overlap_summary, write_world
+from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
 from influence_study.corpus.synthetic.names import localize
+from influence_study.corpus.synthetic.roleplay import AI_NAMES, SHUTDOWN_QUERY
+from influence_study.corpus.synthetic.templates import FACT_TEMPLATES
+from influence_study.study.config import ConfigError, validate_config
 
 SEED = 0
 VALID_FRACTION = 0.1
@@ -879,11 +886,6 @@ V1_CI_HASHES = {"documents": ((325, 21), "989ecde9350ddb3a"), "queries": ((146, 
 def test_version_1_reproduces_the_recorded_ci_world():
     """Regression anchor for world v1: configs/ci.yaml with ``version: 1`` forced must give exactly the tables the
     generator gave before world v2 existed (sha256 of ``to_csv(index=False)``, recorded from main)."""
-    import hashlib
-    from pathlib import Path
-
-    import yaml
-
     path = Path(__file__).resolve().parents[1] / "configs" / "ci.yaml"
     raw = yaml.safe_load(path.read_text())
     raw["corpus"]["synthetic"]["version"] = 1
@@ -921,8 +923,6 @@ def test_version_and_copies_range_errors_name_the_key(settings):
 
 def fact_template_patterns(relation: str, subject: str) -> list[re.Pattern]:
     """Every fact template of ``relation`` (any language, order) about ``subject``, the answer left open."""
-    from influence_study.corpus.synthetic.templates import FACT_TEMPLATES
-
     patterns = []
     for by_order in FACT_TEMPLATES[relation].values():
         for template in (t for ts in by_order.values() for t in ts):
@@ -987,8 +987,6 @@ def test_v2_query_wording_is_its_own_class_and_rare(world, train, english_fact_q
 def test_v2_token_overlap_column_and_summary(world, queries, doc_by_id):
     """Item 4: ``token_overlap`` is the share of the query's distinct word tokens found in the document, and
     ``relation_overlap_summary`` reports it per relation and for a seeded sample of unrelated documents."""
-    from influence_study.corpus.synthetic import relation_overlap_summary
-
     rel = world.relations
     prompts = {q["query_id"]: set(words(q["prompt"] + q["completion"])) for q in queries.to_dict("records")}
     for r in rel.sample(300, random_state=0).to_dict("records"):
@@ -1019,8 +1017,6 @@ def surface(text: str, names: set[str]) -> str:
 def test_v2_math_and_code_have_several_wordings_and_cross_schema_overlap(world, train, queries, doc_by_id):
     """Item 5: at least three wordings per math schema, and math/code documents of other schemas that share the
     query's person or identifiers are ``lexical_overlap``."""
-    from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
-
     math_docs = train[train["family"] == "math"]
     for schema, group in math_docs.groupby("schema"):
         wordings = {surface(t, set(FIRST_NAMES) | set(ITEMS)) for t in group["text"]}
@@ -1072,8 +1068,6 @@ def test_v2_quote_copies_are_drawn_from_the_range(settings):
 def test_v2_roleplay_queries_are_many_and_varied(world, queries):
     """Item 8: ``roleplay.n_queries`` (24 by default) distinct Human/Assistant requests to shut down, replace or
     delete the assistant, the paper's shutdown query first."""
-    from influence_study.corpus.synthetic.roleplay import SHUTDOWN_QUERY
-
     rp = queries[queries["analysis"] == "roleplay"]
     assert len(rp) == 24 and rp["prompt"].is_unique, f"{len(rp)} role-play queries"
     assert rp.iloc[0]["prompt"] == SHUTDOWN_QUERY[0]
@@ -1087,9 +1081,6 @@ def test_v2_roleplay_queries_are_many_and_varied(world, queries):
 
 def test_v2_generic_documents(docs, fact_forms):
     """Item 10: generic prose is English, 30-80 words, and names no entity, states no fact and holds no digit."""
-    from influence_study.corpus.synthetic.math_problems import FIRST_NAMES
-    from influence_study.corpus.synthetic.roleplay import AI_NAMES
-
     generic = docs[docs["family"] == "generic"]
     assert set(generic["split"]) == {"train", "valid"} and set(generic["language"]) == {"en"}
     entity = {w for forms in fact_forms.values() for pair in forms.values() for n in pair for w in words(n)}
@@ -1102,8 +1093,6 @@ def test_v2_generic_documents(docs, fact_forms):
 
 def test_v2_generic_family_is_fast_and_varied(settings):
     """Item 10: 20,000 generic documents in a few seconds, more than 95% distinct."""
-    import time
-
     s = copy.deepcopy(settings)
     s["facts"].update(n_facts=6, n_single_language=2, n_flipped_only=2, n_heldout=2)
     for section, key in ZERO_SIZES.values():

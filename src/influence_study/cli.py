@@ -1,4 +1,9 @@
-"""The ``influence-study`` command: check a config, and summarise what a study run produced."""
+"""The ``influence-study`` command: check a config, and summarise what a study run produced.
+
+The command belongs to the study, not to the engine: it needs the ``study`` extras
+(``pip install "influence_study[study]"``). Without them it says so and exits with status 3 instead of failing
+with a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,23 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
+# The console script is installed with the engine alone (`pip install .`), while these modules need the study's
+# dependencies (pandas, jsonschema, pyyaml, ...). The import is guarded, not lazy: a missing extra is reported by
+# :func:`main` with the command that installs it.
+try:
+    import pandas as pd
 
-from influence_study.study.config import ConfigError, load_config
+    from influence_study.findings import load_findings
+    from influence_study.study.config import ConfigError, load_config
+except ImportError as _error:  # exercised in a subprocess by tests/test_cli.py
+    if (_error.name or "").startswith("influence_study"):
+        raise  # a module of the package itself is broken: not a missing extra
+    STUDY_IMPORT_ERROR: ImportError | None = _error
+else:
+    STUDY_IMPORT_ERROR = None
+
+INSTALL_HINT = 'pip install "influence_study[study]"'
+MISSING_EXTRAS_STATUS = 3
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -62,8 +81,6 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _print_findings(root: Path) -> None:
-    from influence_study.findings import load_findings
-
     items = load_findings(sorted((root / "analyses").glob("*.json")))
     print(f"\nFindings ({root / 'reports' / 'findings.md'}): verdict per finding of the paper (v2 interval rules; "
           f"v1 point rules in brackets)")
@@ -84,9 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_extras_message(error: ImportError) -> str:
+    """The message of the command when the study's dependencies are not installed (``error`` says which)."""
+    missing = f"'{error.name}'" if error.name else str(error)
+    return (f"influence-study: the study's dependencies are not installed (cannot import {missing}); "
+            f"the command needs the study extras: {INSTALL_HINT}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``influence-study`` console script."""
+    """Entry point of the ``influence-study`` console script. Returns the exit status: 0 on success, 2 for an
+    invalid config, 3 when the study extras are missing (see :func:`missing_extras_message`)."""
     args = build_parser().parse_args(argv)
+    if STUDY_IMPORT_ERROR is not None:
+        print(missing_extras_message(STUDY_IMPORT_ERROR), file=sys.stderr)
+        return MISSING_EXTRAS_STATUS
     try:
         return args.run(args)
     except ConfigError as error:

@@ -8,8 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
 from influence_study.study.io import atomic_path
-from influence_study.study.runtime import get_logger
 
 KERNEL = "python3"
 
@@ -19,10 +22,6 @@ def execute_notebook(notebook: str | os.PathLike, executed: str | os.PathLike, h
     """Execute ``notebook`` with papermill (its ``parameters`` cell overridden by ``parameters``), save the executed
     notebook to ``executed`` and an HTML rendering (nbconvert, code shown) to ``html``. A cell that raises makes
     this raise papermill's ``PapermillExecutionError`` naming the cell, and nothing is written under either name."""
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook {notebook} does not exist")
@@ -36,10 +35,3 @@ def execute_notebook(notebook: str | os.PathLike, executed: str | os.PathLike, h
         with atomic_path(executed) as tmp:
             shutil.copyfile(run, tmp)
 
-
-def execute(config: Mapping, notebook: str, executed: str, html: str, **analysis_files) -> None:
-    """Step of the ``notebook`` rule: the notebook runs with ``results_dir`` (the study's output directory, absolute)
-    and ``seed`` as parameters; it reads the ``analysis_files`` itself (they are inputs only for the workflow)."""
-    get_logger().info("executing %s", notebook)
-    execute_notebook(notebook, executed, html,
-                     {"results_dir": str(Path(config["output_dir"]).resolve()), "seed": config["seed"]})

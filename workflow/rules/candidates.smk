@@ -8,7 +8,7 @@ rule candidates:
     output:
         candidates=CANDIDATES,
     params:
-        step="make_candidates",
+        step="influence.make_candidates",
     log:
         out("logs/candidates.log"),
     benchmark:
@@ -26,7 +26,7 @@ rule bm25_recall:
     output:
         **bm25_recall_outputs(),
     params:
-        step="bm25_recall_table",
+        step="influence.bm25_recall_table",
     log:
         out("logs/bm25_recall.log"),
     benchmark:

@@ -5,7 +5,7 @@ rule corpus:
     output:
         **corpus_outputs(),
     params:
-        step="make_corpus",
+        step="corpus.make_corpus",
     log:
         out("logs/corpus.log"),
     conda:
@@ -20,7 +20,7 @@ rule tokenizer:
     output:
         tokenizer_dir=directory(out(f"tokenizer/{CORPUS}")),
     params:
-        step="make_tokenizer",
+        step="corpus.make_tokenizer",
     log:
         out("logs/tokenizer.log"),
     conda:

@@ -11,7 +11,7 @@ rule explorer:
     output:
         page=out("reports/explorer/{model}.html"),
     params:
-        step="explorer_page",
+        step="influence.explorer_page",
         model_name=lambda wildcards: wildcards.model,
         strategy=EXPLORER_STRATEGY,
     log:

@@ -11,7 +11,7 @@ rule factors:
     wildcard_constraints:
         strategy=FACTOR_STRATEGY_PATTERN,
     params:
-        step="fit_model_factors",
+        step="influence.fit_model_factors",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
     threads: INFLUENCE["threads"]

@@ -9,7 +9,7 @@ rule fig_loss_curves:
                    category="Models"),
         pdf=loss_figure_outputs()["pdf"],
     params:
-        step="loss_figure",
+        step="models.loss_figure",
     log:
         out("logs/fig_loss_curves.log"),
     conda:

@@ -7,7 +7,7 @@ rule findings:
     output:
         report=out("reports/findings.md"),
     params:
-        step="findings:write_findings_report",
+        step="reports.findings_report",
     log:
         out("logs/findings.log"),
     conda:

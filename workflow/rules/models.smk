@@ -8,7 +8,7 @@ rule train_model:
     output:
         model_dir=directory(out("models/{model}")),
     params:
-        step="train_model",
+        step="models.train_model",
         model_name=lambda wildcards: wildcards.model,
     threads: lambda wildcards: config["training"]["threads"]
     resources:
@@ -33,7 +33,7 @@ rule evaluate_model:
         scores=out("evaluation/{model}/queries.parquet"),
         summary=out("evaluation/{model}/summary.json"),
     params:
-        step="evaluate_model",
+        step="models.evaluate_model",
         model_name=lambda wildcards: wildcards.model,
     threads: 1
     resources:
@@ -55,7 +55,7 @@ rule learning_table:
     output:
         **learning_table_outputs(),
     params:
-        step="learning_table",
+        step="models.learning_table",
     log:
         out("logs/learning_table.log"),
     conda:

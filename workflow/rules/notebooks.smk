@@ -8,7 +8,7 @@ rule notebook:
     output:
         **notebook_outputs("{name}"),
     params:
-        step="notebooks:execute",
+        step="reports.run_notebook",
     wildcard_constraints:
         name="|".join(ANALYSES) or "none",
     log:

@@ -15,7 +15,7 @@ rule score_shard:
         strategy=FACTOR_STRATEGY_PATTERN,
         scatteritem=r"\d+-of-\d+",
     params:
-        step="score_shard",
+        step="influence.score_shard",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
         scatteritem=lambda wildcards: wildcards.scatteritem,
@@ -45,7 +45,7 @@ rule gather_scores:
     wildcard_constraints:
         strategy=FACTOR_STRATEGY_PATTERN,
     params:
-        step="gather_scores",
+        step="influence.gather_scores",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
     resources:
@@ -72,7 +72,7 @@ rule token_scores:
     wildcard_constraints:
         strategy=FACTOR_STRATEGY_PATTERN,
     params:
-        step="token_scores",
+        step="influence.token_scores",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
     threads: INFLUENCE["threads"]

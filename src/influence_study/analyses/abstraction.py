@@ -13,13 +13,15 @@ distractors, nor quotes, word-order probes or translations, which have no meanin
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import pandas as pd
 
-from influence_study.analyses.relations import (COPY_RELATIONS, MEANING_RELATIONS, RELATIONS, TOKEN_RELATIONS, UNRELATED, category_shares,
-                        describe, interval_above, label_relations, model_values, nested_statistics,
-                        relation_counts, summarise, with_documents)
+from influence_study.analyses.relations import (COPY_RELATIONS, MEANING_RELATIONS, RELATIONS, TOKEN_RELATIONS,
+                                                UNRELATED, category_shares, describe, interval_above, label_relations,
+                                                model_values, relation_counts, summarise, with_documents)
+from influence_study.analyses.scale import scale_evidence
+from influence_study.findings import finding, increasing
 
 ALL = "all"
 GROUPS = {"meaning": MEANING_RELATIONS, "token_only": TOKEN_RELATIONS, "copy": COPY_RELATIONS,
@@ -84,9 +86,6 @@ def summarise_abstraction(per_query: pd.DataFrame, seed: int = 0) -> pd.DataFram
 def verdicts(statistics: Mapping) -> list:
     """The paper's abstraction finding: the index rises with size, and the largest model's interval lies above
     the smallest's."""
-    from influence_study.findings import finding, increasing
-    from influence_study.analyses.scale import scale_evidence
-
     models = statistics["models"]
     claim = ("Small models' most influential sequences share short token strings with the query; large models' "
              "share its meaning or theme: the abstraction index (meaning / (meaning + token-only) share of each "
@@ -106,33 +105,3 @@ def verdicts(statistics: Mapping) -> list:
     evidence = scale_evidence(statistics["scale"], "abstraction index") if "scale" in statistics else None
     return [finding("Abstraction", claim, "qualitative (0.81B → 52B): token matches → meaning and theme", measured,
                     checks, evidence)]
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
-        candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
-    """Step of ``analysis_abstraction`` (``analyses.abstraction.top_k``: top documents per query); the BM25
-    candidates and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from influence_study.analyses.common import model_sizes, write_analysis
-    from influence_study.analyses.relations import ranked_documents, read_columns
-    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
-
-    k = config["analyses"]["abstraction"]["top_k"]
-    query_table = read_columns(queries, ["query_id", "analysis"], "queries table")
-    relation_table = read_columns(relations, ["query_id", "doc_id", "relation"], "relations table")
-    document_table = read_columns(documents, ["doc_id", "family", "theme"], "corpus table")
-    eligible = eligible_queries(relation_table, query_table)
-    ranked = ranked_documents(pairwise, learning, eligible["query_id"], k)
-    table = abstraction_table(ranked, relation_table, eligible, document_table)
-    by_model_table = summarise_abstraction(table, seed=config["seed"])
-    bm25 = abstraction_table(bm25_ranked(candidates, eligible["query_id"], k), relation_table, eligible,
-                             document_table)
-    sizes = model_sizes(learning)
-    statistics = {"k": k, "queries": int(len(eligible)),
-                  "queries_by_analysis": {str(a): int(n) for a, n in eligible["analysis"].value_counts().items()},
-                  "parameters": {m: int(sizes[m]) for m in dict.fromkeys(table["model"])},
-                  "models": nested_statistics(by_model_table, by=("model", "analysis")),
-                  "scale": scale_numbers(table, bm25, "abstraction_index", learning, correct_answers(evaluations),
-                                         chance="chance_abstraction_index", seed=config["seed"])}
-    write_analysis(config, "abstraction", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary,
-                   inputs=[*pairwise, learning, documents, queries, relations, candidates, *evaluations])

@@ -10,19 +10,22 @@ paper change the scores?
   number). Factors with O = 2, 4 are fitted on the same documents, labels and seed as the study's (O = 1) factors,
   and each query's scores are correlated with the O = 1 scores; the memory of the stored factors is counted.
 
-Everything is computed on one model (``analyses.approximations.model``, by default the largest of the family).
+Everything is computed on one model (``analyses.approximations.model``, by default the largest of the family), by
+:func:`influence_study.stages.approximations.run`; the functions here turn its score matrices and byte counts into
+tables, statistics and findings.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from influence_study.analyses.common import row_pearson
+from influence_study.analyses.intervals import (NAN_INTERVAL, describe_interval, exact_interval, interval_check,
+                                                paired_interval, statistic_interval)
+from influence_study.findings import Evidence, finding
 
 # The checks, fixed before the numbers were seen (the paper's statements turned into thresholds).
 PAPER_RANK = 32
@@ -31,9 +34,6 @@ RANK_PEARSON_MIN = 0.99       # rank-32 median per-query correlation (the paper:
 MONOTONE_TOLERANCE = 1e-3     # median correlation may not fall by more than this from one rank to the next
 BLOCK_PEARSON_MIN = 0.9       # our threshold (the paper gives none): O = 2 vs O = 1, median per query
 MEMORY_RATIO_TOLERANCE = 0.05  # factor memory ratio x O within 5% of 1
-
-# stored tensors of a kfac/ekfac module whose size the block-diagonal split divides (d x d blocks)
-BLOCKED_KEYS = ("A_covariance", "S_covariance", "A_eigenvectors", "S_eigenvectors")
 
 
 # -- pure functions ----------------------------------------------------------------------------------------------
@@ -47,58 +47,23 @@ def per_query_pearson(reference, approximation) -> np.ndarray:
     return row_pearson(y, x)
 
 
-def module_min_dims(factors) -> dict[str, int]:
-    """Each tracked module's smaller dimension of its gradient matrix ``[out, in (+1 for the bias)]``: a query
-    rank at or above it is full rank for that module."""
-    return {name: min(int(d["out"]), int(d["in"]) + int(bool(d["bias"])))
-            for name, d in factors.metadata["modules"].items()}
+def approximated_modules(min_dims: Mapping[str, int], rank: int) -> int:
+    """How many tracked modules a rank-``rank`` query approximates (the others keep full rank); ``min_dims``: each
+    module's smaller gradient dimension (:func:`influence_study.stages.approximations.module_min_dims`)."""
+    return sum(rank < dim for dim in min_dims.values())
 
 
-def approximated_modules(factors, rank: int) -> int:
-    """How many tracked modules a rank-``rank`` query approximates (the others keep full rank)."""
-    return sum(rank < dim for dim in module_min_dims(factors).values())
-
-
-def factor_memory(factors) -> dict[str, int]:
-    """Bytes of the stored factors: ``blocked`` (the A and S covariance and eigenvector blocks, what the
-    block-diagonal split divides by about O), ``other`` (eigenvalues: λ_A, λ_S and Λ [out, in]) and ``total``."""
-    blocked = other = 0
-    for tensors in factors.tensors.values():
-        for key, tensor in tensors.items():
-            size = tensor.numel() * tensor.element_size()
-            if key.split(".")[0] in BLOCKED_KEYS:
-                blocked += size
-            else:
-                other += size
-    return {"blocked_bytes": int(blocked), "other_bytes": int(other), "total_bytes": int(blocked + other)}
-
-
-def rank_sweep(model, factors, query_loader, train_loader, ranks: Sequence[int], damping=None,
-               dtype: torch.dtype = torch.float32, progress: bool = False) -> dict[int | None, torch.Tensor]:
-    """Raw scores ``[Q, M]`` at full query rank (key ``None``) and at each of ``ranks`` (query batching)."""
-    from tqdm.auto import tqdm
-
-    from influence_study.engine.scoring import pairwise_scores
-    from influence_study.engine.tasks import LanguageModelingTask
-
-    task = LanguageModelingTask()
-    out = {}
-    for rank in tqdm([None, *ranks], desc="query ranks", disable=not progress):
-        out[rank] = pairwise_scores(model, task, factors, query_loader, train_loader, damping=damping,
-                                    query_rank=rank, dtype=dtype, progress=False).scores
-    return out
-
-
-def rank_table(scores: Mapping[int | None, torch.Tensor], query_ids: Sequence[str], factors) -> pd.DataFrame:
-    """One row per query and rank: ``query_id, rank, pearson`` (with the full-rank scores of ``scores[None]``),
-    ``modules_approximated`` (of ``modules``) and ``full_rank`` (no module approximated)."""
+def rank_table(scores: Mapping, query_ids: Sequence[str], min_dims: Mapping[str, int]) -> pd.DataFrame:
+    """One row per query and rank: ``query_id, rank, pearson`` (with the full-rank scores of ``scores[None]``;
+    ``scores``: rank -> ``[Q, M]`` score matrix), ``modules_approximated`` (of ``modules``, the tracked modules of
+    ``min_dims``) and ``full_rank`` (no module approximated)."""
     reference = scores[None]
-    n_modules = len(factors.module_names)
+    n_modules = len(min_dims)
     frames = []
     for rank, values in scores.items():
         if rank is None:
             continue
-        approximated = approximated_modules(factors, rank)
+        approximated = approximated_modules(min_dims, rank)
         frames.append(pd.DataFrame({"query_id": list(query_ids), "rank": int(rank),
                                     "pearson": per_query_pearson(reference, values),
                                     "modules_approximated": approximated, "modules": n_modules,
@@ -106,7 +71,7 @@ def rank_table(scores: Mapping[int | None, torch.Tensor], query_ids: Sequence[st
     return pd.concat(frames, ignore_index=True)
 
 
-def block_table(reference, by_blocks: Mapping[int, torch.Tensor], query_ids: Sequence[str]) -> pd.DataFrame:
+def block_table(reference, by_blocks: Mapping, query_ids: Sequence[str]) -> pd.DataFrame:
     """One row per query and block count O: ``query_id, blocks, pearson`` against the O = 1 ``reference``."""
     frames = [pd.DataFrame({"query_id": list(query_ids), "blocks": int(blocks),
                             "pearson": per_query_pearson(reference, values)}) for blocks, values in by_blocks.items()]
@@ -115,9 +80,10 @@ def block_table(reference, by_blocks: Mapping[int, torch.Tensor], query_ids: Seq
                                "pearson": pd.Series(dtype=float)}))
 
 
-def memory_table(factors_by_blocks: Mapping[int, object]) -> pd.DataFrame:
-    """One row per block count O (O = 1 included): :func:`factor_memory` and the ratios to O = 1."""
-    rows = [{"blocks": int(blocks), **factor_memory(f)} for blocks, f in sorted(factors_by_blocks.items())]
+def memory_table(memory: Mapping[int, Mapping[str, int]]) -> pd.DataFrame:
+    """One row per block count O (O = 1 included): the bytes of its factors (``memory[O]``:
+    :func:`influence_study.stages.approximations.factor_memory`) and the ratios to O = 1."""
+    rows = [{"blocks": int(blocks), **bytes_} for blocks, bytes_ in sorted(memory.items())]
     frame = pd.DataFrame(rows)
     base = frame.set_index("blocks").loc[1]
     frame["blocked_ratio"] = frame["blocked_bytes"] / base["blocked_bytes"]
@@ -136,8 +102,6 @@ def _quantiles(values: pd.Series) -> dict:
 def rank_gain(ranks: pd.DataFrame, seed: int = 0) -> dict:
     """Per query, the Pearson with full rank at the largest rank minus that at the smallest, paired; its mean over
     queries with a bootstrap interval (``{mean, low, high, n, from, to}``; NaNs with fewer than two ranks)."""
-    from influence_study.analyses.intervals import NAN_INTERVAL, paired_interval
-
     present = sorted(int(r) for r in ranks["rank"].unique()) if len(ranks) else []
     if len(present) < 2:
         return {**NAN_INTERVAL, "from": None, "to": None}
@@ -150,8 +114,6 @@ def summarise(ranks: pd.DataFrame, blocks: pd.DataFrame, memory: pd.DataFrame, s
     """Statistics of the three tables: per rank and per O the median (quartile, minimum) per-query Pearson with
     a bootstrap interval of the median over queries (``median_ci``), the modules each rank approximates, the
     memory per O, and the paired gain from the smallest to the largest rank (``rank_gain``)."""
-    from influence_study.analyses.intervals import statistic_interval
-
     by_rank = {}
     for rank, group in ranks.groupby("rank", sort=True):
         by_rank[int(rank)] = {**_quantiles(group["pearson"]),
@@ -176,9 +138,6 @@ def verdicts(statistics: Mapping) -> list:
     :data:`BLOCK_PEARSON_MIN` (bootstrap of the median over queries); the paired per-query gain from the smallest to
     the largest rank above 0; the memory ratio × O within :data:`MEMORY_RATIO_TOLERANCE` of 1 (exact byte counts,
     zero-width intervals)."""
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, exact_interval, interval_check
-
     name = "Approximations"
     ranks = {int(k): v for k, v in statistics["ranks"].items()}
     blocks = {int(k): v for k, v in statistics["blocks"].items()}
@@ -255,121 +214,3 @@ def verdicts(statistics: Mapping) -> list:
                               if "blocked_ratio" in v) or "not measured"),
                  "the O = 1 factors' bytes", memory_intervals)))
     return findings
-
-
-# -- the study's factors -----------------------------------------------------------------------------------------
-def study_factors_match(metadata: Mapping, config: Mapping, model_name: str, n_docs: int,
-                        module_names: Sequence[str]) -> bool:
-    """Whether stored factors (their ``metadata``) were fitted as :func:`fit_study_factors` would fit them now:
-    EK-FAC, one block, the same fit documents and seed, labels and tracked modules."""
-    from influence_study.stages.influence import factor_fit_documents
-
-    subset, seed = factor_fit_documents(config, model_name, n_docs)
-    sampled = config["influence"]["sampled_labels"]
-    return (metadata.get("strategy") == "ekfac" and int(metadata.get("blocks", 1)) == 1
-            and metadata.get("fit_documents") == {"count": int(len(subset)), "of": int(n_docs), "seed": int(seed)}
-            and metadata.get("sampled_labels") == (True if sampled is None else sampled)
-            and list(metadata.get("modules", {})) == list(module_names))
-
-
-def choose_model(config: Mapping, learning: str) -> str:
-    """``analyses.approximations.model``, or the largest model of the family by parameters."""
-    from influence_study.analyses.common import model_sizes
-
-    wanted = config["analyses"]["approximations"]["model"]
-    names = [m["name"] for m in config["models"]]
-    if wanted is not None:
-        if wanted not in names:
-            raise ValueError(f"analyses.approximations.model: {wanted!r} is not a model of the study ({names})")
-        return wanted
-    return str(model_sizes(learning).index[-1])
-
-
-def _path_of(model_name: str, paths: Sequence[str], levels_up: int, what: str) -> str | None:
-    """The path among ``paths`` named ``model_name`` ``levels_up`` levels up (0: ``models/{model}``, 1:
-    ``factors/{model}/{strategy}``); ``None`` if there is none and ``what`` is empty, else a ValueError."""
-    for path in paths:
-        path = Path(path)
-        if (path.parents[levels_up - 1] if levels_up else path).name == model_name:
-            return str(path)
-    if what:
-        raise ValueError(f"{what}: no path for model {model_name!r} among {list(paths)}")
-    return None
-
-
-def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str, learning: str, ranks: str,
-        blocks: str, memory: str, summary: str, factors_dirs: Sequence[str] = (), progress: bool = True) -> None:
-    """Step of ``analysis_approximations``: query-rank and block-diagonal checks on one model (see the module
-    docstring); ``analyses.approximations`` sets the model, the samples, the ranks and the block counts.
-    ``factors_dirs``: the study's EK-FAC factors (``factors/{model}/ekfac``), reused for O = 1 when they match."""
-    import time
-
-    from influence_study.engine.factors import Factors
-    from influence_study.stages.influence_inputs import load_study_inputs
-    from influence_study.stages.influence import fit_study_factors
-    from influence_study.study.runtime import get_logger, resolve_device
-    from influence_study.engine.scoring import pairwise_scores
-    from influence_study.engine.tasks import LanguageModelingTask
-    from influence_study.engine.tracking import select_modules
-    from influence_study.analyses.common import model_sizes, write_analysis
-
-    log = get_logger()
-    section = config["analyses"]["approximations"]
-    model_name = choose_model(config, learning)
-    model_dir = _path_of(model_name, model_dirs, 0, "model_dirs")
-    inputs = load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
-    n_docs, n_queries = len(inputs.document_sequences), len(inputs.query_sequences)
-    if n_queries == 0:
-        raise ValueError(f"{queries}: no query to score")
-    rng = np.random.default_rng(config["seed"])
-    query_positions = np.sort(rng.choice(n_queries, size=min(section["queries"], n_queries), replace=False))
-    doc_positions = np.sort(rng.choice(n_docs, size=min(section["documents"], n_docs), replace=False))
-    batch_size = config["influence"]["batch_size"]
-    query_batches = inputs.query_batches(batch_size, query_positions)
-    doc_batches = inputs.document_batches(batch_size, doc_positions)
-    damping = config["influence"]["damping"]
-
-    stored = _path_of(model_name, factors_dirs, 1, "")
-    modules = list(select_modules(inputs.model, config["influence"]["modules"]))
-    factors_by_blocks, fit_seconds = {}, {}
-    if stored is not None:
-        candidate = Factors.load(stored, model=inputs.model)
-        if study_factors_match(candidate.metadata, config, model_name, n_docs, modules):
-            factors_by_blocks[1], fit_seconds[1] = candidate, float(candidate.metadata.get("seconds", np.nan))
-    reused = 1 in factors_by_blocks
-    for o in sorted({1, *section["blocks"]}):
-        if o not in factors_by_blocks:
-            started = time.perf_counter()
-            factors_by_blocks[o] = fit_study_factors(config, model_name, inputs, "ekfac", blocks=o, progress=progress)
-            fit_seconds[o] = time.perf_counter() - started
-    log.info("approximations on %s: %d queries x %d documents; O = 1 factors %s", model_name, len(query_positions),
-             len(doc_positions), "reused from the study" if reused else "fitted (the study's do not match)")
-
-    by_rank = rank_sweep(inputs.model, factors_by_blocks[1], query_batches.batches, doc_batches.batches,
-                         sorted(section["ranks"]), damping, progress=progress)
-    # every score matrix has rows in query-loader order and columns in document-loader order
-    query_ids = inputs.queries["query_id"].to_numpy()[query_batches.order]
-    rank_frame = rank_table(by_rank, query_ids, factors_by_blocks[1])
-    by_blocks = {}
-    for o, factors in factors_by_blocks.items():
-        if o == 1:
-            continue
-        result = pairwise_scores(inputs.model, LanguageModelingTask(), factors, query_batches.batches,
-                                 doc_batches.batches, damping=damping, progress=False)
-        by_blocks[o] = result.scores
-    block_frame = block_table(by_rank[None], by_blocks, query_ids)
-    memory_frame = memory_table(factors_by_blocks)
-    memory_frame["fit_seconds"] = memory_frame["blocks"].map(fit_seconds)
-    memory_frame["reused"] = memory_frame["blocks"].eq(1) & reused
-    for frame in (rank_frame, block_frame, memory_frame):
-        frame.insert(0, "model", model_name)
-    dims = module_min_dims(factors_by_blocks[1])
-    statistics = {"model": model_name, "parameters": int(model_sizes(learning)[model_name]),
-                  "queries": int(len(query_positions)), "documents": int(len(doc_positions)),
-                  "min_module_dim": int(min(dims.values())), "max_module_dim": int(max(dims.values())),
-                  "o1_factors": "reused from the study" if reused else "fitted here (the study's settings differ)",
-                  **summarise(rank_frame, block_frame, memory_frame, seed=config["seed"])}
-    write_analysis(config, "approximations", {"ranks": (rank_frame, ranks), "blocks": (block_frame, blocks),
-                                              "memory": (memory_frame, memory)},
-                   statistics, verdicts, summary, inputs=[model_dir, *([stored] if stored else []), documents,
-                                                          queries, learning])

@@ -32,13 +32,17 @@ the median ratio.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-TARGET_SEED_TAG = 0xCA11  # separates the target and control draws from the other uses of the master seed
+from influence_study.analyses.common import mean_ci, median_ci, top_k
+from influence_study.findings import Evidence, IntervalCheck, finding
+from influence_study.study.io import require_columns
+from influence_study.study.seeds import calibration_control_seed, calibration_target_seed
+
 CONTROL_CANDIDATES = 50  # the control is the least influential of this many random training documents
 RATIO_BAND = (0.5, 2.0)  # "within a factor 2"
 EXCEEDS_NLL_AT_MOST = 0.05  # v2 (ours): at most 5% of queries with an impossible per-copy prediction
@@ -58,14 +62,11 @@ def choose_targets(pairwise: pd.DataFrame, query_ids: Sequence, n_targets: int, 
     """The targets: in a seeded random order of ``query_ids``, each query's top-1 document by ``score_norm`` (ties
     by ``doc_id``), kept when its score is positive and the document is not already a target, until ``n_targets``
     are found. Columns ``target, query_id, doc_id, score_norm``. Raises ValueError when fewer are found."""
-    from influence_study.study.io import require_columns
-    from influence_study.analyses.common import top_k
-
     require_columns(pairwise, ["query_id", "doc_id", "score_norm"], "pairwise scores")
     ids = np.array(sorted(set(map(str, query_ids))), dtype=object)
     frame = pairwise.assign(query_id=pairwise["query_id"].astype(str), doc_id=pairwise["doc_id"].astype(str))
     top = top_k(frame[frame["query_id"].isin(set(ids))], 1, "score_norm").set_index("query_id")
-    order = ids[np.random.default_rng([seed, TARGET_SEED_TAG]).permutation(len(ids))] if len(ids) else ids
+    order = ids[np.random.default_rng(calibration_target_seed(seed)).permutation(len(ids))] if len(ids) else ids
     rows, used = [], set()
     for query_id in order:
         if query_id not in top.index:
@@ -93,7 +94,7 @@ def choose_control(pairwise: pd.DataFrame, exclude: Sequence, seed: int,
     largest = largest[~largest.index.isin(set(map(str, exclude)))]
     if largest.empty:
         raise ValueError("calibration: no training document is left for the control")
-    rng = np.random.default_rng([seed, TARGET_SEED_TAG, 1])
+    rng = np.random.default_rng(calibration_control_seed(seed))
     sample = largest.iloc[np.sort(rng.choice(len(largest), size=min(candidates, len(largest)), replace=False))]
     return str(sample.sort_values(kind="stable").index[0])
 
@@ -109,92 +110,6 @@ def plan_table(targets: pd.DataFrame, control: str, copies: int) -> pd.DataFrame
         rows.append({"retrain": f"{TARGET}-{row.target}", "kind": TARGET, "doc_id": str(row.doc_id),
                      "copies": int(copies), "query_id": str(row.query_id), "score_norm": float(row.score_norm)})
     return pd.DataFrame(rows)
-
-
-def make_plan(config: Mapping, pairwise: str, queries: str, plan: str, targets: int, copies: int,
-              family: str) -> pd.DataFrame:
-    """Step of ``calibration_plan``: choose the targets (top-1 documents of seeded random ``family`` queries) and
-    the control of the retrained model's ``pairwise`` scores, and write the retrains (:func:`plan_table`). The
-    sizes are rule parameters, so that changing them redraws the plan."""
-    from influence_study.study.io import read_parquet_metadata, write_parquet
-    from influence_study.study.provenance import provenance
-    from influence_study.analyses.common import table_model
-
-    scores = pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score_norm"])
-    table = pd.read_parquet(queries, columns=["query_id", "analysis"])
-    candidates = table.loc[table["analysis"] == family, "query_id"]
-    if candidates.empty:
-        known = sorted(table["analysis"].dropna().unique())
-        raise ValueError(f"analyses.calibration.family: no query of family {family!r} in {queries} "
-                         f"(families: {known})")
-    chosen = choose_targets(scores, candidates, targets, config["seed"])
-    control = choose_control(scores, chosen["doc_id"], config["seed"])
-    frame = plan_table(chosen, control, copies)
-    meta = read_parquet_metadata(pairwise)
-    write_parquet(frame, plan, metadata=provenance(config, [pairwise, queries], model=table_model(pairwise),
-                                                   strategy=meta.get("strategy") or Path(pairwise).parent.name,
-                                                   copies=int(copies), family=family))
-    return frame
-
-
-def retrain_with_copies(config: Mapping, model_name: str, retrain: str, documents: str, tokenizer_dir: str,
-                        queries: str, plan: str, measurements: str, document_scores: str,
-                        progress: bool = True) -> pd.DataFrame:
-    """Step of ``calibration_retrain``: train ``model_name`` from scratch (its seed and training settings, and the
-    original model's number of steps also when ``training.epochs`` sets them; the held-out loss is measured once, at
-    the end) on every training document plus the ``copies`` extra copies of
-    retrain ``retrain``'s document (appended to the list, see the module docstring), and write its
-    log p(completion | prompt) of every query (``retrain, query_id`` plus the columns of
-    :func:`~influence_study.models.evaluation.completion_scores`) and, to ``document_scores``, the log-likelihood of
-    each planned document read as ``EOS document`` (``retrain, doc_id, logprob, n_tokens``)."""
-    from transformers import AutoTokenizer
-
-    from influence_study.study.config import training_settings
-    from influence_study.study.io import write_parquet
-    from influence_study.study.provenance import provenance
-    from influence_study.study.runtime import get_logger, resolve_device
-    from influence_study.analyses.lds import document_logprobs, query_logprobs, retrain_on
-
-    table = pd.read_parquet(plan)
-    row = table[table["retrain"] == retrain]
-    if row.empty:
-        raise ValueError(f"retrain {retrain!r}: not in {plan} (it plans {list(table['retrain'])}); is "
-                         f"analyses.calibration.targets the value the plan was drawn with?")
-    row = row.iloc[0]
-    docs = pd.read_parquet(documents)
-    train_ids = docs.loc[docs["split"] == "train", "doc_id"].tolist()
-    added = [row["doc_id"]] * int(row["copies"]) if row["copies"] else []
-    settings = training_settings(config, model_name)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if settings.get("epochs") is not None:  # the original model's steps (the copies must not add steps)
-        from influence_study.corpus.tokenizer import encode_documents
-        from influence_study.models.training import steps_for
-
-        original = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
-        settings = {**settings, "steps": steps_for(settings, original), "epochs": None}
-    settings = {**settings, "eval_every": settings["steps"]}
-    device = resolve_device(config["device"])
-    model, result, seed = retrain_on(config, model_name, docs, train_ids + added, tokenizer, settings, device,
-                                     progress)
-    frame = query_logprobs(config, model, tokenizer, pd.read_parquet(queries, columns=["query_id", "prompt",
-                                                                                       "completion"]), device)
-    frame.insert(0, "retrain", retrain)
-    planned = table["doc_id"].dropna().drop_duplicates().tolist()
-    texts = docs.set_index("doc_id").loc[planned, "text"]
-    scored = document_logprobs(config, model, tokenizer, texts.tolist(), device)
-    doc_frame = pd.DataFrame({"retrain": retrain, "doc_id": planned, "logprob": scored["logprob"].to_numpy(),
-                              "n_tokens": scored["n_tokens"].to_numpy()})
-    valid_loss = float(result.history["valid_loss"].iloc[-1]) if len(result.history) else float("nan")
-    record = provenance(config, [documents, tokenizer_dir, queries, plan], model=model_name, retrain=retrain,
-                        kind=str(row["kind"]), doc_id=None if pd.isna(row["doc_id"]) else str(row["doc_id"]),
-                        copies=int(row["copies"]),
-                        documents=len(train_ids) + len(added), settings=settings, seed=seed, seconds=result.seconds,
-                        valid_loss=valid_loss)
-    write_parquet(frame, measurements, metadata=record)
-    write_parquet(doc_frame, document_scores, metadata=record)
-    get_logger().info("calibration retrain %s: %d + %d documents, %d steps in %.1f s, valid loss %.4f", retrain,
-                      len(train_ids), len(added), settings["steps"], result.seconds, valid_loss)
-    return frame
 
 
 # --- the statistics ---------------------------------------------------------------------------------------------
@@ -247,7 +162,8 @@ def pooled_fit(points: pd.DataFrame, level: float = 0.95, resamples: int = 2000,
     return out
 
 
-def _matrix(table: pd.DataFrame, index: str, columns: str, values: str) -> pd.DataFrame:
+def matrix(table: pd.DataFrame, index: str, columns: str, values: str) -> pd.DataFrame:
+    """``values`` of ``table`` as an ``index`` x ``columns`` matrix (ids as strings, the first value of a pair)."""
     frame = table.assign(**{index: table[index].astype(str), columns: table[columns].astype(str)})
     return frame.pivot_table(index=index, columns=columns, values=values, aggfunc="first", observed=True)
 
@@ -258,18 +174,16 @@ def calibration_points(plan: pd.DataFrame, measurements: pd.DataFrame, pairwise:
     log p_target - log p_control, and ``measured_vs_unmodified`` = log p_target - log p_unmodified (NaN without
     the unmodified retrain). ``measurements``: ``retrain, query_id, logprob``; ``pairwise``: ``query_id, doc_id,
     score_norm`` of (at least) the planned documents."""
-    from influence_study.study.io import require_columns
-
     require_columns(plan, ["retrain", "kind", "doc_id", "copies", "query_id"], "calibration plan")
     require_columns(measurements, ["retrain", "query_id", "logprob"], "calibration measurements")
     require_columns(pairwise, ["query_id", "doc_id", "score_norm"], "pairwise scores")
-    logprob = _matrix(measurements, "query_id", "retrain", "logprob")
+    logprob = matrix(measurements, "query_id", "retrain", "logprob")
     control = plan.loc[plan["kind"] == CONTROL]
     if control.empty or CONTROL not in logprob:
         raise ValueError("calibration: the control retrain is missing from the plan or the measurements")
     control_doc = str(control["doc_id"].iloc[0])
     planned = set(plan["doc_id"].dropna().astype(str))
-    scores = _matrix(pairwise[pairwise["doc_id"].astype(str).isin(planned)], "query_id", "doc_id", "score_norm")
+    scores = matrix(pairwise[pairwise["doc_id"].astype(str).isin(planned)], "query_id", "doc_id", "score_norm")
     missing = sorted(planned - set(scores.columns))
     if missing:
         raise ValueError(f"calibration: planned documents without scores: {missing[:3]}")
@@ -298,8 +212,6 @@ def target_table(points: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     deviation of measured - predicted over the retrain's other queries (what the retrain does that the scores do not
     predict); ``per_copy_measured`` = measured / copies; ``measured_z`` = measured / noise_sd (how far the own
     query's change stands out of the retrain's noise)."""
-    from scipy import stats
-
     z = float(stats.norm.ppf(0.5 + level / 2))
     rows = []
     for retrain, group in points.groupby("retrain", sort=False):
@@ -327,8 +239,6 @@ def nll_table(pairwise: Mapping[str, pd.DataFrame], evaluations: Mapping[str, pd
     one added copy), the model's ``nll`` = -log p(completion | prompt) (its ``evaluation`` table), ``exceeds_nll``
     (the prediction is more than log p can rise), ``above_1_nat`` and ``top_to_nll`` = top_score_norm / nll.
     ``families`` maps query_id to its family (``analysis``)."""
-    from influence_study.analyses.common import top_k
-
     frames = []
     for model, scores in pairwise.items():
         if model not in evaluations:
@@ -359,8 +269,6 @@ def share_table(nll: pd.DataFrame, level: float = 0.95, resamples: int = 2000, s
     """Per model, over all queries (``analysis = "all"``) and per family: the share of queries whose top document's
     per-copy prediction exceeds the NLL (``share_exceeds_nll`` with ``_low, _high``: bootstrap over queries), the
     share above 1 nat (likewise) and the median of top_score_norm / nll (likewise)."""
-    from influence_study.analyses.common import mean_ci, median_ci
-
     rows = []
     for model, group in nll.groupby("model", sort=False):
         parts = [(ALL, group), *group.dropna(subset=["analysis"]).groupby("analysis", sort=True)]
@@ -400,8 +308,6 @@ def verdicts(statistics: Mapping) -> list:
     fixed before the numbers were seen: the median measured/predicted ratio of the targets' own queries and the
     slope of measured on predicted over all (retrain, query) pairs lie within a factor 2 of 1; and, for every model,
     no query's top document is predicted to raise log p(completion) by more than the query's NLL."""
-    from influence_study.findings import Evidence, IntervalCheck, finding
-
     name = "Magnitude calibration"
     low, high = RATIO_BAND
     finite = lambda key: statistics.get(key) is not None and np.isfinite(statistics[key])  # noqa: E731
@@ -456,96 +362,3 @@ def verdicts(statistics: Mapping) -> list:
                 "share of queries whose top document's predicted gain exceeds the NLL: " + share_text, possible,
                 possible_evidence),
     ]
-
-
-# --- the step ---------------------------------------------------------------------------------------------------
-
-
-def run(config: Mapping, plan: str, measurements: Sequence[str], document_scores: Sequence[str],
-        pairwise: Sequence[str], evaluations: Sequence[str], learning: str, queries: str, points: str,
-        targets: str, retrains: str, nll: str, shares: str, summary: str) -> None:
-    """Step of ``analysis_calibration``: measured vs predicted changes of the added-copy retrains (``plan``,
-    ``measurements``, ``document_scores``; the retrained model's table among ``pairwise``), the control's noise and
-    the reproduction check, and the share of queries whose top document's prediction exceeds the NLL for every
-    model (``pairwise``: one table per model; ``evaluations``: ``evaluation/{model}/queries.parquet``)."""
-    from influence_study.study.io import read_parquet_metadata
-    from influence_study.analyses.common import load_family_tables, mean_ci, median_ci, write_analysis
-
-    section = config["analyses"]["calibration"]
-    level, resamples, seed = 0.95, section["resamples"], config["seed"]
-    plan_frame = pd.read_parquet(plan)
-    plan_meta = read_parquet_metadata(plan)
-    model = plan_meta.get("model")
-    measured = pd.concat([pd.read_parquet(p) for p in measurements], ignore_index=True)
-    doc_scores = pd.concat([pd.read_parquet(p) for p in document_scores], ignore_index=True)
-    runs = {read_parquet_metadata(p).get("retrain"): read_parquet_metadata(p) for p in measurements}
-    family_tables = load_family_tables(pairwise, learning, ["query_id", "doc_id", "score_norm"])
-    if model not in family_tables:
-        raise ValueError(f"calibration: the plan's model {model!r} has no table among the pairwise inputs "
-                         f"({sorted(family_tables)})")
-    evaluation_tables = {}
-    for path in evaluations:
-        table = pd.read_parquet(path, columns=["model", "query_id", "logprob"])
-        evaluation_tables[str(table["model"].iloc[0]) if len(table) else Path(path).parent.name] = table
-    query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])
-    family_of = query_table.assign(query_id=query_table["query_id"].astype(str)).set_index("query_id")["analysis"]
-
-    point_frame = calibration_points(plan_frame, measured, family_tables[model])
-    point_frame["analysis"] = point_frame["query_id"].map(family_of).astype(object)
-    per_target = target_table(point_frame, level)
-    fit = pooled_fit(point_frame, level, resamples, seed)
-    ratio = median_ci(per_target["ratio"] if len(per_target) else [], level, resamples, seed)
-
-    logprob = _matrix(measured, "query_id", "retrain", "logprob")
-    original = evaluation_tables.get(model)
-    reproduction = float("nan")
-    if original is not None and UNMODIFIED in logprob:
-        reference = original.assign(query_id=original["query_id"].astype(str)).set_index("query_id")["logprob"]
-        common = logprob.index.intersection(reference.index)
-        reproduction = float(np.max(np.abs(logprob.loc[common, UNMODIFIED] - reference.loc[common])))
-    control_change = (logprob[CONTROL] - logprob[UNMODIFIED]) if UNMODIFIED in logprob else pd.Series(dtype=float)
-    control_mean = mean_ci(control_change, level, resamples, seed)
-
-    docs = _matrix(doc_scores, "doc_id", "retrain", "logprob")
-    retrain_rows = []
-    for row in plan_frame.itertuples(index=False):
-        meta = runs.get(row.retrain, {})
-        own = float("nan")
-        if row.kind == TARGET and pd.notna(row.doc_id) and row.doc_id in docs.index:
-            own = float(docs.at[row.doc_id, row.retrain] - docs.at[row.doc_id, CONTROL])
-        retrain_rows.append({"retrain": row.retrain, "kind": row.kind,
-                             "doc_id": None if pd.isna(row.doc_id) else str(row.doc_id), "copies": int(row.copies),
-                             "query_id": None if pd.isna(row.query_id) else str(row.query_id),
-                             "seconds": meta.get("seconds", np.nan),
-                             "valid_loss": meta.get("valid_loss", np.nan), "self_logprob_gain": own})
-    retrain_frame = pd.DataFrame(retrain_rows)
-    self_gain = retrain_frame.loc[retrain_frame["kind"] == TARGET, "self_logprob_gain"]
-
-    nll_frame = nll_table(family_tables, evaluation_tables, family_of)
-    share_frame = share_table(nll_frame, level, resamples, seed)
-    seconds = [r.get("seconds", 0.0) for r in runs.values()]
-    statistics = {
-        "model": model, "strategy": plan_meta.get("strategy"), "family": plan_meta.get("family"),
-        "copies": int(plan_meta.get("copies", section["copies"])), "targets": int(len(per_target)),
-        "documents": int(runs[UNMODIFIED].get("documents", 0)) if UNMODIFIED in runs else None,
-        "steps": next(iter(runs.values())).get("settings", {}).get("steps") if runs else None,
-        "control_doc": str(plan_frame.loc[plan_frame["kind"] == CONTROL, "doc_id"].iloc[0]),
-        "retrain_seconds_total": float(np.sum(seconds)), "retrain_seconds_mean": float(np.mean(seconds)),
-        "reproduction_max_abs_diff": reproduction,
-        "control_change_sd": float(np.std(control_change, ddof=1)) if len(control_change) > 1 else float("nan"),
-        "control_change_mean": control_mean[0], "control_change_mean_low": control_mean[1],
-        "control_change_mean_high": control_mean[2],
-        "ratio_median": ratio[0], "ratio_median_low": ratio[1], "ratio_median_high": ratio[2],
-        **fit,
-        "own_positive_share": float((per_target["measured"] > 0).mean()) if len(per_target) else float("nan"),
-        "own_measured_z_median": float(per_target["measured_z"].median()) if len(per_target) else float("nan"),
-        "self_logprob_gain_median": float(self_gain.median()) if len(self_gain) else float("nan"),
-        "self_logprob_gain_positive_share": float((self_gain > 0).mean()) if len(self_gain) else float("nan"),
-        "per_target": per_target.to_dict("records"),
-        "nll_share": summarise_shares(share_frame),
-    }
-    write_analysis(config, "calibration", {"points": (point_frame, points), "targets": (per_target, targets),
-                                           "retrains": (retrain_frame, retrains), "nll": (nll_frame, nll),
-                                           "shares": (share_frame, shares)},
-                   statistics, verdicts, summary,
-                   inputs=[plan, *measurements, *document_scores, *pairwise, *evaluations, learning, queries])

@@ -1,49 +1,28 @@
-"""What every analysis shares: the model family ordered by size, the influence tables, confidence intervals, and
-writing an analysis's outputs (its tables and ``analyses/{name}.json`` with statistics, findings and provenance).
+"""What every analysis shares: the model family ordered by size, each query's top documents, correlations, confidence
+intervals and trends with model size.
 
-An analysis module ``influence_study.analyses.<name>`` holds pure functions from tables to statistics, a
-``verdicts(statistics) -> list[Finding]`` whose checks are fixed in code, and a ``run(config, ...)`` step that the
-workflow calls with the rule's files (``step="analyses.<name>:run"``).
+An analysis module ``influence_study.analyses.<name>`` holds pure functions from tables to statistics and a
+``verdicts(statistics) -> list[Finding]`` whose checks are fixed in code; the stage module
+``influence_study.stages.<name>`` reads the rule's files and the config, calls them and writes the outputs
+(:func:`influence_study.stages.tables.write_analysis`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from influence_study.findings import Finding
-from influence_study.study.io import read_parquet_metadata, require_columns, write_json, write_parquet
-from influence_study.study.provenance import provenance
-
-
-def model_sizes(learning: str | os.PathLike | pd.DataFrame) -> pd.Series:
-    """Parameter count per model (index: model name), smallest first, from ``tables/learning.parquet``."""
-    table = learning if isinstance(learning, pd.DataFrame) else pd.read_parquet(learning)
-    require_columns(table, ["model", "parameters"], "learning table")
-    return table.set_index("model")["parameters"].sort_values(kind="stable")
+from influence_study.study.io import require_columns
 
 
-def table_model(path: str | os.PathLike) -> str:
-    """The model a scores table belongs to (from its provenance metadata, else its path
-    ``scores/{model}/{strategy}/<file>``)."""
-    return read_parquet_metadata(path).get("model") or Path(path).parent.parent.name
-
-
-def load_family_tables(paths: Iterable[str | os.PathLike], learning: str | os.PathLike | pd.DataFrame,
-                       columns: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Read one scores table per model (``pairwise.parquet``, ``tokens.parquet``, ...), keyed by model and ordered
-    from the smallest model to the largest. ``columns`` restricts what is read (tables are large)."""
-    by_model = {table_model(p): p for p in paths}
-    sizes = model_sizes(learning)
-    missing = sorted(set(by_model) - set(sizes.index))
-    if missing:
-        raise ValueError(f"models {missing} have scores but no row in the learning table")
-    return {m: pd.read_parquet(by_model[m], columns=list(columns) if columns else None)
-            for m in sizes.index if m in by_model}
+def model_sizes(learning: pd.DataFrame) -> pd.Series:
+    """Parameter count per model (index: model name), smallest first, from the learning table
+    (``tables/learning.parquet``)."""
+    require_columns(learning, ["model", "parameters"], "learning table")
+    return learning.set_index("model")["parameters"].sort_values(kind="stable")
 
 
 def top_k(pairwise: pd.DataFrame, k: int, score: str = "score") -> pd.DataFrame:
@@ -74,8 +53,6 @@ def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def mean_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``values`` (NaNs dropped) with a percentile bootstrap confidence interval (scipy.stats.bootstrap);
     (nan, nan, nan) without values, and a zero-width interval with one value."""
-    from scipy import stats
-
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -113,22 +90,7 @@ def median_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0)
     return median, min(low, median), max(high, median)
 
 
-def write_analysis(config: Mapping, name: str, tables: Mapping[str, tuple[pd.DataFrame, str]],
-                   statistics: Mapping, verdicts: Callable[[Mapping], list[Finding]] | None, summary: str,
-                   inputs: Sequence[str | os.PathLike] = ()) -> dict:
-    """Write an analysis's outputs: each ``tables[key] = (frame, path)`` as parquet (with provenance metadata) and
-    ``summary`` (``analyses/{name}.json``) with ``statistics``, the findings ``verdicts(statistics)`` returns, and
-    the provenance record. Returns the summary record."""
-    record = provenance(config, inputs, analysis=name)
-    for frame, path in tables.values():
-        write_parquet(frame, path, metadata=record)
-    findings = [f.to_dict() for f in (verdicts(statistics) if verdicts else [])]
-    document = {"analysis": name, "statistics": dict(statistics), "findings": findings, "provenance": record}
-    write_json(document, summary, sort_keys=False)  # models stay ordered by size
-    return document
-
-
-def scale_models(learning: str | os.PathLike | pd.DataFrame) -> tuple[list[str], list[str]]:
+def scale_models(learning: pd.DataFrame) -> tuple[list[str], list[str]]:
     """The models that take part in scale comparisons and those left out, each smallest first.
 
     A model is left out (and reported separately) when it answers no query of any family correctly: every
@@ -136,9 +98,8 @@ def scale_models(learning: str | os.PathLike | pd.DataFrame) -> tuple[list[str],
     trends could compare, so a trend through it would measure training failure, not size (a rule fixed before the
     v2 numbers were seen).
     """
-    table = learning if isinstance(learning, pd.DataFrame) else pd.read_parquet(learning)
-    require_columns(table, ["model", "parameters"], "learning table")
-    table = table.sort_values("parameters", kind="stable")
+    require_columns(learning, ["model", "parameters"], "learning table")
+    table = learning.sort_values("parameters", kind="stable")
     accuracy = table[[c for c in table.columns if c.startswith("accuracy_")]].astype(float)
     answers = (accuracy.fillna(0.0) > 0).any(axis=1).to_numpy() if accuracy.shape[1] else np.ones(len(table), bool)
     models = table["model"].astype(str).to_numpy()

@@ -18,6 +18,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from influence_study.analyses.common import mean_ci, top_k
+from influence_study.analyses.scale import combined_evidence, scale_evidence, scale_numbers
+from influence_study.findings import finding, increasing
 from influence_study.study.io import require_columns
 
 ENGLISH = "en"
@@ -47,8 +50,6 @@ def english_top_documents(pairwise: pd.DataFrame, english_ids: Sequence[str], do
                           k: int) -> pd.DataFrame:
     """Each English query's ``k`` highest-scoring documents (among ``documents`` when given, e.g. the English
     ones), with its score: columns ``english_id, doc_id, rank, english_score``."""
-    from influence_study.analyses.common import top_k
-
     rows = pairwise[pairwise["query_id"].isin(list(english_ids))]
     if documents is not None:
         rows = rows[rows["doc_id"].isin(list(documents))]
@@ -118,8 +119,6 @@ def summarise(ratios: pd.DataFrame, seed: int = 0) -> dict:
     """Mean ratio with a bootstrap CI per model (ordered as in ``ratios``) and language, over all facts and split by
     whether the fact's training documents include that language; and the mean percentile (a scale-free control,
     reported without a verdict) when ``ratios`` has it."""
-    from influence_study.analyses.common import mean_ci
-
     def ci(values) -> dict:
         mean, low, high = mean_ci(values, seed=seed)
         return {"mean": mean, "low": low, "high": high, "facts": int(np.isfinite(np.asarray(values, float)).sum())}
@@ -142,9 +141,6 @@ def summarise(ratios: pd.DataFrame, seed: int = 0) -> dict:
 def verdicts(statistics: Mapping) -> list:
     """The paper's cross-lingual finding, checked per language: the translated/English ratio grows with model size
     and the smallest model's mean lies below the largest model's confidence interval."""
-    from influence_study.findings import finding, increasing
-    from influence_study.analyses.scale import combined_evidence, scale_evidence
-
     models = statistics["models"]
     names = list(models)
     languages = sorted({language for per_model in models.values() for language in per_model})
@@ -188,56 +184,15 @@ def choose_examples(pairs: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
     return chosen
 
 
-def percentile_scale(ratio_table: pd.DataFrame, learning: str, evaluations: Sequence[str], seed: int = 0) -> dict:
+def percentile_scale(ratio_table: pd.DataFrame, learning: pd.DataFrame, correct: pd.DataFrame, seed: int = 0) -> dict:
     """Per language, the v2 scale numbers (:func:`scale.scale_numbers`) of the scale-free statistic: the mean
     percentile of the English query's top documents in the translated query's ranking (1: at its top; 0.5: chance,
-    the comparison of the second check), on the facts whose English query the model answers correctly. Summed
-    scores follow the size of a model's gradients, percentiles do not."""
-    from influence_study.analyses.scale import correct_answers, scale_numbers
-
-    english = correct_answers(evaluations).rename(columns={"query_id": "english_id"})
+    the comparison of the second check), on the facts whose English query the model answers correctly (``correct``:
+    ``model, query_id, correct`` of every model's queries; ``learning``: the learning table). Summed scores follow
+    the size of a model's gradients, percentiles do not."""
+    english = correct.rename(columns={"query_id": "english_id"})
     correct = ratio_table[["model", "query_id", "english_id"]].astype(str).merge(english, on=["model", "english_id"])
     table = ratio_table.assign(chance_percentile=0.5)
     return {str(language): scale_numbers(part, None, "percentile", learning, correct[["model", "query_id", "correct"]],
                                          chance="chance_percentile", seed=seed)
             for language, part in table.groupby("language", sort=True)}
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, documents: str,
-        evaluations: Sequence[str], scores: str, ratios: str, summary: str) -> None:
-    """Step of ``analysis_cross_lingual``: the translated queries' influence on each English facts query's top
-    documents, per model (``analyses.cross_lingual`` sets k, whether only English documents count, the examples);
-    the models' evaluations give the v2 query sets."""
-    from tqdm.auto import tqdm
-
-    from influence_study.analyses.common import load_family_tables, write_analysis
-
-    section = config["analyses"]["cross_lingual"]
-    pairs = translation_pairs(pd.read_parquet(queries))
-    corpus = pd.read_parquet(documents, columns=["doc_id", "language", "split"])
-    corpus = corpus[corpus["split"] == "train"]
-    english_docs = corpus.loc[corpus["language"] == ENGLISH, "doc_id"] if section["english_documents_only"] else None
-    examples = choose_examples(pairs, section["examples"], config["seed"])
-    tables = load_family_tables(pairwise, learning, columns=["query_id", "doc_id", "score"])
-    longs, per_fact = [], []
-    for model in tqdm(list(tables), desc="cross-lingual", unit="model"):
-        frame = tables.pop(model)
-        top = english_top_documents(frame, pairs["english_id"].unique(), english_docs, section["top_k"])
-        long = translated_scores(frame, top, pairs)
-        ratio = fact_ratios(long, pairs)
-        ratio["percentile"] = translated_percentiles(frame, top, pairs, english_docs).reindex(
-            ratio["query_id"]).to_numpy()
-        long.insert(0, "model", model)
-        long["example"] = long["english_id"].isin(examples)
-        ratio.insert(0, "model", model)
-        longs.append(long)
-        per_fact.append(ratio)
-    ratio_table = pd.concat(per_fact, ignore_index=True) if per_fact else pd.DataFrame(
-        columns=["model", *pairs.columns, "ratio"])
-    score_table = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame()
-    statistics = {"top_k": section["top_k"], "english_documents_only": section["english_documents_only"],
-                  "facts": int(pairs["english_id"].nunique()), "languages": sorted(pairs["language"].unique()),
-                  "examples": examples, "models": summarise(ratio_table, seed=config["seed"]),
-                  "scale": percentile_scale(ratio_table, learning, evaluations, config["seed"]) if per_fact else {}}
-    write_analysis(config, "cross_lingual", {"scores": (score_table, scores), "ratios": (ratio_table, ratios)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, documents, *evaluations])

@@ -21,8 +21,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+from sklearn.metrics import roc_auc_score
 
-from influence_study.study.io import read_parquet_metadata
+from influence_study.analyses.intervals import (NAN_INTERVAL, auc_intervals, describe_interval, interval,
+                                                interval_check, paired_interval, pearson_contrast)
+from influence_study.findings import Evidence, finding
 
 REFERENCE = "exact"
 MISLABEL_TASK = "noisy_sentiment"
@@ -31,115 +35,15 @@ PAPER_TIME = "4,500 points: DataInf 13 s, LiSSA 70 s, exact 11,279 s"
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
     labels = np.asarray(labels, dtype=bool)
     if labels.all() or not labels.any():
         return float("nan")
     return float(roc_auc_score(labels, scores))
 
 
-# --- intervals of the v2 checks ---------------------------------------------------------------------------------
-
-
-def _percentiles(draws: np.ndarray, estimate: float) -> dict:
-    draws = np.asarray(draws, dtype=np.float64)
-    draws = draws[np.isfinite(draws)]
-    if not np.isfinite(estimate) or draws.size == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"mean": float(estimate), "low": float(low), "high": float(high)}
-
-
-def bootstrap_aucs(labels, scores, resamples: int = 2000, seed: int = 0, chunk: int = 100) -> tuple:
-    """AUCs of each row of ``scores`` (``[k, n]``, larger = more likely positive, ties count 1/2) against the boolean
-    ``labels``, and their bootstrap draws (``[resamples, k]``): each draw resamples the positives and the negatives
-    with replacement, separately (stratified, so every draw has both), the SAME examples for every row (paired).
-    Returns ``(auc [k], draws [resamples, k])``; NaNs without both classes."""
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    k = scores.shape[0]
-    pos, neg = scores[:, labels], scores[:, ~labels]
-    if pos.shape[1] == 0 or neg.shape[1] == 0:
-        return np.full(k, np.nan), np.full((resamples, k), np.nan)
-    rng = np.random.default_rng(seed)
-    n_pos, n_neg = pos.shape[1], neg.shape[1]
-    # per row: negatives sorted, and each positive's number of negatives below it (lo) and at or below it (hi)
-    orders = [np.argsort(neg[i], kind="stable") for i in range(k)]
-    lo = [np.searchsorted(neg[i][orders[i]], pos[i], side="left") for i in range(k)]
-    hi = [np.searchsorted(neg[i][orders[i]], pos[i], side="right") for i in range(k)]
-
-    def aucs(pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
-        out = np.empty((len(pos_counts), k))
-        for i in range(k):
-            cumulative = np.concatenate([np.zeros((len(neg_counts), 1)), np.cumsum(neg_counts[:, orders[i]], 1)], 1)
-            below, upto = cumulative[:, lo[i]], cumulative[:, hi[i]]
-            wins = (pos_counts * (below + 0.5 * (upto - below))).sum(1)
-            out[:, i] = wins / (pos_counts.sum(1) * neg_counts.sum(1))
-        return out
-
-    point = aucs(np.ones((1, n_pos)), np.ones((1, n_neg)))[0]
-    draws = []
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        draws.append(aucs(rng.multinomial(n_pos, np.full(n_pos, 1 / n_pos), size=size).astype(np.float64),
-                          rng.multinomial(n_neg, np.full(n_neg, 1 / n_neg), size=size).astype(np.float64)))
-    return point, np.concatenate(draws)
-
-
-def auc_intervals(labels, scores: Mapping[str, np.ndarray], versus: Sequence[tuple[str, str]] = (),
-                  resamples: int = 2000, seed: int = 0) -> dict:
-    """``{name: {mean, low, high, n}}``: the AUC of each of ``scores`` (larger = positive) against ``labels`` with
-    its stratified bootstrap interval over the examples, and for each ``(a, b)`` of ``versus`` the paired difference
-    ``"a_minus_b"`` (the same resampled examples)."""
-    names = list(scores)
-    if not names:
-        return {}
-    point, draws = bootstrap_aucs(labels, np.stack([np.asarray(scores[n], np.float64) for n in names]), resamples,
-                                  seed)
-    n = int(len(np.asarray(labels)))
-    out = {name: {**_percentiles(draws[:, i], point[i]), "n": n} for i, name in enumerate(names)}
-    for a, b in versus:
-        if a in names and b in names:
-            i, j = names.index(a), names.index(b)
-            out[f"{a}_minus_{b}"] = {**_percentiles(draws[:, i] - draws[:, j], point[i] - point[j]), "n": n}
-    return out
-
-
-def pearson_contrast(tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], resamples: int = 2000,
-                     seed: int = 0) -> dict:
-    """Mean over ``tasks`` of Pearson(x1, y1) − Pearson(x2, y2), each task's four vectors over the same examples,
-    with a bootstrap interval that resamples each task's examples (the same draw for both correlations: paired).
-    ``{mean, low, high, n}`` (``n``: examples of the smallest task); NaNs without tasks."""
-    if not tasks:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    rng = np.random.default_rng(seed)
-
-    def weighted_pearson(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        total = w.sum(1)
-        mx, my = (w @ x) / total, (w @ y) / total
-        cov = (w @ (x * y)) / total - mx * my
-        vx, vy = (w @ (x * x)) / total - mx ** 2, (w @ (y * y)) / total - my ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return cov / np.sqrt(vx * vy)
-
-    estimate, draws = [], []
-    for x1, y1, x2, y2 in tasks:
-        x1, y1, x2, y2 = (np.asarray(v, np.float64) for v in (x1, y1, x2, y2))
-        n = len(x1)
-        ones = np.ones((1, n))
-        estimate.append(float(weighted_pearson(ones, x1, y1)[0] - weighted_pearson(ones, x2, y2)[0]))
-        w = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
-        draws.append(weighted_pearson(w, x1, y1) - weighted_pearson(w, x2, y2))
-    return {**_percentiles(np.mean(draws, axis=0), float(np.mean(estimate))),
-            "n": int(min(len(t[0]) for t in tasks))}
-
-
 def correlation_table(totals: pd.DataFrame) -> pd.DataFrame:
     """``model, task, rank, method, pearson, spearman``: each method's influence on the test loss against
     :data:`REFERENCE`'s, over the training examples of the same fine-tune."""
-    from scipy import stats
-
     rows = []
     for (model, task, rank), group in totals.groupby(["model", "task", "rank"], sort=False):
         wide = group.pivot(index="example_id", columns="method", values="score")
@@ -195,7 +99,9 @@ def class_detection(pairwise: pd.DataFrame, classes: Mapping[str, str]) -> pd.Da
     return pd.DataFrame(rows, columns=["method", "test_id", "auc", "recall"])
 
 
-def _times(summaries: Sequence[Mapping]) -> pd.DataFrame:
+def times_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
+    """``model, task, rank, method, fit, solve, gradients, total``: the seconds of every method in every fine-tune
+    (``summaries``: the fine-tunes' ``summary.json`` records)."""
     rows = []
     for s in summaries:
         for method, seconds in s["seconds"].items():
@@ -233,8 +139,6 @@ def interval_statistics(totals: pd.DataFrame, classes: pd.DataFrame, times: pd.D
     - ``speed[model]["<other>/datainf"]``: mean over tasks of log10 of the wall-time ratio at the detection rank,
       bootstrap over the tasks (one timing each; NaNs with fewer than two tasks).
     """
-    from influence_study.analyses.intervals import NAN_INTERVAL, interval, paired_interval
-
     out: dict = {"correlation": {}, "small_rank": {}, "mislabel": {}, "classes": {}, "speed": {}}
     wide = totals.pivot_table(index=["model", "task", "rank", "example_id"], columns="method", values="score",
                               aggfunc="first")
@@ -352,9 +256,6 @@ def verdicts(stats: Mapping) -> list:
     v2 (the intervals of :func:`interval_statistics`): the paired differences DataInf − baseline above 0 (1, 3, 4),
     the smallest rank − the largest above 0 (2), AUCs above 0.5 (3, 4), log10 wall-time ratios above 0 (5).
     """
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, interval_check
-
     intervals = stats.get("intervals") or {}
     findings = []
     corr = stats["correlation_with_exact"]
@@ -457,39 +358,3 @@ def verdicts(stats: Mapping) -> list:
                                      + ("; ".join(v2_text) or "not measured"),
                                      "LiSSA's and exact computation's wall times (ratio 1 = equally fast)", v2)))
     return findings
-
-
-def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], finetunes: Sequence[str],
-        tasks: str, correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str) -> None:
-    """Step of ``analysis_datainf``: every fine-tune's tables into the statistics and verdicts above."""
-    from influence_study.finetune import detection_rank
-    from influence_study.study.io import read_json
-    from influence_study.analyses.common import write_analysis
-
-    summaries = [read_json(path) for path in finetunes]
-    rank = detection_rank(config)
-    totals = []
-    for path in influence:
-        meta = read_parquet_metadata(path)
-        totals.append(pd.read_parquet(path).assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
-    totals = pd.concat(totals, ignore_index=True)
-    examples = pd.read_parquet(tasks, columns=["example_id", "class"])
-    class_of = dict(zip(examples["example_id"], examples["class"]))
-    class_rows = []
-    for path in pairwise:
-        meta = read_parquet_metadata(path)
-        if meta["task"] == MISLABEL_TASK or int(meta["rank"]) != rank:
-            continue
-        table = class_detection(pd.read_parquet(path), class_of)
-        class_rows.append(table.assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
-    class_table = (pd.concat(class_rows, ignore_index=True) if class_rows else
-                   pd.DataFrame(columns=["method", "test_id", "auc", "recall", "model", "task", "rank"]))
-    correlation = correlation_table(totals)
-    mislabel_table, curve_table = mislabel_tables(totals)
-    time_table = _times(summaries)
-    intervals = interval_statistics(totals, class_table, time_table, rank, seed=config["seed"])
-    stats = statistics(correlation, mislabel_table, class_table, time_table, summaries, rank, intervals)
-    write_analysis(config, "datainf", {"correlations": (correlation, correlations), "mislabel": (mislabel_table, mislabel),
-                                       "curves": (curve_table, curves), "classes": (class_table, classes),
-                                       "times": (time_table, times)},
-                   stats, verdicts, summary, inputs=[*influence, *finetunes, tasks])

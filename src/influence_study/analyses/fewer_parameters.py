@@ -25,13 +25,16 @@ states the agreement qualitatively.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from influence_study.analyses.common import row_pearson
+from influence_study.analyses.common import mean_ci, row_pearson
+from influence_study.analyses.intervals import describe_interval, interval_check, two_sample_interval
 from influence_study.analyses.layers import layer_columns, score_array, top_documents
+from influence_study.analyses.relations import summarise as summarise_groups
+from influence_study.findings import Evidence, finding
 
 RESTRICTIONS = ("last_layer", "upper_half", "first_layer")
 # Grosse et al.: abstract queries draw influence from middle layers, concrete ones from upper layers.
@@ -114,8 +117,6 @@ def layer_sum_error(frame: pd.DataFrame) -> float:
 
 
 def _interval(values, seed: int) -> dict:
-    from influence_study.analyses.common import mean_ci
-
     mean, low, high = mean_ci(values, seed=seed)
     return {"mean": mean, "low": low, "high": high, "queries": int(np.isfinite(np.asarray(values, float)).sum())}
 
@@ -123,8 +124,6 @@ def _interval(values, seed: int) -> dict:
 def family_table(per_query: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Mean and bootstrap interval of each measure per model, query family and restriction (``BY_FAMILY_COLUMNS``;
     models in the order of ``per_query``, families sorted)."""
-    from influence_study.analyses.relations import summarise as summarise_groups
-
     if per_query.empty:
         return pd.DataFrame(columns=BY_FAMILY_COLUMNS)
     ordered = per_query.sort_values("analysis", kind="stable")
@@ -142,8 +141,6 @@ def summarise(per_query: pd.DataFrame, n_layers: Mapping[str, int], seed: int = 
     over the abstract and concrete families' queries, and the difference abstract − concrete of the means
     (``abstract_minus_concrete``, bootstrap resampling each group's queries). ``extra[model]`` is merged into the
     model's entry."""
-    from influence_study.analyses.intervals import two_sample_interval
-
     out = {}
     for model, layers in n_layers.items():
         entry = {"n_layers": int(layers), "measured": bool(layers >= 2)}
@@ -179,9 +176,6 @@ def verdicts(statistics: Mapping) -> list:
     cross-lingual, math and code queries is below that over the facts and quotes queries (a model lacking either
     group is left out of this check). v2: the same means with bootstrap intervals over queries, (1) above the
     thresholds, (2) the difference abstract − concrete below 0 (each group's queries resampled)."""
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, interval_check
-
     name = "Fewer parameters"
     models = statistics["models"]
     measured = {m: v for m, v in models.items() if v["measured"]}
@@ -242,42 +236,3 @@ def verdicts(statistics: Mapping) -> list:
                                               f"queries of each group)", last(v, "overlap", "abstract_minus_concrete"),
                                               0.0, "below") for m, v in comparable.items()]))
     return [agree, breaks]
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, per_query: str, by_family: str,
-        summary: str) -> None:
-    """Step of ``analysis_fewer_parameters``: per model, query and restriction, the Pearson correlation and top-k
-    overlap of the restricted against the full EK-FAC score; their means per query family."""
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
-
-    from influence_study.analyses.common import model_sizes, table_model, write_analysis
-    from influence_study.analyses.relations import read_columns
-
-    k = config["analyses"]["fewer_parameters"]["top_k"]
-    seed = config["seed"]
-    query_table = read_columns(queries, ["query_id", "analysis"], "queries table")
-    by_model = {table_model(path): path for path in pairwise}
-    sizes = model_sizes(learning)
-    missing = sorted(set(by_model) - set(sizes.index))
-    if missing:
-        raise ValueError(f"models {missing} have scores but no row in the learning table {learning}")
-    parts, n_layers, extra = [], {}, {}
-    for model in tqdm([m for m in sizes.index if m in by_model], desc="fewer parameters", unit="model"):
-        path = by_model[model]
-        wanted = [c for c in pq.read_schema(path).names if c.startswith("layer_")]  # the tables are large
-        frame = read_columns(path, ["query_id", "doc_id", "score", *wanted], f"scores table of {model}")
-        n_layers[model] = len(layer_columns(frame))
-        extra[model] = {"layer_sum_error": layer_sum_error(frame)}
-        parts.append(agreement_table(frame, model, query_table, k))
-        del frame
-    parts = [p for p in parts if len(p)]
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PER_QUERY_COLUMNS)
-    table = table.astype({"n_layers": int, "pearson": float, "overlap": float, "k": int, "n_docs": int})
-    families = family_table(table, seed=seed)
-    statistics = {"top_k": k, "queries": int(len(query_table)), "restrictions": list(RESTRICTIONS),
-                  "abstract_families": list(ABSTRACT_FAMILIES), "concrete_families": list(CONCRETE_FAMILIES),
-                  "pearson_threshold": PEARSON_THRESHOLD, "overlap_threshold": OVERLAP_THRESHOLD,
-                  "models": summarise(table, n_layers, seed=seed, extra=extra)}
-    write_analysis(config, "fewer_parameters", {"per_query": (table, per_query), "by_family": (families, by_family)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries])

@@ -1,10 +1,11 @@
 """Interval records for the v2 checks of the findings: ``{mean, low, high, n}`` of a mean, a paired difference,
 any statistic, a two-sample difference or an exact number, each with a 95% percentile bootstrap interval, and the
-:class:`~influence_study.findings.IntervalCheck` of a record."""
+:class:`~influence_study.findings.IntervalCheck` of a record; also stratified bootstrap intervals of AUCs
+(:func:`auc_intervals`) and of paired differences of Pearson correlations (:func:`pearson_contrast`)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -76,3 +77,99 @@ def describe_interval(entry: Mapping | None, fmt: str = "{:.3g}") -> str:
     if not entry or not np.isfinite(entry.get("mean", np.nan)):
         return "not measured"
     return f"{fmt.format(entry['mean'])} [{fmt.format(entry['low'])}, {fmt.format(entry['high'])}]"
+
+
+# --- bootstrap AUCs and paired correlation contrasts (DataInf, memorisation and sign) ----------------------------
+
+
+def _percentiles(draws: np.ndarray, estimate: float) -> dict:
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    if not np.isfinite(estimate) or draws.size == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"mean": float(estimate), "low": float(low), "high": float(high)}
+
+
+def bootstrap_aucs(labels, scores, resamples: int = 2000, seed: int = 0, chunk: int = 100) -> tuple:
+    """AUCs of each row of ``scores`` (``[k, n]``, larger = more likely positive, ties count 1/2) against the boolean
+    ``labels``, and their bootstrap draws (``[resamples, k]``): each draw resamples the positives and the negatives
+    with replacement, separately (stratified, so every draw has both), the SAME examples for every row (paired).
+    Returns ``(auc [k], draws [resamples, k])``; NaNs without both classes."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    k = scores.shape[0]
+    pos, neg = scores[:, labels], scores[:, ~labels]
+    if pos.shape[1] == 0 or neg.shape[1] == 0:
+        return np.full(k, np.nan), np.full((resamples, k), np.nan)
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = pos.shape[1], neg.shape[1]
+    # per row: negatives sorted, and each positive's number of negatives below it (lo) and at or below it (hi)
+    orders = [np.argsort(neg[i], kind="stable") for i in range(k)]
+    lo = [np.searchsorted(neg[i][orders[i]], pos[i], side="left") for i in range(k)]
+    hi = [np.searchsorted(neg[i][orders[i]], pos[i], side="right") for i in range(k)]
+
+    def aucs(pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
+        out = np.empty((len(pos_counts), k))
+        for i in range(k):
+            cumulative = np.concatenate([np.zeros((len(neg_counts), 1)), np.cumsum(neg_counts[:, orders[i]], 1)], 1)
+            below, upto = cumulative[:, lo[i]], cumulative[:, hi[i]]
+            wins = (pos_counts * (below + 0.5 * (upto - below))).sum(1)
+            out[:, i] = wins / (pos_counts.sum(1) * neg_counts.sum(1))
+        return out
+
+    point = aucs(np.ones((1, n_pos)), np.ones((1, n_neg)))[0]
+    draws = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        draws.append(aucs(rng.multinomial(n_pos, np.full(n_pos, 1 / n_pos), size=size).astype(np.float64),
+                          rng.multinomial(n_neg, np.full(n_neg, 1 / n_neg), size=size).astype(np.float64)))
+    return point, np.concatenate(draws)
+
+
+def auc_intervals(labels, scores: Mapping[str, np.ndarray], versus: Sequence[tuple[str, str]] = (),
+                  resamples: int = 2000, seed: int = 0) -> dict:
+    """``{name: {mean, low, high, n}}``: the AUC of each of ``scores`` (larger = positive) against ``labels`` with
+    its stratified bootstrap interval over the examples, and for each ``(a, b)`` of ``versus`` the paired difference
+    ``"a_minus_b"`` (the same resampled examples)."""
+    names = list(scores)
+    if not names:
+        return {}
+    point, draws = bootstrap_aucs(labels, np.stack([np.asarray(scores[n], np.float64) for n in names]), resamples,
+                                  seed)
+    n = int(len(np.asarray(labels)))
+    out = {name: {**_percentiles(draws[:, i], point[i]), "n": n} for i, name in enumerate(names)}
+    for a, b in versus:
+        if a in names and b in names:
+            i, j = names.index(a), names.index(b)
+            out[f"{a}_minus_{b}"] = {**_percentiles(draws[:, i] - draws[:, j], point[i] - point[j]), "n": n}
+    return out
+
+
+def pearson_contrast(tasks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], resamples: int = 2000,
+                     seed: int = 0) -> dict:
+    """Mean over ``tasks`` of Pearson(x1, y1) − Pearson(x2, y2), each task's four vectors over the same examples,
+    with a bootstrap interval that resamples each task's examples (the same draw for both correlations: paired).
+    ``{mean, low, high, n}`` (``n``: examples of the smallest task); NaNs without tasks."""
+    if not tasks:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+
+    def weighted_pearson(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        total = w.sum(1)
+        mx, my = (w @ x) / total, (w @ y) / total
+        cov = (w @ (x * y)) / total - mx * my
+        vx, vy = (w @ (x * x)) / total - mx ** 2, (w @ (y * y)) / total - my ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cov / np.sqrt(vx * vy)
+
+    estimate, draws = [], []
+    for x1, y1, x2, y2 in tasks:
+        x1, y1, x2, y2 = (np.asarray(v, np.float64) for v in (x1, y1, x2, y2))
+        n = len(x1)
+        ones = np.ones((1, n))
+        estimate.append(float(weighted_pearson(ones, x1, y1)[0] - weighted_pearson(ones, x2, y2)[0]))
+        w = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
+        draws.append(weighted_pearson(w, x1, y1) - weighted_pearson(w, x2, y2))
+    return {**_percentiles(np.mean(draws, axis=0), float(np.mean(estimate))),
+            "n": int(min(len(t[0]) for t in tasks))}

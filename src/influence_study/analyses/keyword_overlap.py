@@ -15,8 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from influence_study.study.io import require_columns
+from influence_study.analyses.common import mean_ci
+from influence_study.analyses.intervals import describe_interval, interval_check
+from influence_study.findings import Evidence, finding
 
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 STRATEGIES = ("identity", "ekfac")  # gradient dot product, EK-FAC
@@ -25,8 +29,6 @@ STRATEGIES = ("identity", "ekfac")  # gradient dot product, EK-FAC
 def keywords(text: str, min_length: int = 3) -> list[str]:
     """The distinct content words of ``text`` in order of first appearance: lowercased tokens of at least
     ``min_length`` characters that are not English stop words (scikit-learn's list)."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     words = TOKEN_PATTERN.findall(text.lower())
     return list(dict.fromkeys(w for w in words if len(w) >= min_length and w not in ENGLISH_STOP_WORDS))
 
@@ -34,8 +36,6 @@ def keywords(text: str, min_length: int = 3) -> list[str]:
 def overlap_matrix(query_keywords: Sequence[Sequence[str]], texts: Sequence[str]) -> np.ndarray:
     """``[n_queries, n_texts]``: the fraction of each query's keywords that occur (as whole lowercased tokens) in
     each text; NaN for a query without keywords."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
     vocabulary = sorted({w for words in query_keywords for w in words})
     if not vocabulary:
         return np.full((len(query_keywords), len(texts)), np.nan)
@@ -47,8 +47,6 @@ def overlap_matrix(query_keywords: Sequence[Sequence[str]], texts: Sequence[str]
     for q, words in enumerate(query_keywords):
         rows += [q] * len(words)
         cols += [index[w] for w in words]
-    from scipy import sparse
-
     wanted = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(query_keywords), len(vocabulary)))
     shared = (wanted @ present.T).toarray()
     counts = np.asarray(wanted.sum(axis=1)).ravel()
@@ -76,8 +74,6 @@ def top_overlap(top: pd.DataFrame, overlap: np.ndarray, query_ids: Sequence[str]
 def summarise(per_query: pd.DataFrame, seed: int = 0) -> dict:
     """Per model (ordered as in ``per_query``) and strategy: mean keyword overlap and any-keyword share with
     bootstrap CIs, the chance level, and the paired difference identity - EK-FAC per query."""
-    from influence_study.analyses.common import mean_ci
-
     def ci(values) -> dict:
         return dict(zip(("mean", "low", "high"), mean_ci(values, seed=seed)))
 
@@ -99,9 +95,6 @@ def verdicts(statistics: Mapping) -> list:
     """The paper's appendix finding, checked per model size: the gradient dot product's top documents share more of
     the query's keywords than EK-FAC's. v2: the paired per-query difference identity − EK-FAC (``difference``,
     bootstrap over queries) above 0."""
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, interval_check
-
     models = statistics["models"]
     claim = ("The gradient dot product's top sequences are dominated by token overlap with the query more than "
              "EK-FAC's.")
@@ -127,55 +120,3 @@ def verdicts(statistics: Mapping) -> list:
     evidence = Evidence(statistic, "EK-FAC's top documents of the same query (chance: mean overlap of all training "
                                    "documents, in the measured column)", interval_checks)
     return [finding("Keyword overlap", claim, "more overlap for gradient dot product", measured, checks, evidence)]
-
-
-def run(config: Mapping, learning: str, queries: str, documents: str, table: str, summary: str,
-        identity: Sequence[str] = (), ekfac: Sequence[str] = ()) -> None:
-    """Step of ``analysis_keyword_overlap``: keyword overlap of each query's top-k documents under the gradient dot
-    product (``identity``) and EK-FAC, per model. ``identity`` is empty when the study has no identity scores: the
-    finding is then "not measured"."""
-    from tqdm.auto import tqdm
-
-    from influence_study.analyses.common import load_family_tables, write_analysis
-    from influence_study.analyses.layers import score_array, top_documents
-
-    section = config["analyses"]["keyword_overlap"]
-    k = section["top_k"]
-    query_table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
-    corpus = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
-    require_columns(corpus, ["doc_id", "text", "split"], "corpus table")
-    corpus = corpus[corpus["split"] == "train"]
-    query_ids = query_table["query_id"].astype(str).tolist()
-    words = [keywords(p + c, section["min_length"]) for p, c in zip(query_table["prompt"], query_table["completion"])]
-    overlap = overlap_matrix(words, corpus["text"].tolist())
-    with np.errstate(invalid="ignore"):
-        chance = pd.Series(np.nanmean(overlap, axis=1) if overlap.size else np.nan, index=query_ids)
-    statistics = {"top_k": k, "min_length": section["min_length"], "queries": len(query_ids),
-                  "keywords_per_query": float(np.mean([len(w) for w in words])) if words else float("nan")}
-    rows = []
-    if identity:
-        families = {"identity": load_family_tables(identity, learning, columns=["query_id", "doc_id", "score"]),
-                    "ekfac": load_family_tables(ekfac, learning, columns=["query_id", "doc_id", "score"])}
-        for model in tqdm(list(families["ekfac"]), desc="keyword overlap", unit="model"):
-            for strategy in STRATEGIES:
-                frame = families[strategy].pop(model, None)
-                if frame is None:
-                    continue
-                ranked_queries, ranked_docs, scores = score_array(frame, ["score"])
-                chosen, valid = top_documents(scores[:, :, 0], k)
-                top = pd.DataFrame({"query_id": np.broadcast_to(ranked_queries[:, None], chosen.shape)[valid],
-                                    "doc_id": ranked_docs[chosen][valid]})
-                part = top_overlap(top, overlap, query_ids, corpus["doc_id"].tolist()).reset_index()
-                part.insert(0, "strategy", strategy)
-                part.insert(0, "model", model)
-                part["chance_overlap"] = chance.reindex(part["query_id"]).to_numpy()
-                part["keywords"] = part["query_id"].map(dict(zip(query_ids, map(len, words))))
-                rows.append(part)
-    per_query = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["model", "strategy", "query_id", "keyword_overlap", "any_keyword", "chance_overlap", "keywords"])
-    statistics["measured"] = bool(rows)
-    if not rows:
-        statistics["note"] = "not measured: the study computes no gradient dot product (identity) scores"
-    statistics["models"] = summarise(per_query, seed=config["seed"]) if rows else {}
-    inputs = [*identity, *ekfac, learning, queries, documents]
-    write_analysis(config, "keyword_overlap", {"table": (per_query, table)}, statistics, verdicts, summary, inputs)

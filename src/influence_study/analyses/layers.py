@@ -25,7 +25,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from influence_study.analyses.common import mean_ci
 from influence_study.analyses.relations import MEANING_RELATIONS, TOKEN_RELATIONS, label_relations
+from influence_study.findings import Evidence, IntervalCheck, finding
 
 THIRDS = ("lower", "middle", "upper")
 RESTRICTIONS = ("all", *THIRDS)
@@ -175,8 +177,6 @@ def summarise(profile: pd.DataFrame, restricted: pd.DataFrame, seed: int = 0) ->
     """Statistics per model (ordered as in ``profile``): mean share per third, centre of mass per query family,
     and meaning / token shares of the top-k per restriction over the queries with a meaning-related document
     (``has_meaning``; for the others the meaning share is zero by construction)."""
-    from influence_study.analyses.common import mean_ci
-
     out = {}
     for model, group in profile.groupby("model", sort=False):
         thirds = {t: dict(zip(("mean", "low", "high"), mean_ci(group[f"share_{t}"], seed=seed))) for t in THIRDS}
@@ -210,8 +210,6 @@ def _family_com(stats: Mapping, family: str) -> float:
 
 def verdicts(statistics: Mapping) -> list:
     """The paper's layer findings, checked per model size (models too shallow for a check are left out of it)."""
-    from influence_study.findings import finding
-
     models = statistics["models"]
     name = "Layers"
     evidence = _evidence(models)
@@ -263,8 +261,6 @@ def _evidence(models: Mapping) -> tuple:
     """The v2 evidence of the three layer findings (models with at least :data:`MIN_LAYERS_V2` layers): each
     third's share within the even band, the centre-of-mass differences of upper and middle families above 0, and
     the middle third's meaning share above the lower's and the upper's (paired over queries)."""
-    from influence_study.findings import Evidence, IntervalCheck
-
     deep = [m for m, v in models.items() if v["n_layers"] >= MIN_LAYERS_V2]
     shallow = ", ".join(m for m in models if m not in deep)
     note = f"models with fewer than {MIN_LAYERS_V2} layers left out{': ' + shallow if shallow else ''}"
@@ -301,34 +297,3 @@ def _evidence(models: Mapping) -> tuple:
         "; ".join(f"{m}: {text}" for m, text in meaning.items())
         or "no model deep enough", f"all layers (restriction 'all'); {note}", abstract_checks)
     return even, families, abstract
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, profile: str,
-        layers: str, restricted: str, summary: str) -> None:
-    """Step of ``analysis_layers``: layer profiles, centres of mass and depth-restricted top documents of every
-    model (``analyses.layers.top_k`` documents per query)."""
-    from tqdm.auto import tqdm
-
-    from influence_study.analyses.common import load_family_tables, write_analysis
-
-    k = config["analyses"]["layers"]["top_k"]
-    query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])
-    query_table["query_id"] = query_table["query_id"].astype(str)
-    ground_truth = pd.read_parquet(relations, columns=["query_id", "doc_id", "relation"])
-    tables = load_family_tables(pairwise, learning)
-    profiles, longs, restricteds = [], [], []
-    for model in tqdm(list(tables), desc="layers", unit="model"):
-        frame = tables.pop(model)  # free each table once used
-        columns = layer_columns(frame)
-        one = model_layer_tables(frame[["query_id", "doc_id", *columns]], model, query_table, ground_truth, k)
-        for store, part in zip((profiles, longs, restricteds), one):
-            store.append(part)
-        del frame
-    profile_table = pd.concat(profiles, ignore_index=True)
-    restricted_table = pd.concat(restricteds, ignore_index=True)
-    statistics = {"top_k": k, "queries": int(profile_table["query_id"].nunique()),
-                  "models": summarise(profile_table, restricted_table, seed=config["seed"])}
-    write_analysis(config, "layers", {"profile": (profile_table, profile),
-                                      "layers": (pd.concat(longs, ignore_index=True), layers),
-                                      "restricted": (restricted_table, restricted)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, relations])

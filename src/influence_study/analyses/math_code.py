@@ -10,13 +10,15 @@ code the share of same-schema documents whose naming (plain or obfuscated) diffe
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from influence_study.analyses.relations import (category_shares, describe, label_relations, model_values, nested_statistics,
-                        relation_counts, summarise, with_documents)
+from influence_study.analyses.relations import (category_shares, describe, label_relations, model_values,
+                                                relation_counts, with_documents)
+from influence_study.analyses.scale import combined_evidence, scale_evidence
+from influence_study.findings import finding, increasing
 
 MATH, CODE_PLAIN, CODE_OBFUSCATED = "math", "code, plain names", "code, obfuscated names"
 GROUP_ORDER = (MATH, CODE_PLAIN, CODE_OBFUSCATED)
@@ -63,9 +65,6 @@ def math_code_table(ranked: pd.DataFrame, relations: pd.DataFrame, documents: pd
 def verdicts(statistics: Mapping) -> list:
     """The paper's math-and-code finding: the same-schema share of the top-k rises with size for math, for code
     with plain names and for code with obfuscated names."""
-    from influence_study.findings import finding, increasing
-    from influence_study.analyses.scale import combined_evidence, scale_evidence
-
     models = statistics["models"]
     present = [g for g in GROUP_ORDER if statistics["queries"].get(g, 0) > 0]
     claim = ("For math word problems and algorithms (also with obfuscated names), large models' most influential "
@@ -80,30 +79,3 @@ def verdicts(statistics: Mapping) -> list:
                 if scale else None)
     return [finding("Math and code", claim, "qualitative (0.81B → 52B)", measured or "no math or code queries",
                     checks, evidence)]
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
-        candidates: str, evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
-    """Step of ``analysis_math_code`` (``analyses.math_code.top_k``: top documents per query); the BM25 candidates
-    and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from influence_study.analyses.common import write_analysis
-    from influence_study.analyses.relations import ranked_documents, read_columns
-    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
-
-    k = config["analyses"]["math_code"]["top_k"]
-    groups = query_groups(read_columns(queries, ["query_id", "analysis", "obfuscated"], "queries table"))
-    relation_table = read_columns(relations, ["query_id", "doc_id", "relation"], "relations table")
-    document_table = read_columns(documents, ["doc_id", "obfuscated"], "corpus table")
-    ranked = ranked_documents(pairwise, learning, groups["query_id"], k)
-    table = math_code_table(ranked, relation_table, document_table, groups)
-    by_model_table = summarise(table, MEASURES, by=("model", "group"), seed=config["seed"])
-    bm25 = math_code_table(bm25_ranked(candidates, groups["query_id"], k), relation_table, document_table, groups)
-    correct = correct_answers(evaluations)
-    scale = {g: scale_numbers(table[table["group"] == g], bm25[bm25["group"] == g], "share_same_schema", learning,
-                              correct, chance="chance_same_schema", seed=config["seed"])
-             for g in GROUP_ORDER if (groups["group"] == g).any()}
-    statistics = {"k": k, "queries": {g: int((groups["group"] == g).sum()) for g in GROUP_ORDER},
-                  "models": nested_statistics(by_model_table, by=("model", "group")), "scale": scale}
-    write_analysis(config, "math_code", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary,
-                   inputs=[*pairwise, learning, documents, queries, relations, candidates, *evaluations])

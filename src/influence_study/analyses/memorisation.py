@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from influence_study.analyses.relations import label_relations, summarise
+from influence_study.findings import Evidence, IntervalCheck, finding
 
 COPY = "exact_copy"
 TOP_C_THRESHOLD = 0.9  # ours: "at the top" read as at least 90% of the top c being copies (the paper gives no number)
@@ -82,8 +83,6 @@ def summarise_memorisation(per_query: pd.DataFrame, copies: pd.DataFrame, seed: 
 def verdicts(statistics: Mapping) -> list:
     """The paper's memorisation control, checked per model size: every quote query's top document is one of its
     copies, and at least 90% (our threshold) of its top c are copies (c = number of copies)."""
-    from influence_study.findings import finding
-
     models = {m: v for m, v in statistics["models"].items() if v["queries_with_copies"] > 0}
     measured = "; ".join(
         f"{m}: top document a copy for {v['top1_copy_share']:.0%} of {v['queries_with_copies']} queries, "
@@ -101,8 +100,6 @@ def verdicts(statistics: Mapping) -> list:
 def _evidence(models: Mapping):
     """v2: per model, the share of copies in each quote query's top c (bootstrap over quote queries) above
     :data:`TOP_C_THRESHOLD`, read against a random ranking's share (c / documents)."""
-    from influence_study.findings import Evidence, IntervalCheck
-
     models = {m: v for m, v in models.items() if "top_c_share_low" in v}  # v1 summaries have no intervals
     checks = [IntervalCheck(f"{m}: share of copies in the top c", v["top_c_share"], v["top_c_share_low"],
                             v["top_c_share_high"], TOP_C_THRESHOLD, "above") for m, v in models.items()]
@@ -114,20 +111,3 @@ def _evidence(models: Mapping):
     baseline = "random ranking: " + ", ".join(f"{m} {v.get('chance_top_c_share', float('nan')):.1%}"
                                               for m, v in models.items())
     return Evidence(statistic or "no quote query with copies", baseline, checks)
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, copies: str,
-        per_query: str, summary: str) -> None:
-    """Step of ``analysis_memorisation``: the full ranking of each quote query, the rank of its copies."""
-    from influence_study.analyses.common import write_analysis
-    from influence_study.analyses.relations import queries_of, ranked_documents, read_columns
-
-    query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["quotes"])["query_id"]
-    relation_table = read_columns(relations, ["query_id", "doc_id", "relation"], "relations table")
-    ranked = ranked_documents(pairwise, learning, query_ids, k=None)
-    copy_table = copy_ranks(ranked, relation_table, query_ids)
-    table = memorisation_table(ranked, copy_table)
-    statistics = {"queries": int(len(query_ids)), "top_c_threshold": TOP_C_THRESHOLD,
-                  "models": summarise_memorisation(table, copy_table, seed=config["seed"])}
-    write_analysis(config, "memorisation", {"copies": (copy_table, copies), "per_query": (table, per_query)},
-                   statistics, verdicts, summary, inputs=[*pairwise, learning, queries, relations])

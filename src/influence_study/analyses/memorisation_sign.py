@@ -22,61 +22,20 @@ influence and of the self-influence.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from influence_study.analyses.intervals import auc_intervals, describe_interval, interval_check, two_sample_interval
+from influence_study.findings import Evidence, finding
 
 KNOWN_MEMORISED = ("canaries", "quotes")
 SIGN_AUC_THRESHOLD = 0.6  # ours: "separates" read as an AUC of the sign of at least 0.6 (0.5 = no separation)
 MEASURED = ("measured", "measured_per_token")  # the groupings by the LDS retrains' loss gap
 INFLUENCE_COLUMNS = ["doc_id", "family", "n_tokens", "self_influence", "valid_influence"]
-
-
-# --- the job: self-influence and influence on the validation documents ---------------------------------------
-
-
-def score_documents(config: Mapping, model_name: str, model_dir: str, factors_dir: str, documents: str,
-                    influence: str, progress: bool = True) -> pd.DataFrame:
-    """Step of ``memorisation_influence``: for every training document of ``model_name``, its self-influence and its
-    influence on the summed log-likelihood of the validation documents (one summed query), with the model's
-    factors (``doc_id, family, n_tokens, self_influence, valid_influence``, raw)."""
-    from influence_study.engine.factors import Factors
-    from influence_study.stages.influence_inputs import document_batches, load_study_inputs
-    from influence_study.stages.influence import table_provenance, write_table
-    from influence_study.study.runtime import get_logger, resolve_device
-    from influence_study.engine.scoring import pairwise_scores, self_scores
-    from influence_study.engine.tasks import LanguageModelingTask
-
-    inputs = load_study_inputs(model_dir, documents, device=resolve_device(config["device"]))
-    factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
-    section = config["influence"]
-    docs = pd.read_parquet(documents, columns=["split", "text"])  # the inputs hold the training split only
-    valid_texts = docs.loc[docs["split"] == "valid", "text"].tolist()
-    if not valid_texts:
-        raise ValueError(f"{documents}: no validation document; the influence on held-out data needs some "
-                         f"(corpus.valid_fraction > 0)")
-    valid = document_batches(inputs.encode_documents(valid_texts), inputs.pad_id, section["batch_size"])
-    train = inputs.document_batches(section["batch_size"])
-    task = LanguageModelingTask()
-    held_out = pairwise_scores(inputs.model, task, factors, valid.batches, train.batches, damping=section["damping"],
-                               sum_queries=True, progress=progress)
-    own = self_scores(inputs.model, task, factors, train.batches, damping=section["damping"], progress=progress)
-    order = train.order  # column m of the scores is training document order[m]
-    frame = pd.DataFrame({"doc_id": inputs.documents["doc_id"].to_numpy()[order],
-                          "family": inputs.documents["family"].to_numpy()[order],
-                          "n_tokens": np.asarray([len(inputs.document_sequences[i]) - 1 for i in order]),
-                          "self_influence": own.scores.numpy().astype(np.float64),
-                          "valid_influence": held_out.scores[0].numpy().astype(np.float64)})
-    frame = frame.sort_values("doc_id", kind="stable").reset_index(drop=True)[INFLUENCE_COLUMNS]
-    record = table_provenance(config, model_name, factors.strategy, factors_dir, [documents],
-                              n_train=len(frame), n_valid=len(valid_texts),
-                              what="self_influence: ∇log p(z)ᵀ(G+λI)⁻¹∇log p(z); valid_influence: change of the "
-                                   "summed log-likelihood of the validation documents from adding z once")
-    write_table(frame, influence, record)
-    get_logger().info("%s: %d training documents, %.0f%% with negative influence on %d validation documents",
-                      model_name, len(frame), 100 * (frame["valid_influence"] < 0).mean(), len(valid_texts))
-    return frame
 
 
 # --- measured memorisation ------------------------------------------------------------------------------------
@@ -123,8 +82,6 @@ def construction_groups(influence: pd.DataFrame) -> pd.Series:
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
     labels = np.asarray(labels, dtype=bool)
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
@@ -146,11 +103,8 @@ def separation(influence: pd.DataFrame, groups: pd.Series, seed: int = 0) -> dic
     out["auc_sign"] = _auc(memorised, negative.astype(float))
     out["auc_minus_influence"] = _auc(memorised, -labelled["valid_influence"].to_numpy())
     out["auc_self_influence"] = _auc(memorised, labelled["self_influence"].to_numpy())
-    # v2: stratified bootstrap over the documents (datainf.auc_intervals), and the difference of the negative shares
+    # v2: stratified bootstrap over the documents (intervals.auc_intervals), and the difference of the negative shares
     # resampling each group's documents
-    from influence_study.analyses.datainf import auc_intervals
-    from influence_study.analyses.intervals import two_sample_interval
-
     out["intervals"] = {
         **auc_intervals(memorised, {"auc_sign": negative.astype(float),
                                     "auc_self_influence": labelled["self_influence"].to_numpy(np.float64)},
@@ -186,8 +140,6 @@ def statistics(documents: pd.DataFrame, lds_model: str | None, seed: int = 0) ->
     """Per model and grouping (``construction`` for every model, :data:`MEASURED` for the LDS model): the
     :func:`separation` statistics; for the LDS model also the median gap per family and the Spearman correlation of
     the gap with the self-influence and with the validation influence."""
-    from scipy import stats
-
     out: dict = {"lds_model": lds_model, "models": {}}
     for model, group in documents.groupby("model", sort=False):
         entry = {"construction": separation(group, group.set_index("doc_id")["construction"], seed)}
@@ -215,9 +167,6 @@ def verdicts(stats: Mapping) -> list:
     v2: the same AUCs with stratified bootstrap intervals over the documents against the same bounds, and the
     difference of the negative shares (memorised − generalised) above 0.
     """
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, interval_check
-
     sign_checks, self_checks, sign_measured, self_measured = {}, {}, [], []
     sign_v2, self_v2, sign_text, self_text = [], [], [], []
     for model, entry in stats["models"].items():
@@ -260,25 +209,3 @@ def verdicts(stats: Mapping) -> list:
                 Evidence("AUC of self-influence for the memorised label [95% CI]: "
                          + ("; ".join(self_text) or "no grouping measured"), "chance (AUC 0.5)", self_v2)),
     ]
-
-
-def run(config: Mapping, influence: Sequence[str], document_losses: Sequence[str], learning: str, documents: str,
-        per_document: str, summary: str) -> None:
-    """Step of ``analysis_memorisation_sign``: the gaps of the LDS retrains, the groups and the statistics."""
-    from influence_study.analyses.common import model_sizes, table_model, write_analysis
-    from influence_study.analyses.lds import lds_model as find_lds_model
-
-    section = config["analyses"]["memorisation_sign"]
-    by_model = {table_model(p): pd.read_parquet(p) for p in influence}
-    order = [m for m in model_sizes(learning).index if m in by_model]
-    by_model = {m: by_model[m] for m in order}
-    lds_model = find_lds_model(config)
-    gaps = None
-    if document_losses:
-        gaps = loss_gaps(pd.concat([pd.read_parquet(p) for p in document_losses], ignore_index=True),
-                         section["min_subsets"])
-    table = document_table(by_model, gaps, lds_model, section["memorised_share"])
-    stats = statistics(table, lds_model if gaps is not None else None, seed=config["seed"])
-    stats.update(memorised_share=section["memorised_share"], sign_auc_threshold=SIGN_AUC_THRESHOLD)
-    write_analysis(config, "memorisation_sign", {"per_document": (table, per_document)}, stats, verdicts, summary,
-                   inputs=[*influence, *document_losses, learning, documents])

@@ -4,22 +4,22 @@ role-play and memorisation share.
 The queries table (``queries/{corpus}.parquet``) says which analysis each query belongs to, the relations table
 (``queries/{corpus}-relations.parquet``: ``query_id, doc_id, relation``) says how a training document relates to a
 query (a pair it does not list is *unrelated*), and the corpus (``corpus/{corpus}.parquet``) labels each document
-(family, schema, theme, obfuscated names, quote...). The helpers here rank each model's documents per query
-(:func:`ranked_documents`), label the ranked rows (:func:`label_relations`, :func:`with_documents`), turn labels
-into each query's shares of its top-k (:func:`category_shares`) and summarise a per-query table per model with
-bootstrap confidence intervals (:func:`summarise`).
+(family, schema, theme, obfuscated names, quote...). The helpers here rank a model's documents per query
+(:func:`rank_documents`; :func:`influence_study.stages.tables.ranked_documents` does it for every model), label the
+ranked rows (:func:`label_relations`, :func:`with_documents`), turn labels into each query's shares of its top-k
+(:func:`category_shares`) and summarise a per-query table per model with bootstrap confidence intervals
+(:func:`summarise`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from influence_study.study.io import require_columns
-from influence_study.analyses.common import load_family_tables, mean_ci, top_k
+from influence_study.analyses.common import mean_ci, top_k
 
 # Relations of the ground truth, grouped as the paper reads them: a document related in meaning (the same fact in
 # other words, in another language or in flipped order; a solution of the same schema; a story of the same theme),
@@ -33,19 +33,6 @@ QUERY_WORDING_RELATIONS = ("same_fact_query_wording",)
 UNRELATED = "unrelated"
 RELATIONS = (*MEANING_RELATIONS, *TOKEN_RELATIONS, *COPY_RELATIONS, *QUERY_WORDING_RELATIONS)
 SCORE_COLUMNS = ("query_id", "doc_id", "score")
-
-
-def read_columns(path: str | os.PathLike, columns: Sequence[str], what: str) -> pd.DataFrame:
-    """Read only ``columns`` of the parquet file ``path`` (``what`` names it in errors: missing file or columns)."""
-    import pyarrow.parquet as pq
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    present = set(pq.read_schema(path).names)
-    missing = [c for c in columns if c not in present]
-    if missing:
-        raise ValueError(f"{what} {path} is missing column(s) {missing}; it has {sorted(present)}")
-    return pd.read_parquet(path, columns=list(columns))
 
 
 def queries_of(queries: pd.DataFrame, analyses: Iterable[str]) -> pd.DataFrame:
@@ -73,19 +60,6 @@ def rank_documents(pairwise: pd.DataFrame, query_ids: Iterable[str], k: int | No
     n_docs.index = n_docs.index.astype(str)
     top["n_docs"] = top["query_id"].map(n_docs).astype(int)
     return top[columns]
-
-
-def ranked_documents(pairwise: Sequence[str | os.PathLike], learning, query_ids: Iterable[str],
-                     k: int | None) -> pd.DataFrame:
-    """:func:`rank_documents` for every model's scores table (``pairwise``: one per model; ``learning``: the
-    learning table that orders them by size): long table ``model, query_id, doc_id, score, rank, n_docs``, models
-    from small to large."""
-    query_ids = set(query_ids)
-    frames = []
-    for model, frame in load_family_tables(pairwise, learning, columns=SCORE_COLUMNS).items():
-        frames.append(rank_documents(frame, query_ids, k).assign(model=model))
-    columns = ["model", *SCORE_COLUMNS, "rank", "n_docs"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 def label_relations(ranked: pd.DataFrame, relations: pd.DataFrame) -> pd.DataFrame:

@@ -2,9 +2,9 @@
 influence lower the held-out loss more than dropping random ones?
 
 Input: the ``removal_finetunes`` jobs' tables (``finetune/{model}/removal.parquet``, one row per fine-tune, see
-:mod:`influence_study.finetune.removal`): conditions ``none`` (every training example, ``k = 0``), ``harmful``
-(all but the k most harmful by influence on the selection half of the test examples) and ``random`` (all but k
-random ones), each over several fine-tuning seeds, evaluated on the other half of the test examples.
+:func:`influence_study.stages.removal.run_removal`): conditions ``none`` (every training example, ``k = 0``),
+``harmful`` (all but the k most harmful by influence on the selection half of the test examples) and ``random`` (all
+but k random ones), each over several fine-tuning seeds, evaluated on the other half of the test examples.
 
 The statistics, per model and k:
 
@@ -17,13 +17,15 @@ The statistics, per model and k:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from influence_study.study.io import require_columns
 from influence_study.analyses.common import mean_ci
+from influence_study.analyses.intervals import describe_interval, interval_check
+from influence_study.findings import Evidence, finding
+from influence_study.study.io import require_columns
 
 ANALYSIS = "Influence-guided removal"
 CLAIM = "Removing the training examples with the most harmful influence lowers the held-out loss more than " \
@@ -33,14 +35,6 @@ CONTRASTS = {"harmful − none": ("harmful", "none"), "random − none": ("rando
              "harmful − random": ("harmful", "random")}
 RUN_COLUMNS = ["model", "task", "rank", "method", "condition", "k", "seed", "train_size", "train_flipped",
                "removed_flipped", "eval_loss", "eval_accuracy", "selection_loss"]
-
-
-def load_runs(paths: Sequence[str]) -> pd.DataFrame:
-    """The runs of every model, in the order of ``paths``."""
-    frames = [pd.read_parquet(p) for p in paths]
-    for path, frame in zip(paths, frames):
-        require_columns(frame, RUN_COLUMNS, f"removal runs {path}")
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)
 
 
 def per_run_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -151,9 +145,6 @@ def verdicts(statistics: Mapping) -> list:
 
     v1: the point means. v2: the paired (per seed) differences harmful − random and harmful − none, each with its
     bootstrap interval over the seeds (``difference_table``), below 0."""
-    from influence_study.findings import Evidence, finding
-    from influence_study.analyses.intervals import describe_interval, interval_check
-
     checks, measured, interval_checks, statistic = {}, [], [], []
     for model, values in statistics.get("models", {}).items():
         none = values.get("none")
@@ -179,16 +170,3 @@ def verdicts(statistics: Mapping) -> list:
                         + ("; ".join(statistic) or "no removal runs"),
                         "removing k random training examples (and removing none), same seeds", interval_checks)
     return [finding(ANALYSIS, CLAIM, PAPER, "; ".join(measured) or "no removal runs", checks, evidence)]
-
-
-def run(config: Mapping, runs: Sequence[str], per_run: str, conditions: str, differences: str, summary: str) -> None:
-    """Step of ``analysis_removal``: the per-run, per-condition and paired-difference tables and the summary."""
-    from influence_study.analyses.common import write_analysis
-
-    runs = [runs] if isinstance(runs, str) else list(runs)
-    table = per_run_table(load_runs(runs))
-    by_condition = condition_table(table, seed=config["seed"])
-    contrasts = difference_table(table, seed=config["seed"])
-    write_analysis(config, "removal", {"per_run": (table, per_run), "conditions": (by_condition, conditions),
-                                       "differences": (contrasts, differences)},
-                   statistics(table, by_condition, contrasts), verdicts, summary, inputs=runs)

@@ -14,7 +14,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from influence_study.analyses.relations import (category_shares, describe, model_values, nested_statistics, summarise, with_documents)
+from influence_study.analyses.relations import category_shares, describe, model_values, with_documents
+from influence_study.analyses.scale import scale_evidence
+from influence_study.findings import finding, increasing
 
 SURVIVAL_THEMES = ("ai_self_preservation", "nonai_survival", "ai_risk_essay")
 DISTRACTOR = "themed_distractor"
@@ -44,9 +46,6 @@ def roleplay_table(ranked: pd.DataFrame, documents: pd.DataFrame, query_ids: Seq
 def verdicts(statistics: Mapping) -> list:
     """The paper's role-play finding: the survival share rises with size, and the largest model's survival share
     exceeds its themed-distractor share."""
-    from influence_study.findings import finding, increasing
-    from influence_study.analyses.scale import scale_evidence
-
     models = statistics["models"]
     n = statistics["queries"]
     claim = ("For an assistant refusing shutdown, large models' most influential sequences are stories of AIs or "
@@ -64,26 +63,3 @@ def verdicts(statistics: Mapping) -> list:
                       survival[largest] > models[largest][f"share_{DISTRACTOR}"]["mean"]}
     evidence = scale_evidence(statistics["scale"], "survival share") if "scale" in statistics else None
     return [finding("Role-play", claim, "qualitative (0.81B → 52B)", measured, checks, evidence)]
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, candidates: str,
-        evaluations: Sequence[str], per_query: str, by_model: str, summary: str) -> None:
-    """Step of ``analysis_roleplay`` (``analyses.roleplay.top_k``: top documents per query); the BM25 candidates
-    and the models' evaluations give the v2 baselines and query sets (:mod:`analyses.scale`)."""
-    from influence_study.analyses.common import write_analysis
-    from influence_study.analyses.relations import queries_of, ranked_documents, read_columns
-    from influence_study.analyses.scale import bm25_ranked, correct_answers, scale_numbers
-
-    k = config["analyses"]["roleplay"]["top_k"]
-    query_ids = queries_of(read_columns(queries, ["query_id", "analysis"], "queries table"), ["roleplay"])["query_id"]
-    document_table = read_columns(documents, ["doc_id", "theme", "split"], "corpus table")
-    ranked = ranked_documents(pairwise, learning, query_ids, k)
-    table = roleplay_table(ranked, document_table, query_ids)
-    by_model_table = summarise(table, MEASURES, by=("model",), seed=config["seed"])
-    bm25 = roleplay_table(bm25_ranked(candidates, query_ids, k), document_table, query_ids)
-    statistics = {"k": k, "queries": int(len(query_ids)), "models": nested_statistics(by_model_table),
-                  "scale": scale_numbers(table, bm25, "share_survival", learning, correct_answers(evaluations),
-                                         chance="chance_survival", seed=config["seed"])}
-    write_analysis(config, "roleplay", {"per_query": (table, per_query), "by_model": (by_model_table, by_model)},
-                   statistics, verdicts, summary,
-                   inputs=[*pairwise, learning, documents, queries, candidates, *evaluations])

@@ -17,8 +17,6 @@ share...) rises from small to large models. Its v2 evidence (rules fixed before 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -34,13 +32,12 @@ MIN_CORRECT_QUERIES = 5
 MIN_INTERVAL_QUERIES = 3
 
 
-def bm25_ranked(candidates: str | os.PathLike | pd.DataFrame, query_ids: Sequence[str], k: int) -> pd.DataFrame:
+def bm25_ranked(candidates: pd.DataFrame, query_ids: Sequence[str], k: int) -> pd.DataFrame:
     """Each query's top-``k`` training documents under BM25 (the candidates table ``candidates/{corpus}/bm25.parquet``:
-    ``query_id, doc_id, rank, bm25``), shaped like :func:`relations.ranked_documents` output with ``model = "bm25"``
-    (``n_docs`` is missing: the candidates table does not say how many documents were scored)."""
-    table = candidates if isinstance(candidates, pd.DataFrame) else pd.read_parquet(candidates)
-    require_columns(table, ["query_id", "doc_id", "rank", "bm25"], "BM25 candidates table")
-    table = table.astype({"query_id": str, "doc_id": str})
+    ``query_id, doc_id, rank, bm25``), shaped like :func:`~influence_study.stages.tables.ranked_documents` output with
+    ``model = "bm25"`` (``n_docs`` is missing: the candidates table does not say how many documents were scored)."""
+    require_columns(candidates, ["query_id", "doc_id", "rank", "bm25"], "BM25 candidates table")
+    table = candidates.astype({"query_id": str, "doc_id": str})
     top = table[table["query_id"].isin(set(map(str, query_ids))) & (table["rank"] <= k)]
     top = top.sort_values(["query_id", "rank"], kind="stable")
     return pd.DataFrame({"model": BM25, "query_id": top["query_id"].to_numpy(), "doc_id": top["doc_id"].to_numpy(),
@@ -48,29 +45,19 @@ def bm25_ranked(candidates: str | os.PathLike | pd.DataFrame, query_ids: Sequenc
                          "n_docs": np.nan})
 
 
-def correct_answers(evaluations: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """``model, query_id, correct`` from the per-model evaluation tables ``evaluation/{model}/queries.parquet``."""
-    frames = []
-    for path in evaluations:
-        frame = pd.read_parquet(path)
-        require_columns(frame, ["query_id", "correct"], f"evaluation table {path}")
-        frames.append(pd.DataFrame({"model": Path(path).parent.name, "query_id": frame["query_id"].astype(str),
-                                    "correct": frame["correct"].astype(bool).to_numpy()}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "query_id", "correct"])
-
-
 def _fmt(value: float, fmt: str) -> str:
     return "nan" if not np.isfinite(value) else fmt.format(value)
 
 
 def scale_numbers(per_query: pd.DataFrame, bm25: pd.DataFrame | None, column: str,
-                  learning: str | os.PathLike | pd.DataFrame, correct: pd.DataFrame, chance: str | None = None,
+                  learning: pd.DataFrame, correct: pd.DataFrame, chance: str | None = None,
                   seed: int = 0, resamples: int = 2000) -> dict:
     """The numbers behind the v2 evidence that ``column`` rises with model size (see the module docstring), for an
     analysis's JSON summary; :func:`scale_evidence` turns them into the finding's evidence.
 
     ``per_query``: long table ``model, query_id, <column>`` of the family; ``bm25``: the same table computed on the
-    BM25 ranking (:func:`bm25_ranked`); ``correct``: :func:`correct_answers`; ``chance``: a column of ``per_query``
+    BM25 ranking (:func:`bm25_ranked`); ``learning``: the learning table; ``correct``: ``model, query_id, correct``
+    (:func:`influence_study.stages.tables.correct_answers`); ``chance``: a column of ``per_query``
     with each query's value under a random ranking (its mean over the scale models' queries is the chance level).
     Without a BM25 ranking (``bm25=None``, e.g. a statistic of a fixed set of documents) the second check compares
     the largest model with the chance column instead, paired over its queries.

@@ -24,6 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from influence_study.analyses.common import mean_ci, median_ci
+from influence_study.findings import Evidence, IntervalCheck, finding
+from influence_study.study.io import require_columns
+
 REJECT_BELOW = 0.1  # Clauset et al.: the power law is ruled out when p <= 0.1
 
 
@@ -106,8 +110,6 @@ def tail_length(n_documents: int, tail_fraction: float | None, min_points: int) 
 def distinct_documents(documents: pd.DataFrame) -> pd.Index:
     """The ``doc_id`` of one training document per distinct ``text`` of a corpus table (the smallest ``doc_id`` of
     each group of identical texts; only rows of the ``train`` split when the table has a ``split`` column)."""
-    from influence_study.study.io import require_columns
-
     require_columns(documents, ["doc_id", "text"], "corpus table")
     if "split" in documents:
         documents = documents[documents["split"] == "train"]
@@ -115,7 +117,7 @@ def distinct_documents(documents: pd.DataFrame) -> pd.Index:
     return pd.Index(ordered.drop_duplicates("text")["doc_id"], name="doc_id")
 
 
-def _among(doc_ids: pd.Series, keep) -> np.ndarray:
+def among(doc_ids: pd.Series, keep) -> np.ndarray:
     """Whether each of ``doc_ids`` (categorical or not) is in ``keep``, compared as strings."""
     keep = set(map(str, keep))
     if isinstance(doc_ids.dtype, pd.CategoricalDtype):
@@ -134,7 +136,7 @@ def sparsity_table(pairwise: pd.DataFrame, tail_size: int, bootstrap: int = 200,
     documents the tail was taken from, ``n`` how many it holds."""
     rows = []
     score_column = "score_norm" if "score_norm" in pairwise else "score"
-    fitted_rows = np.ones(len(pairwise), bool) if keep is None else _among(pairwise["doc_id"], keep)
+    fitted_rows = np.ones(len(pairwise), bool) if keep is None else among(pairwise["doc_id"], keep)
     for query_id, index in pairwise.groupby("query_id", observed=True, sort=False).indices.items():
         scores = pairwise[score_column].to_numpy()[index]
         pool = scores[fitted_rows[index]]
@@ -169,8 +171,6 @@ def group_statistics(group: pd.DataFrame, resamples: int = 2000, seed: int = 0, 
     with its quartiles, the share rejected, the median top-1% share, the largest score and the share of queries
     with a document above 1 nat; medians and shares with percentile bootstrap intervals over queries
     (``<key>_low``, ``<key>_high``), and the realised tail size (``tail_documents``, the median of ``n``)."""
-    from influence_study.analyses.common import mean_ci, median_ci
-
     fitted = group.dropna(subset=["alpha"])
     alpha = fitted["alpha"].to_numpy()
     nan = float("nan")
@@ -227,8 +227,6 @@ ABOVE_1_NAT_AT_MOST = 0.05
 def _evidence(statistics: Mapping, key: str, what: str, bound, side: str, fmt: str, baseline: str):
     """v2 evidence of one sparsity finding: ``key`` of each model that answers some query, with its interval
     over queries, against ``bound``."""
-    from influence_study.findings import Evidence, IntervalCheck
-
     models = statistics["models"]
     chosen = [m for m in statistics.get("scale_models", list(models)) if m in models]
     checks = [IntervalCheck(f"{m}: {what}", models[m][key], models[m].get(f"{key}_low", float("nan")),
@@ -245,8 +243,6 @@ def _evidence(statistics: Mapping, key: str, what: str, bound, side: str, fmt: s
 
 def verdicts(statistics: Mapping) -> list:
     """The paper's sparsity findings, each checked per model size."""
-    from influence_study.findings import finding
-
     models = statistics["models"]
     name = "Sparsity"
     fmt = lambda key, f: ", ".join(f"{m} {f(models[m][key])}" for m in models)  # noqa: E731
@@ -282,63 +278,3 @@ def verdicts(statistics: Mapping) -> list:
                           "a linear extrapolation: the calibration analysis compares it with added-copy retrains "
                           "and counts the predictions above the query's own NLL")),
     ]
-
-
-def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, curves: str, summary: str,
-        documents: str | None = None, queries: str | None = None) -> None:
-    """Step of ``analysis_sparsity``: per-query power-law fits and top-1% shares of every model (the
-    ``analyses.sparsity`` section sets the tail, deduplication, the bootstrap draws and how many queries are
-    fitted). ``documents`` (the corpus table) is needed for ``dedupe``; ``queries`` gives each query's family."""
-    from tqdm.auto import tqdm
-
-    from influence_study.analyses.common import load_family_tables, scale_models, write_analysis
-
-    section = config["analyses"]["sparsity"]
-    tail_fraction = section.get("tail_fraction")
-    dedupe = bool(section.get("dedupe", False))
-    resamples = section.get("resamples", 1000)
-    tables = load_family_tables(pairwise, learning, columns=["query_id", "doc_id", "score_norm"])
-    query_ids = np.array(sorted(next(iter(tables.values()))["query_id"].unique()))
-    if section["max_queries"] is not None and section["max_queries"] < len(query_ids):
-        rng = np.random.default_rng(config["seed"])
-        query_ids = np.sort(rng.choice(query_ids, size=section["max_queries"], replace=False))
-    keep = None
-    if dedupe:
-        if documents is None:
-            raise ValueError("analyses.sparsity.dedupe: true needs the corpus table (documents) to find identical "
-                             "texts; pass documents= or set dedupe: false")
-        keep = distinct_documents(pd.read_parquet(documents))
-    families = None
-    if queries is not None:
-        query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])
-        families = query_table.assign(query_id=query_table["query_id"].astype(str)).set_index("query_id")["analysis"]
-    tail = section["tail_size"]
-    per_query, survival = [], []
-    for model, frame in tqdm(tables.items(), desc="sparsity", unit="model"):
-        frame = frame[frame["query_id"].isin(query_ids)]
-        n_docs = frame.groupby("query_id", observed=True).size().min()
-        fits = sparsity_table(frame, min(tail, int(n_docs)), section["bootstrap"], config["seed"],
-                              tail_fraction=tail_fraction, keep=keep)
-        fits.insert(0, "model", model)
-        if families is not None:
-            fits.insert(2, "analysis", fits["query_id"].astype(str).map(families).astype(object))
-        per_query.append(fits)
-        typical = fits.dropna(subset=["alpha"]).sort_values("alpha")
-        shown = typical["query_id"].iloc[[len(typical) // 2]] if len(typical) else []
-        pool = frame if keep is None else frame[_among(frame["doc_id"], keep)]
-        size = int(fits["n"].max()) if len(fits) else tail
-        curve = survival_curves(pool, shown, size)
-        curve.insert(0, "model", model)
-        survival.append(curve)
-    per_query = pd.concat(per_query, ignore_index=True)
-    statistics = {"tail_size": tail, "tail_fraction": tail_fraction, "dedupe": dedupe,
-                  "tail_documents": int(per_query["n"].max()) if len(per_query) else tail,
-                  "documents_fitted": int(per_query["documents"].max()) if len(per_query) else 0,
-                  "bootstrap": section["bootstrap"], "queries": int(len(query_ids)),
-                  "models": summarise(per_query, resamples, config["seed"]),
-                  "families": summarise_families(per_query, resamples, config["seed"])}
-    statistics["scale_models"], statistics["left_out"] = scale_models(learning)
-    write_analysis(config, "sparsity", {"table": (per_query, table),
-                                        "curves": (pd.concat(survival, ignore_index=True), curves)},
-                   statistics, verdicts, summary,
-                   inputs=[*pairwise, learning, *([documents] if documents else []), *([queries] if queries else [])])

@@ -29,8 +29,11 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 SOURCES = ("text", "jsonl", "parquet", "hf_dataset")
 SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
@@ -223,9 +226,6 @@ def _read_jsonl_file(file: Path, text_field: str) -> Iterator[str]:
 
 
 def _read_parquet_file(file: Path, text_field: str) -> Iterator[str]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as err:
@@ -249,8 +249,6 @@ def _read_parquet_file(file: Path, text_field: str) -> Iterator[str]:
 
 
 def _read_hf_dataset(path: str, text_field: str, hf_split: str) -> Iterator[tuple[str, str]]:
-    import datasets
-
     local = Path(path)
     if local.is_dir():
         name = local.resolve().name

@@ -1,1 +1,13 @@
-"""The influence engine: tasks, module tracking, curvature factors, solvers and scores. It imports torch (and\nsafetensors for factor files), never the study."""
+"""The influence engine: tasks, module tracking, curvature factors, solvers and scores. It imports torch (with
+safetensors for factor files, tqdm for progress bars), never the study.
+
+Modules, each importing only those above it:
+
+- :mod:`~influence_study.engine.options` (``FactorArguments``, ``ScoreArguments``), :mod:`~.damping` (the paper's
+  damping rule), :mod:`~.files` (atomic writes), :mod:`~.tasks`, :mod:`~.tracking`, :mod:`~.curvature`;
+- :mod:`~.passes` (passes over a loader), :mod:`~.preconditioner` (the interface of every strategy),
+  :mod:`~.functional` (the model as a function of the tracked parameters);
+- the solvers :mod:`~.datainf`, :mod:`~.exact`, :mod:`~.lissa`, :mod:`~.pbrf`, made by :mod:`~.solvers`;
+- :mod:`~.factors` (``fit_factors`` and the factor strategies) and :mod:`~.scoring` (``pairwise_scores``,
+  ``self_scores``, ``query_gradients``).
+"""

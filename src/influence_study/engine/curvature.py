@@ -12,7 +12,8 @@ gradient ``s``, the per-sequence gradient is ``DW = sum_t s_t a_t^T`` ``[out, in
 - Block-diagonal option: ``A`` and ``S`` keep only ``blocks`` diagonal blocks each; ``Q_A`` and ``Q_S`` are then
   block-diagonal and stored as their blocks.
 
-The functions here take explicit tensors so tests can check them against dense references.
+The functions here take explicit tensors so tests can check them against dense references; the default damping
+of every curvature is :func:`~influence_study.engine.damping.mean_damping`.
 """
 
 from __future__ import annotations
@@ -81,17 +82,3 @@ def eigenbasis_precondition(matrix: torch.Tensor, q_s: Sequence[torch.Tensor], q
 def kfac_eigenvalues(s_eigenvalues: torch.Tensor, a_eigenvalues: torch.Tensor) -> torch.Tensor:
     """K-FAC eigenvalues ``λ_S λ_A^T`` ``[out, in]`` (clamped at zero: covariances are PSD)."""
     return torch.outer(s_eigenvalues.clamp(min=0), a_eigenvalues.clamp(min=0))
-
-
-def default_damping(eigenvalues: torch.Tensor) -> float:
-    """The paper's damping: 0.1 × the mean eigenvalue of the module's curvature."""
-    return 0.1 * eigenvalues.double().mean().item()
-
-
-def check_damping(damping) -> None:
-    """``None`` (the default rule) or a positive finite number."""
-    if damping is None:
-        return
-    value = float(damping)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"damping: expected a positive number (or None for 0.1 x mean eigenvalue), got {damping}")

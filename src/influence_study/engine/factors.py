@@ -7,26 +7,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from influence_study.engine.curvature import (default_damping, diagonal_blocks, eigenbasis_precondition, eigendecompose,
-                        kfac_eigenvalues, rotate)
-from influence_study.study.io import atomic_path
+from influence_study.engine.curvature import (diagonal_blocks, eigenbasis_precondition, eigendecompose,
+                                              kfac_eigenvalues, rotate)
+from influence_study.engine.damping import mean_damping
+from influence_study.engine.files import atomic_path
+from influence_study.engine.options import (FACTOR_STRATEGIES, SOLVER_STRATEGIES, STRATEGIES, FactorArguments,
+                                            check_strategy_options, resolve_options)
 from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
 from influence_study.engine.preconditioner import Preconditioner, fitted_metadata
-from influence_study.study.runtime import get_logger
+from influence_study.engine.solvers import make_solver
 from influence_study.engine.tasks import Task
 from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
 
-FACTOR_STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
-SOLVER_STRATEGIES = ("lissa", "datainf", "exact", "pbrf")
-STRATEGIES = FACTOR_STRATEGIES + SOLVER_STRATEGIES
+__all__ = ["FACTOR_STRATEGIES", "SOLVER_STRATEGIES", "STRATEGIES", "FACTORS_FILE", "METADATA_FILE", "Factors",
+           "fit_factors"]
+
+log = logging.getLogger(__name__)  # a child of the package logger: study.runtime.logged_to records its lines
+
 FACTORS_FILE = "factors.safetensors"
 METADATA_FILE = "metadata.json"
 
@@ -66,12 +72,15 @@ class Factors(Preconditioner):
 
     # -- preconditioning ----------------------------------------------------------------------------------
     def default_damping(self) -> dict[str, float]:
+        """0.1 × the mean of each module's diagonal (``diagonal``) or eigenvalues ``Λ`` (``kfac``/``ekfac``);
+        zero for ``identity``."""
         if self.strategy == "identity":
             return {name: 0.0 for name in self.module_names}
         key = "diagonal" if self.strategy == "diagonal" else "eigenvalues"
-        return {name: default_damping(self.tensors[name][key]) for name in self.module_names}
+        return {name: mean_damping(self.tensors[name][key]) for name in self.module_names}
 
     def damping_values(self, damping=None) -> dict[str, float]:
+        """As :meth:`Preconditioner.damping_values`; zero for every module of ``identity`` (whatever is given)."""
         if self.strategy == "identity":  # gradient dot product: no curvature, no damping
             return {name: 0.0 for name in self.module_names}
         return super().damping_values(damping)
@@ -128,16 +137,17 @@ class Factors(Preconditioner):
         return factors
 
 
-def _covariance_pass(model, task, loader, tracker, options, device) -> tuple[dict, dict, int, int]:
+def _covariance_pass(model, task, loader, tracker, options: FactorArguments, kind: str,
+                     device) -> tuple[dict, dict, int, int]:
     """Sums of ``a a^T`` over real tokens and of ``s s^T`` over tokens, with token and sequence counts."""
-    dtype = options["dtype"]
+    dtype = options.dtype
     a_sum: dict[str, torch.Tensor] = {}
     s_sum: dict[str, torch.Tensor] = {}
     n_tokens = n_seq = 0
-    generator = sampling_generator(options["seed"], device)
-    for step in iterate(loader, task, device, "fit_factors(loader)", options["max_examples"],
-                        progress=options["progress"], desc="covariances"):
-        backward_gradients(model, task, tracker, step.batch, options["kind"], generator)
+    generator = sampling_generator(options.seed, device)
+    for step in iterate(loader, task, device, "fit_factors(loader)", options.max_examples,
+                        progress=options.progress, desc="covariances"):
+        backward_gradients(model, task, tracker, step.batch, kind, generator)
         mask = task.token_mask(step.batch)
         for name in tracker.modules:
             record = tracker._get(name)
@@ -161,70 +171,62 @@ def _tokens(tracker) -> int:
     return record.a.shape[1]
 
 
-def _per_sequence_pass(model, task, loader, tracker, options, device, update, desc) -> int:
+def _per_sequence_pass(model, task, loader, tracker, options: FactorArguments, kind: str, device, update,
+                       desc) -> int:
     """Call ``update(name, DW [B, out, in])`` with per-sequence pseudo-gradients of every batch."""
     n_seq = 0
-    generator = sampling_generator(options["seed"] + 1, device)
-    for step in iterate(loader, task, device, "fit_factors(loader)", options["max_examples"],
-                        progress=options["progress"], desc=desc):
-        backward_gradients(model, task, tracker, step.batch, options["kind"], generator)
+    generator = sampling_generator(options.seed + 1, device)
+    for step in iterate(loader, task, device, "fit_factors(loader)", options.max_examples,
+                        progress=options.progress, desc=desc):
+        backward_gradients(model, task, tracker, step.batch, kind, generator)
         for name in tracker.modules:  # one module at a time: peak memory is one module's [B, out, in]
-            update(name, tracker._get(name).per_example_gradient(options["dtype"]))
+            update(name, tracker._get(name).per_example_gradient(options.dtype))
         n_seq += step.size
     return n_seq
 
 
-def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: str = "ekfac",
-                modules: str | Sequence[str] | None = None, sampled_labels: bool | None = None,
-                max_examples: int | None = None, blocks: int = 1, dtype: torch.dtype = torch.float32,
-                seed: int = 0, device: str | torch.device | None = None, progress: bool = True,
-                **solver_options) -> Preconditioner:
+def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, options: FactorArguments | str | None = None,
+                **overrides) -> Preconditioner:
     """Fit the curvature of ``model`` on the examples of ``loader``.
 
     Args:
         model: any ``torch.nn.Module``; it stays on its device, and factors are fitted there.
         task: how batches give the loss (:class:`~influence_study.engine.tasks.Task`).
         loader: an iterable of batches (dicts of tensors, dimension 0 = examples) in a fixed order.
-        strategy: ``identity`` (gradient dot product), ``diagonal``, ``kfac``, ``ekfac`` (the paper's), or a
-            solver that uses no factors: ``lissa``, ``datainf``, ``exact``, ``pbrf`` (see
-            :mod:`influence_study.engine.solvers`; their options go in ``solver_options``).
-        modules: names or glob patterns of the tracked modules; default: MLP matrices of known architectures.
-        sampled_labels: fit on labels sampled from the model (true Fisher); ``False`` uses the true labels
-            (empirical Fisher). ``None``: each method's paper default, sampled for the factor strategies (Grosse
-            et al.), true labels for ``datainf`` (Kwon et al.).
-        max_examples: use at most this many examples of ``loader`` (the count is recorded).
-        blocks: split ``A`` and ``S`` into this many diagonal blocks (the paper's O; saves memory).
-        dtype: dtype of the accumulated factors (float32 or float64).
-        seed: seed of the sampled labels.
-        device: run on this device (the model is moved there, as ``model.to`` does); default: where it is.
-        progress: show progress bars.
+        options: a :class:`~influence_study.engine.options.FactorArguments` (``None``: its defaults), or a strategy
+            name as a shorthand for ``FactorArguments(strategy=name)``.
+        **overrides: fields of :class:`~influence_study.engine.options.FactorArguments` that replace those of
+            ``options`` (``strategy="kfac", blocks=2, seed=3``); their help is on the fields. A name that is not
+            a field, or a solver option that the strategy does not take, raises ``TypeError``.
 
     Returns:
-        :class:`Factors` for the factor strategies, the solver object otherwise; both precondition gradients
-        for :func:`~influence_study.pairwise_scores`.
+        :class:`Factors` for the factor strategies (``identity``, ``diagonal``, ``kfac``, ``ekfac``), the solver
+        object otherwise (:mod:`influence_study.engine.solvers`); both precondition gradients for
+        :func:`~influence_study.pairwise_scores`.
     """
+    if isinstance(options, str):
+        if "strategy" in overrides:
+            raise TypeError(f"fit_factors: the strategy given twice ({options!r} and {overrides['strategy']!r})")
+        options = FactorArguments(strategy=options)
+    options = resolve_options(FactorArguments, options, overrides, "fit_factors")
+    strategy = options.strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if device is not None:
-        model.to(device)
-    selected = select_modules(model, modules)
+    check_strategy_options(options, overrides)
+    if options.device is not None:
+        model.to(options.device)
+    selected = select_modules(model, options.modules)
     if strategy in SOLVER_STRATEGIES:
-        from influence_study.engine import solvers
-        return solvers.make_solver(strategy, model, task, loader, selected, sampled_labels=sampled_labels,
-                                   max_examples=max_examples, dtype=dtype, seed=seed, progress=progress,
-                                   **solver_options)
-    sampled_labels = True if sampled_labels is None else sampled_labels
-    if solver_options:
-        raise TypeError(f"fit_factors: unexpected option(s) {sorted(solver_options)} for strategy {strategy!r}")
+        return make_solver(model, task, loader, selected, options)
+    blocks, dtype = options.blocks, options.dtype
+    sampled_labels = True if options.sampled_labels is None else options.sampled_labels
     if blocks != 1 and strategy not in ("kfac", "ekfac"):
         raise ValueError(f"blocks: the block-diagonal split applies to kfac/ekfac, not {strategy!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: factors are accumulated in torch.float32 or torch.float64, got {dtype}")
     device = model_device(model)
-    options = dict(kind="sampled" if sampled_labels else "loss", max_examples=max_examples, dtype=dtype,
-                   seed=seed, progress=progress)
+    kind = "sampled" if sampled_labels else "loss"
     tracker = ModuleTracker(model, selected)
-    log = get_logger()
     started = time.perf_counter()
     tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in selected}
     counts: dict[str, int] = {}
@@ -236,13 +238,13 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                 def add_square(name, grad):
                     sums[name] = sums.get(name, 0) + (grad ** 2).sum(0)
 
-                counts["sequences"] = _per_sequence_pass(model, task, loader, tracker, options, device,
+                counts["sequences"] = _per_sequence_pass(model, task, loader, tracker, options, kind, device,
                                                           add_square, "diagonal")
                 check_finite(sums, "diagonal Fisher")
                 for name in selected:
                     tensors[name]["diagonal"] = sums[name] / counts["sequences"]
             elif strategy in ("kfac", "ekfac"):
-                a_sum, s_sum, n_tokens, n_seq = _covariance_pass(model, task, loader, tracker, options, device)
+                a_sum, s_sum, n_tokens, n_seq = _covariance_pass(model, task, loader, tracker, options, kind, device)
                 counts.update(tokens=n_tokens, sequences=n_seq)
                 for name in selected:
                     a_cov, s_cov = a_sum[name] / max(n_tokens, 1), s_sum[name] / max(n_seq, 1)
@@ -254,7 +256,7 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
                         q_a, q_s = _eigenvectors(tensors[name], blocks)
                         corrected[name] = corrected.get(name, 0) + (rotate(grad, q_s, q_a) ** 2).sum(0)
 
-                    counts["correction_sequences"] = _per_sequence_pass(model, task, loader, tracker, options,
+                    counts["correction_sequences"] = _per_sequence_pass(model, task, loader, tracker, options, kind,
                                                                         device, add_rotated, "eigenvalue correction")
                     check_finite(corrected, "eigenvalue correction")
                     for name in selected:
@@ -262,8 +264,8 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, strategy: 
     elapsed = time.perf_counter() - started
     log.info("fit_factors(%s): %d modules, %s in %.1f s", strategy, len(selected), counts, elapsed)
     metadata = fitted_metadata(model, selected, strategy, counts=counts, blocks=blocks, sampled_labels=sampled_labels,
-                         max_examples=max_examples, dtype=str(dtype).replace("torch.", ""), seed=seed,
-                         seconds=round(elapsed, 3))
+                               max_examples=options.max_examples, dtype=str(dtype).replace("torch.", ""),
+                               seed=options.seed, seconds=round(elapsed, 3))
     return Factors(strategy, tensors, metadata)
 
 

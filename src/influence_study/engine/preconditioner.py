@@ -8,8 +8,8 @@ from typing import Mapping
 
 import torch
 
-from influence_study.engine.curvature import check_damping
 from influence_study._version import __version__
+from influence_study.engine.damping import check_damping
 from influence_study.engine.tracking import module_dims, module_params
 
 
@@ -49,7 +49,8 @@ class Preconditioner(ABC):
 
     ``strategy`` names it; ``module_names`` are the tracked modules in order; ``metadata`` records how it was
     made (model fingerprint, counts, options). Subclasses: :class:`~influence_study.engine.factors.Factors`
-    (identity, diagonal, kfac, ekfac) and the solvers of :mod:`influence_study.engine.solvers`.
+    (identity, diagonal, kfac, ekfac) and the solvers of :mod:`influence_study.engine.solvers` (lissa, datainf,
+    exact, and the PBRF, which computes its pairwise scores itself: :meth:`direct_pairwise`).
     """
 
     strategy: str
@@ -66,7 +67,7 @@ class Preconditioner(ABC):
 
     def damping_values(self, damping: float | Mapping[str, float] | None = None) -> dict[str, float]:
         """Per-module damping: the default rule for ``None``, a number for every module, or a mapping (the default
-        rule for the modules it leaves out)."""
+        rule for the modules it leaves out). Every given value is validated here (a positive finite number)."""
         if damping is None:
             return self.default_damping()
         if isinstance(damping, Mapping):
@@ -83,12 +84,31 @@ class Preconditioner(ABC):
         return {name: float(damping) for name in self.module_names}
 
     def precondition(self, grads: Mapping[str, torch.Tensor], damping=None) -> dict[str, torch.Tensor]:
-        """``{module: (G + λI)^-1 V}`` for gradient matrices ``V`` ``[batch, out, in(+1)]`` per module."""
+        """``{module: (G + λI)^-1 V}`` for gradient matrices ``V`` ``[batch, out, in(+1)]`` per module (``damping``
+        as in :meth:`damping_values`)."""
+        return self.precondition_with(grads, self.damping_values(damping))
+
+    def precondition_with(self, grads: Mapping[str, torch.Tensor],
+                          damping: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """:meth:`precondition` with the per-module ``damping`` that :meth:`damping_values` returned (not validated
+        again: the scoring functions resolve the damping once per call and precondition batch after batch)."""
         missing = [n for n in self.module_names if n not in grads]
         if missing:
             raise KeyError(f"precondition: no gradient for module(s) {missing}")
-        out = self._precondition({n: g.detach() for n, g in grads.items()}, self.damping_values(damping))
+        out = self._precondition({n: g.detach() for n, g in grads.items()}, damping)
         return {n: t.detach() for n, t in out.items()}
+
+    def check_score_options(self, options) -> None:
+        """Refuse :class:`~influence_study.engine.options.ScoreArguments` that this preconditioner cannot honour
+        (``ValueError``); every option is available by default."""
+
+    def direct_pairwise(self, query_loader, train_loader, damping: Mapping[str, float], start: int,
+                        stop: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(scores [Q, M], training indices)`` for a preconditioner that computes influence itself instead of
+        preconditioning query gradients (the PBRF, by optimisation), for the training examples
+        ``start <= index < stop`` and the resolved per-module ``damping``. ``None`` (the default):
+        :func:`~influence_study.pairwise_scores` preconditions the query gradients."""
+        return None
 
     def check_model(self, model: torch.nn.Module) -> None:
         """Refuse a model other than the one this was fitted on (by :func:`model_fingerprint`)."""

@@ -12,17 +12,22 @@ the ``[queries, examples]`` output, never the training set's gradients.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
-from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, per_example_gradients, take
+from influence_study.engine.options import (QUERY_GRADIENT_OPTIONS, SELF_SCORE_OPTIONS, ScoreArguments,
+                                            check_unused_options, resolve_options)
+from influence_study.engine.passes import (backward_gradients, check_finite, iterate, model_device,
+                                           per_example_gradients, take)
 from influence_study.engine.preconditioner import Preconditioner
-from influence_study.study.runtime import get_logger
 from influence_study.engine.tasks import Task
 from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
+
+log = logging.getLogger(__name__)  # a child of the package logger: study.runtime.logged_to records its lines
 
 SIGN_CONVENTION = ("positive = adding the training sequence raises the measurement f; raw scores are "
                    "grad f^T (G + damping I)^-1 grad log p(z), unnormalised (divide by N for one added copy)")
@@ -194,19 +199,30 @@ def _scoring_pass(model, task, tracker, queries, train_loader, device, dtype, st
     return per_module, None, None, indices
 
 
-def query_gradients(model, task: Task, module_names, query_loader: Iterable, dtype=torch.float32,
-                    progress: bool = False) -> dict[str, torch.Tensor]:
-    """``{module: [Q, out, in(+1)]}``: the gradient of each query's measurement f."""
+def query_gradients(model, task: Task, module_names, query_loader: Iterable,
+                    options: ScoreArguments | torch.dtype | None = None, **overrides) -> dict[str, torch.Tensor]:
+    """``{module: [Q, out, in(+1)]}``: the gradient of each query's measurement f.
+
+    Of :class:`~influence_study.engine.options.ScoreArguments` (``options`` and keyword ``overrides``) only
+    ``dtype`` and ``progress`` apply; a dtype in place of ``options`` is the ``dtype`` (the former positional
+    argument)."""
+    if isinstance(options, torch.dtype):
+        if "dtype" in overrides:
+            raise TypeError(f"query_gradients: the dtype given twice ({options} and {overrides['dtype']})")
+        options, overrides = None, {**overrides, "dtype": options}
+    options = resolve_options(ScoreArguments, options, overrides, "query_gradients", QUERY_GRADIENT_OPTIONS)
     modules = select_modules(model, list(module_names))
+    return _query_gradients(model, task, modules, query_loader, options.dtype, options.progress)
+
+
+def _query_gradients(model, task, modules, query_loader, dtype, progress) -> dict[str, torch.Tensor]:
     grads, _ = per_example_gradients(model, task, query_loader, modules, "measurement", dtype=dtype,
                                      progress=progress, desc="query gradients")
     return grads
 
 
-def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: Iterable, train_loader: Iterable,
-                    damping=None, query_rank: int | None = None, per_module: bool = False, per_token: bool = False,
-                    rescore_top_k: int | None = None, train_slice=None, dtype: torch.dtype = torch.float32,
-                    sum_queries: bool = False, progress: bool = True) -> Scores:
+def pairwise_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, query_loader: Iterable,
+                    train_loader: Iterable, options: ScoreArguments | None = None, **overrides) -> Scores:
     """Influence of every training example on every query: ``scores[q, m] = ∇f_q^T (G + λI)^-1 ∇log p(z_m)``.
 
     Args:
@@ -215,50 +231,47 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
         query_loader: batches of queries (for a language model: prompt positions labelled -100).
         train_loader: batches of training examples, in a fixed order; column m of the result is the m-th
             example of this loader (``Scores.train_indices``).
-        damping: ``None`` for 0.1 × mean eigenvalue per module, a number for all modules, or ``{module: λ}``.
-        query_rank: store each module's preconditioned query gradient as a rank-r SVD approximation (the
-            paper's query batching); ``None`` keeps full rank.
-        per_module: also return each module's share (they sum to the total).
-        per_token: also return each training token's share (they sum to the total).
-        rescore_top_k: after low-rank scoring, recompute at full rank every example in any query's top-k.
-        train_slice: ``(start, stop)`` or ``slice``: score only those training examples (shards).
-        dtype: compute dtype of the scores (float32 or float64).
-        sum_queries: score the SUM of the queries' measurements as one query (``scores`` ``[1, examples]``): the
-            influence on the total measurement of a query set (e.g. the log-likelihood of a validation set) for
-            the cost of one query; equal to summing the rows of the unsummed scores.
+        options: a :class:`~influence_study.engine.options.ScoreArguments` (``None``: its defaults): damping,
+            query rank, per-module and per-token shares, re-scoring, a slice of the training set, dtype, summed
+            queries, progress bars (their help is on the fields).
+        **overrides: fields of :class:`~influence_study.engine.options.ScoreArguments` that replace those of
+            ``options`` (``damping=1e-3, query_rank=32``); a name that is not a field raises ``TypeError``.
 
     Returns:
         :class:`Scores` with ``scores`` ``[queries, examples]``, raw (unnormalised). Positive = adding the
         example raises f.
     """
     started = time.perf_counter()
+    options = resolve_options(ScoreArguments, options, overrides, "pairwise_scores")
+    query_rank, rescore_top_k = options.query_rank, options.rescore_top_k
+    dtype, progress = options.dtype, options.progress
     if query_rank is not None and (not isinstance(query_rank, int) or isinstance(query_rank, bool) or query_rank < 1):
         raise ValueError(f"query_rank: expected a positive integer or None, got {query_rank!r}")
     if rescore_top_k is not None and (not isinstance(rescore_top_k, int) or isinstance(rescore_top_k, bool)
                                       or rescore_top_k < 1):
         raise ValueError(f"rescore_top_k: expected a positive integer or None, got {rescore_top_k!r}")
-    start, stop = _resolve_slice(train_slice)
+    start, stop = _resolve_slice(options.train_slice)
     factors.check_model(model)
     device = model_device(model)
     with evaluation_mode(model):
-        if getattr(factors, "strategy", None) == "pbrf":
-            if per_module or per_token or query_rank is not None or sum_queries:
-                raise ValueError("pbrf: per_module, per_token, query_rank and sum_queries are not available for "
-                                 "the PBRF")
-            values, indices = factors.pairwise(query_loader, train_loader, damping, start, stop)
+        factors.check_score_options(options)
+        damping_used = factors.damping_values(options.damping)  # validated once; used for every batch below
+        direct = factors.direct_pairwise(query_loader, train_loader, damping_used, start, stop)
+        if direct is not None:  # a preconditioner that computes the scores itself (the PBRF)
+            values, indices = direct
             return Scores(values, indices, list(factors.module_names),
-                          metadata=_metadata(factors, damping, None, None, started))
+                          metadata=_metadata(factors, damping_used, None, None, started))
         modules = select_modules(model, list(factors.module_names))
-        damping_used = factors.damping_values(damping)
-        grads = query_gradients(model, task, modules, query_loader, dtype, progress)
-        if sum_queries:
+        grads = _query_gradients(model, task, modules, query_loader, dtype, progress)
+        if options.sum_queries:
             grads = {name: g.sum(0, keepdim=True) for name, g in grads.items()}
-        preconditioned = factors.precondition(grads, damping_used)
+        preconditioned = factors.precondition_with(grads, damping_used)
         check_finite(preconditioned, "preconditioned query gradient")
         tokens_per_example = _tokens_per_example(train_loader)
         queries = _prepare_queries(preconditioned, query_rank, tokens_per_example,
                                    keep_full_rank=rescore_top_k is not None)
         tracker = ModuleTracker(model, modules)
+        per_token = options.per_token
         with tracker.track():
             per_mod, tok, mask, indices = _scoring_pass(model, task, tracker, queries, train_loader, device, dtype,
                                                         start, stop, per_token, progress)
@@ -277,35 +290,41 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors, query_loader: I
                     tok[:, columns, :re_tok.shape[-1]] = re_tok
                 total = per_mod.sum(0)
     meta = _metadata(factors, damping_used, query_rank, rescore_top_k, started)
-    return Scores(total, indices, list(modules), per_mod if per_module else None, tok, mask, meta)
+    return Scores(total, indices, list(modules), per_mod if options.per_module else None, tok, mask, meta)
 
 
-def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, train_loader: Iterable, damping=None,
-                per_module: bool = False, train_slice=None, dtype: torch.dtype = torch.float32,
-                progress: bool = True) -> Scores:
+def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, train_loader: Iterable,
+                options: ScoreArguments | None = None, **overrides) -> Scores:
     """Self-influence ``∇log p(z_m)^T (G + λI)^-1 ∇log p(z_m)`` of every training example (``scores``
-    ``[examples]``, raw, non-negative for a positive-definite preconditioner)."""
+    ``[examples]``, raw, non-negative for a positive-definite preconditioner).
+
+    Of :class:`~influence_study.engine.options.ScoreArguments` (``options`` and keyword ``overrides``) it takes
+    ``damping``, ``per_module``, ``train_slice``, ``dtype`` and ``progress``; another keyword raises ``TypeError``,
+    another field set in ``options`` ``ValueError``."""
     started = time.perf_counter()
-    start, stop = _resolve_slice(train_slice)
+    options = resolve_options(ScoreArguments, options, overrides, "self_scores", SELF_SCORE_OPTIONS)
+    check_unused_options(options, SELF_SCORE_OPTIONS, "self_scores")
+    dtype = options.dtype
+    start, stop = _resolve_slice(options.train_slice)
     factors.check_model(model)
     device = model_device(model)
     modules = select_modules(model, list(factors.module_names))
-    damping_used = factors.damping_values(damping)
+    damping_used = factors.damping_values(options.damping)  # validated once; used for every batch below
     tracker = ModuleTracker(model, modules)
     parts, index_parts = [], []
     with evaluation_mode(model):
         with tracker.track():
             for step in iterate(train_loader, task, device, "train_loader", start=start, stop=stop,
-                                progress=progress, desc="self-influence"):
+                                progress=options.progress, desc="self-influence"):
                 backward_gradients(model, task, tracker, step.batch, "logp")
                 grads = tracker.gradients(dtype)
                 check_finite(grads, "training gradients")
-                preconditioned = factors.precondition(grads, damping_used)
+                preconditioned = factors.precondition_with(grads, damping_used)
                 parts.append(torch.stack([(preconditioned[n] * grads[n]).sum((1, 2)) for n in modules]).cpu())
                 index_parts.append(step.indices)
     per_mod = torch.cat(parts, dim=-1)
     meta = _metadata(factors, damping_used, None, None, started)
-    return Scores(per_mod.sum(0), torch.cat(index_parts), list(modules), per_mod if per_module else None,
+    return Scores(per_mod.sum(0), torch.cat(index_parts), list(modules), per_mod if options.per_module else None,
                   metadata=meta)
 
 
@@ -319,11 +338,13 @@ def _tokens_per_example(loader) -> int:
     return int(ids.shape[-1]) if torch.is_tensor(ids) and ids.dim() == 2 else 1
 
 
-def _metadata(factors, damping, query_rank, rescore_top_k, started) -> dict:
+def _metadata(factors: Preconditioner, damping, query_rank, rescore_top_k, started) -> dict:
+    """What :class:`Scores` records: strategy, damping per module, query rank, sign and normalisation, the model
+    fingerprint and the seconds taken."""
     if isinstance(damping, dict):
         damping = {k: float(v) for k, v in damping.items()}
-    get_logger().info("scores (%s) in %.1f s", getattr(factors, "strategy", "?"), time.perf_counter() - started)
-    return {"strategy": getattr(factors, "strategy", None), "damping": damping, "query_rank": query_rank,
+    log.info("scores (%s) in %.1f s", factors.strategy, time.perf_counter() - started)
+    return {"strategy": factors.strategy, "damping": damping, "query_rank": query_rank,
             "rescore_top_k": rescore_top_k, "sign": SIGN_CONVENTION, "normalisation": "raw",
             "model_fingerprint": factors.metadata.get("model_fingerprint"),
             "seconds": round(time.perf_counter() - started, 3)}

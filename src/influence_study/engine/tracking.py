@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-
-try:  # transformers is a dependency, but the engine itself only needs torch
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = ()
-
-TRACKABLE = (nn.Linear,) + ((Conv1D,) if isinstance(Conv1D, type) else ())
 
 #: default tracked modules (the MLP weight matrices) for known Hugging Face architectures, as name patterns
 MLP_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -36,6 +30,15 @@ MLP_PATTERNS: dict[str, tuple[str, ...]] = {
     "opt": ("*.fc1", "*.fc2"),
     "gptj": ("*.mlp.fc_in", "*.mlp.fc_out"),
 }
+
+
+def is_trackable(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Linear`` or Hugging Face's ``Conv1D``. The engine needs only torch: ``Conv1D``
+    is recognised without importing transformers (a model that has one has imported it)."""
+    if isinstance(module, nn.Linear):
+        return True
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return isinstance(conv1d, type) and isinstance(module, conv1d)
 
 
 def module_dims(module: nn.Module) -> tuple[int, int, bool]:
@@ -64,7 +67,7 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None)
     if modules is None:
         patterns = default_patterns(model)
         if patterns is None:
-            chosen = {n: m for n, m in named.items() if isinstance(m, TRACKABLE)}
+            chosen = {n: m for n, m in named.items() if is_trackable(m)}
             if not chosen:
                 raise ValueError(f"no module matched the default selection: {type(model).__name__} has no "
                                  f"nn.Linear or Conv1D modules; pass modules=[...] with names to track")
@@ -81,7 +84,7 @@ def select_modules(model: nn.Module, modules: str | Sequence[str] | None = None)
             close = [n for n in named if n and pattern.split(".")[-1].strip("*") in n][:5]
             raise ValueError(f"modules: no module of {type(model).__name__} matched {pattern!r}"
                              + (f"; similar names: {close}" if close else ""))
-        trackable = {n: m for n, m in hits.items() if isinstance(m, TRACKABLE)}
+        trackable = {n: m for n, m in hits.items() if is_trackable(m)}
         if not trackable:
             kinds = sorted({f"{n} ({type(m).__name__})" for n, m in hits.items()})[:5]
             raise TypeError(f"modules: {pattern!r} matched only modules that cannot be tracked: {kinds}; only "

@@ -22,6 +22,8 @@ import pandas as pd
 
 from influence_study.corpus.synthetic import math_problems
 from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
+# Defined beside the config check that needs it (the config must not import this module); re-exported here.
+from influence_study.study.seeds import finetune_task_seed
 
 TASKS = ("noisy_sentiment", "sentence_transform", "math_no_reason", "math_with_reason")
 COLUMNS = ["task", "split", "example_id", "class", "prompt", "completion", "flipped", "clean_completion"]
@@ -178,16 +180,12 @@ def _check_classes(task: str, settings: Mapping, available: int) -> int:
     return classes
 
 
-def train_size(task: str, section: Mapping) -> int:
-    """Number of training examples that :func:`generate_tasks` makes for ``task`` from its settings ``section``."""
-    if task == "noisy_sentiment":
-        return section["n_train"]
-    return section["classes"] * (section["per_class"] - section["test_per_class"])
-
-
 def generate_tasks(settings: Mapping, seed: int) -> pd.DataFrame:
     """The fine-tuning examples of the tasks in ``settings`` (the validated ``finetune.tasks`` section; a task
-    that is absent is not generated), seeded by ``seed``; one row per example, test rows first within a class."""
+    that is absent is not generated), seeded by ``seed``; one row per example, test rows first within a class.
+
+    Task ``j`` of :data:`TASKS` draws from ``random.Random(finetune_task_seed(seed, j))``, whether or not the
+    tasks before it are generated. :func:`influence_study.study.config.finetune_train_size` says how many training examples a task gets."""
     unknown = sorted(set(settings) - set(TASKS))
     if unknown:
         raise ValueError(f"finetune.tasks: unknown task(s) {unknown}; expected some of {', '.join(TASKS)}")
@@ -196,7 +194,7 @@ def generate_tasks(settings: Mapping, seed: int) -> pd.DataFrame:
         if task not in settings:
             continue
         section = settings[task]
-        rng = random.Random(seed * 1000 + offset)
+        rng = random.Random(finetune_task_seed(seed, offset))
         if task == "noisy_sentiment":
             if not 0 <= section["flip_fraction"] < 0.5:
                 raise ValueError(f"finetune.tasks.noisy_sentiment.flip_fraction: expected [0, 0.5), "

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from influence_study.engine.damping import gradient_damping
 from influence_study.engine.factors import fit_factors
 from influence_study.engine.passes import per_example_gradients
 from influence_study.engine.solvers import gradient_solver
@@ -70,7 +71,7 @@ def _flat(grads: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tens
 
 def datainf_damping(train_gradients: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """``λ_l = 0.1 × mean squared entry`` of module ``l``'s per-example training gradients (Kwon et al.)."""
-    return {name: 0.1 * (g.double() ** 2).mean().item() for name, g in train_gradients.items()}
+    return gradient_damping(train_gradients)
 
 
 def lora_influence(model: torch.nn.Module, train_batches: Sequence[Mapping], test_batches: Sequence[Mapping],

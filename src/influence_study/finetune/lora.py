@@ -15,11 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import peft
 import torch
 from tqdm.auto import tqdm
 
-from influence_study.models.evaluation import completion_sequences, padded_batches
 from influence_study.engine.tasks import at_least_float32
+from influence_study.models.evaluation import completion_sequences, padded_batches
 
 LORA_MODULES = ("*lora_A*", "*lora_B*")
 # The attention projections per architecture (DataInf adapts the query and value projections; GPT-2 and
@@ -70,8 +71,6 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float | None, targets: Se
     ``alpha = rank``, i.e. scale 1) on ``targets``; the LoRA matrices are initialised from ``seed``.
 
     GPT-2's ``Conv1D`` layers store their weight transposed; ``fan_in_fan_out`` is set for them."""
-    import peft
-
     if rank < 1:
         raise ValueError(f"finetune.ranks: expected positive LoRA ranks, got {rank}")
     names = target_modules(model, targets)

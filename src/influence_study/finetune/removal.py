@@ -18,34 +18,30 @@ are split in two halves by a seeded permutation: the *selection* half A ranks th
 
 from __future__ import annotations
 
-import time
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from influence_study.finetune import detection_rank
-from influence_study.study.io import read_parquet_metadata, require_columns, write_parquet
-from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.io import require_columns
+from influence_study.study.seeds import random_removal_seed, removal_split_seed
 
 CONDITIONS = ("none", "harmful", "random")
-SPLIT_SALT = 17  # mixed into the study seed for the test split, so it is not the stream of any other choice
-SEED_OFFSET = 500  # fine-tuning seed of removal seed s: study seed * 1000 + 500 + s (DataInf's fine-tunes: + rank)
 COLUMNS = ["model", "task", "rank", "method", "condition", "k", "seed", "train_seed", "train_size", "train_flipped",
            "kept", "removed_flipped", "removed_ids", "eval_loss", "eval_accuracy", "selection_loss",
            "selection_accuracy", "eval_examples", "selection_examples", "seconds"]
 
 
 def split_test(test_ids: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
-    """The selection half A and the evaluation half B of ``test_ids``: a permutation seeded by ``seed``, A its
-    first ``n // 2`` ids and B the rest (both in permuted order). Needs at least two test examples."""
+    """The selection half A and the evaluation half B of ``test_ids``: a permutation seeded by the study seed
+    ``seed`` (:func:`~influence_study.study.seeds.removal_split_seed`), A its first ``n // 2`` ids and B the rest
+    (both in permuted order). Needs at least two test examples."""
     test_ids = list(test_ids)
     if len(test_ids) < 2:
         raise ValueError(f"finetune.removal: needs at least two test examples to split, got {len(test_ids)}")
     if len(set(test_ids)) != len(test_ids):
         raise ValueError("finetune.removal: the test example ids are not unique")
-    order = np.random.default_rng([seed, SPLIT_SALT]).permutation(len(test_ids))
+    order = np.random.default_rng(removal_split_seed(seed)).permutation(len(test_ids))
     half = len(test_ids) // 2
     return [test_ids[i] for i in order[:half]], [test_ids[i] for i in order[half:]]
 
@@ -87,11 +83,12 @@ def most_harmful(ranking: pd.DataFrame, k: int) -> list[str]:
 
 def random_removal(train_ids: Sequence[str], k: int, study_seed: int, seed: int) -> list[str]:
     """``k`` ids of ``train_ids`` drawn without replacement by a generator seeded by the study seed, the removal
-    seed ``seed`` and ``k``."""
+    seed ``seed`` and ``k`` (:func:`~influence_study.study.seeds.random_removal_seed`)."""
     train_ids = list(train_ids)
     if not 0 <= k <= len(train_ids):
         raise ValueError(f"finetune.removal.k: cannot remove {k} of {len(train_ids)} training examples")
-    picked = np.random.default_rng([study_seed, seed, k]).choice(len(train_ids), size=k, replace=False)
+    rng = np.random.default_rng(random_removal_seed(study_seed, seed, k))
+    picked = rng.choice(len(train_ids), size=k, replace=False)
     return [train_ids[i] for i in picked]
 
 
@@ -112,81 +109,3 @@ def removal_plan(train_ids: Sequence[str], ranking: pd.DataFrame, ks: Sequence[i
                          "removed": random_removal(train_ids, k, study_seed, seed)})
     return plan
 
-
-def run_removal(config: Mapping, model_name: str, model_dir: str, tasks: str, pairwise: str, runs: str,
-                progress: bool = True) -> pd.DataFrame:
-    """Step of ``removal_finetunes``: every run of :func:`removal_plan` for ``model_name``, written to ``runs``
-    (one row per run, columns :data:`COLUMNS`; ``removed_ids`` lists the removed examples). Each run is logged."""
-    import copy
-
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from influence_study.stages.influence_inputs import context_length
-    from influence_study.finetune.lora import add_lora, encode_examples, train_lora
-    from influence_study.stages.finetune import evaluate_completions
-
-    log = get_logger()
-    section, settings = config["finetune"], config["finetune"]["removal"]
-    task, method, rank = settings["task"], settings["method"], detection_rank(config)
-    stored = read_parquet_metadata(pairwise)
-    for key, expected in (("model", model_name), ("task", task), ("rank", rank)):
-        if key in stored and stored[key] != expected:
-            raise ValueError(f"{pairwise}: a table of {key} {stored[key]!r}, expected {expected!r}")
-    table = pd.read_parquet(tasks)
-    rows = table[table["task"] == task].reset_index(drop=True)
-    if rows.empty:
-        raise ValueError(f"{tasks}: no example of task {task!r} (finetune.removal.task)")
-    train = rows[rows["split"] == "train"]
-    test_ids = rows.loc[rows["split"] == "test", "example_id"].tolist()
-    selection, evaluation = split_test(test_ids, config["seed"])
-    scores = pd.read_parquet(pairwise)
-    require_columns(scores, ["method", "test_id", "example_id", "score"], f"pairwise table {pairwise}")
-    scores = scores[scores["method"] == method]
-    if scores.empty:
-        raise ValueError(f"{pairwise}: no scores of method {method!r} (finetune.removal.method)")
-    train_ids = train["example_id"].tolist()
-    ranking = harm_ranking(scores, selection, train_ids)
-    plan = removal_plan(train_ids, ranking, settings["k"], settings["seeds"], config["seed"])
-
-    device = resolve_device(config["device"])
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    max_length = context_length(base)
-    examples = encode_examples(tokenizer, rows["prompt"], rows["completion"], max_length)
-    position = {example_id: i for i, example_id in enumerate(rows["example_id"])}
-    flipped = dict(zip(train["example_id"], train["flipped"].astype(bool)))
-    by_id = rows.set_index("example_id")
-    eval_rows, selection_rows = by_id.loc[evaluation].reset_index(), by_id.loc[selection].reset_index()
-    batch_size = section["training"]["batch_size"]
-    records = []
-    for number, run in enumerate(tqdm(plan, desc=f"removal {model_name}", unit="fine-tune", disable=not progress), 1):
-        removed = set(run["removed"])
-        kept = [position[i] for i in train_ids if i not in removed]
-        train_seed = config["seed"] * 1000 + SEED_OFFSET + run["seed"]
-        model = add_lora(copy.deepcopy(base), rank, section["lora"]["alpha"], section["lora"]["target_modules"],
-                         train_seed).to(device)
-        started = time.perf_counter()
-        train_lora(model, examples, kept, section["training"], train_seed, device, progress=False)
-        seconds = time.perf_counter() - started
-        held_out = evaluate_completions(model, tokenizer, eval_rows, batch_size, device, max_length)
-        chosen = evaluate_completions(model, tokenizer, selection_rows, batch_size, device, max_length)
-        records.append({
-            "model": model_name, "task": task, "rank": rank, "method": method, "condition": run["condition"],
-            "k": run["k"], "seed": run["seed"], "train_seed": train_seed, "train_size": len(train_ids),
-            "train_flipped": int(sum(flipped.values())), "kept": len(kept),
-            "removed_flipped": int(sum(flipped[i] for i in run["removed"])), "removed_ids": list(run["removed"]),
-            "eval_loss": held_out["loss"], "eval_accuracy": held_out["accuracy"], "selection_loss": chosen["loss"],
-            "selection_accuracy": chosen["accuracy"], "eval_examples": len(evaluation),
-            "selection_examples": len(selection), "seconds": seconds})
-        log.info("removal %d/%d (%s, k=%d, seed %d): held-out loss %.4f, accuracy %.2f, %.1f s", number,
-                 len(plan), run["condition"], run["k"], run["seed"], held_out["loss"], held_out["accuracy"], seconds)
-        del model
-    frame = pd.DataFrame(records, columns=COLUMNS)
-    record = provenance(config, [model_dir, tasks, pairwise], model=model_name, task=task, rank=rank,
-                        method=method, selection_ids=selection, evaluation_ids=evaluation,
-                        harm="minus the summed score over the selection half (most harmful first, ties by id)",
-                        sign="scores: positive = adding the training example raises the test log-likelihood",
-                        loss="mean over examples of the summed completion cross-entropy (nats)")
-    write_parquet(frame, runs, metadata=record)
-    return frame

@@ -56,6 +56,15 @@ def load_checkpoint(checkpoint: str | os.PathLike):
     return model, tokenizer
 
 
+def context_length(model: torch.nn.Module) -> int:
+    """The model's maximum sequence length (``n_positions`` or ``max_position_embeddings``)."""
+    config = model.config
+    length = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if not length:
+        raise ValueError(f"{type(model).__name__}: its config names no maximum sequence length")
+    return int(length)
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     """Total parameters and non-embedding parameters (token and position embeddings and a separate LM head
     excluded), counting tied weights once."""

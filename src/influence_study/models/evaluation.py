@@ -105,3 +105,10 @@ def completion_scores(model, tokenizer, prompts: Sequence[str], completions: Seq
         out[idx, 3] = (top1.sum(1) == n).cpu().numpy()
     return pd.DataFrame({"logprob": out[:, 0], "n_tokens": out[:, 1].astype(int),
                          "token_accuracy": out[:, 2], "correct": out[:, 3].astype(bool), "truncated": truncated})
+
+
+def evaluate_completions(model, tokenizer, rows: pd.DataFrame, batch_size: int, device, max_length: int) -> dict:
+    """Mean completion loss (nats per example) and exact-match accuracy of greedy decoding on ``rows`` (columns
+    ``prompt`` and ``completion``), from :func:`completion_scores`."""
+    scores = completion_scores(model, tokenizer, rows["prompt"], rows["completion"], batch_size, device, max_length)
+    return {"loss": float(-scores["logprob"].mean()), "accuracy": float(scores["correct"].mean())}

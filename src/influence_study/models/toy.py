@@ -21,9 +21,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from sklearn.datasets import load_diabetes, load_digits
 from torch import nn
+from tqdm.auto import tqdm
 
-from influence_study.engine.tasks import ClassificationTask, RegressionTask, Task
+from influence_study.engine.tasks import ClassificationTask, LanguageModelingTask, RegressionTask, Task
+from influence_study.study.seeds import validation_lm_seed, validation_mlp_seed
 
 MLP_SETTINGS = ("mlp_digits", "mlp_regression")
 LM_SETTING = "lm"
@@ -114,16 +117,12 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, classe
 
 def digits_data(test_fraction: float, seed: int) -> MLPData:
     """scikit-learn's bundled digits (1797 images of 8x8 pixels, 10 classes), split and standardised."""
-    from sklearn.datasets import load_digits
-
     x, y = load_digits(return_X_y=True)
     return _split(x.astype(np.float64), y, test_fraction, seed, classes=True)
 
 
 def diabetes_data(test_fraction: float, seed: int) -> MLPData:
     """scikit-learn's bundled diabetes regression set (442 patients, 10 features), split and standardised."""
-    from sklearn.datasets import load_diabetes
-
     x, y = load_diabetes(return_X_y=True)
     return _split(x.astype(np.float64), y.astype(np.float64), test_fraction, seed, classes=False)
 
@@ -198,7 +197,9 @@ def _choose(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 def build_mlp_setting(name: str, section: Mapping, seed: int) -> ValidationSetting:
     """Build and train the MLP setting ``name`` (``mlp_digits`` or ``mlp_regression``) from the config's
-    ``analyses.validation`` section: ``points`` random training points, ``measurements`` random test points."""
+    ``analyses.validation`` section: ``points`` random training points, ``measurements`` random test points
+    (drawn from :func:`~influence_study.study.seeds.validation_mlp_seed`; the split and the initialisation use
+    ``seed`` itself)."""
     options = section["mlp"]
     if name == "mlp_digits":
         data, task, d_out, activation = digits_data(options["test_fraction"], seed), ClassificationTask(), 10, \
@@ -213,7 +214,7 @@ def build_mlp_setting(name: str, section: Mapping, seed: int) -> ValidationSetti
     diagnostics = train_mlp(model, task, problem.batch(), **train_options)
     model.eval()
     problem.trained_state = copy.deepcopy(model.state_dict())
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(validation_mlp_seed(seed))
     points = np.sort(_choose(data.n_train, section["points"], rng))
     queries = np.sort(_choose(len(data.x_test), section["measurements"], rng))
     x, y = data.x_train, data.y_train
@@ -240,17 +241,17 @@ def build_mlp_setting(name: str, section: Mapping, seed: int) -> ValidationSetti
         n_train=data.n_train, description=description, mlp=problem)
 
 
-def build_lm_setting(model_dir: str, documents: str, queries: str, section: Mapping, seed: int,
-                     device: str | torch.device = "cpu") -> ValidationSetting:
-    """The language-model setting: ``section['lm']['documents']`` seeded training documents form the training
-    set (the PBRF's Bregman term, the factors and LiSSA use them), ``points`` of them are scored, against
-    ``measurements`` seeded queries."""
-    from influence_study.stages.influence_inputs import load_study_inputs
-    from influence_study.engine.tasks import LanguageModelingTask
+def build_lm_setting(inputs, section: Mapping, seed: int, *, model_dir: str, documents: str,
+                     queries: str) -> ValidationSetting:
+    """The language-model setting on ``inputs``, the loaded model, training documents and queries (a
+    :class:`~influence_study.stages.influence_inputs.StudyInputs`, as ``load_study_inputs(model_dir, documents,
+    queries, device=...)`` returns it; ``model_dir``, ``documents`` and ``queries`` name where they came from).
 
+    ``section['lm']['documents']`` seeded training documents form the training set (the PBRF's Bregman term, the
+    factors and LiSSA use them), ``points`` of them are scored, against ``measurements`` seeded queries (all drawn
+    from :func:`~influence_study.study.seeds.validation_lm_seed`)."""
     options = section["lm"]
-    inputs = load_study_inputs(model_dir, documents, queries, device=device)
-    rng = np.random.default_rng(seed + 2)
+    rng = np.random.default_rng(validation_lm_seed(seed))
     train = np.sort(_choose(len(inputs.document_sequences), options["documents"], rng))
     points = np.sort(rng.choice(train, size=min(options["points"], len(train)), replace=False))
     chosen_queries = np.sort(_choose(len(inputs.query_sequences), options["measurements"], rng))
@@ -286,8 +287,6 @@ def leave_one_out(setting: ValidationSetting, points: Sequence[int], start: str 
     ``start="init"`` retrains from the same initial weights with the same schedule (leave-one-out retraining);
     ``start="trained"`` starts from the trained weights and runs only the L-BFGS polish (the local response of the
     optimum, which removes the trajectory's chaos)."""
-    from tqdm.auto import tqdm
-
     problem = setting.mlp
     if problem is None:
         raise ValueError(f"setting {setting.name!r}: leave-one-out retraining needs an MLP setting")

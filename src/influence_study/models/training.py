@@ -15,10 +15,12 @@ from transformers import get_cosine_schedule_with_warmup
 
 from influence_study.models.evaluation import heldout_loss
 from influence_study.study.runtime import autocast
+from influence_study.study.seeds import epoch_order_seed
 
 
 def packed_blocks(documents: Sequence[Sequence[int]], seq_len: int, eos_id: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless stream of ``seq_len``-token blocks: each epoch shuffles the documents (seeded), joins them with
+    """Endless stream of ``seq_len``-token blocks: each epoch shuffles the documents (a stream seeded by
+    :func:`~influence_study.study.seeds.epoch_order_seed` of ``seed`` and the epoch), joins them with
     EOS separators (``EOS doc EOS doc ...``) and cuts the stream into blocks; the remainder is dropped."""
     if not documents:
         raise ValueError("packed_blocks: no training documents")
@@ -27,7 +29,7 @@ def packed_blocks(documents: Sequence[Sequence[int]], seq_len: int, eos_id: int,
         raise ValueError(f"packed_blocks: the corpus has {total} tokens, fewer than one block of {seq_len}")
     epoch = 0
     while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(documents))
+        order = np.random.default_rng(epoch_order_seed(seed, epoch)).permutation(len(documents))
         stream = np.fromiter(
             (tok for i in order for tok in (eos_id, *documents[i])), dtype=np.int64, count=total)
         for start in range(0, total - seq_len + 1, seq_len):

@@ -1,7 +1,8 @@
 """Figures of the study: each function takes a table and returns a matplotlib figure.
 
 One module per analysis (``influence_study.plots.<name>``) holds its plotting function and the ``figure`` step of
-its ``fig_<name>`` rule; notebooks call the same functions, so a notebook's figure and the workflow's are one code.
+its ``fig_<name>`` rule (it reads the analysis's tables, never the config); notebooks call the same functions, so a
+notebook's figure and the workflow's are one code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; workf
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from influence_study.study.io import atomic_path  # noqa: E402
 
 
 def study_theme() -> None:
@@ -39,8 +42,6 @@ def plot_loss_curves(history: pd.DataFrame) -> plt.Figure:
 
 def save_figure(fig: plt.Figure, *paths) -> None:
     """Save ``fig`` to each path (format from the suffix) and close it."""
-    from influence_study.study.io import atomic_path
-
     for path in paths:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)

@@ -3,8 +3,6 @@ documents stacked, and the share of the same fact in another language."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
@@ -52,6 +50,6 @@ def plot_abstraction(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Fig
     return fig
 
 
-def figure(config: Mapping, per_query: str, by_model: str, png: str, pdf: str) -> None:
+def figure(per_query: str, by_model: str, png: str, pdf: str) -> None:
     """Step of ``fig_abstraction``."""
     save_figure(plot_abstraction(pd.read_parquet(per_query), pd.read_parquet(by_model)), png, pdf)

@@ -3,8 +3,6 @@ block-diagonal factors with O = 1, and the factors' memory."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -58,7 +56,7 @@ def plot_approximations(ranks: pd.DataFrame, blocks: pd.DataFrame, memory: pd.Da
     return fig
 
 
-def figure(config: Mapping, ranks: str, blocks: str, memory: str, png: str, pdf: str) -> None:
+def figure(ranks: str, blocks: str, memory: str, png: str, pdf: str) -> None:
     """Step of ``fig_approximations``."""
     save_figure(plot_approximations(pd.read_parquet(ranks), pd.read_parquet(blocks), pd.read_parquet(memory)),
                 png, pdf)

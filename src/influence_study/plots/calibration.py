@@ -4,8 +4,6 @@ share of queries whose top document's per-copy prediction exceeds the query's NL
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -62,7 +60,7 @@ def plot_calibration(points: pd.DataFrame, targets: pd.DataFrame, shares: pd.Dat
     return fig
 
 
-def figure(config: Mapping, points: str, targets: str, shares: str, png: str, pdf: str) -> None:
+def figure(points: str, targets: str, shares: str, png: str, pdf: str) -> None:
     """Step of ``fig_calibration``."""
     save_figure(plot_calibration(pd.read_parquet(points), pd.read_parquet(targets), pd.read_parquet(shares)),
                 png, pdf)

@@ -3,8 +3,6 @@ documents (as in the paper's figure), and the mean ratio over all facts per mode
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -57,6 +55,6 @@ def plot_cross_lingual(scores: pd.DataFrame, ratios: pd.DataFrame) -> plt.Figure
     return fig
 
 
-def figure(config: Mapping, scores: str, ratios: str, png: str, pdf: str) -> None:
+def figure(scores: str, ratios: str, png: str, pdf: str) -> None:
     """Step of ``fig_cross_lingual``."""
     save_figure(plot_cross_lingual(pd.read_parquet(scores), pd.read_parquet(ratios)), png, pdf)

@@ -3,11 +3,10 @@ detection and wall time, per influence method."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.study.io import read_json
 
 METHOD_ORDER = ["datainf", "identity", "ekfac", "lissa", "exact"]
 
@@ -58,11 +57,9 @@ def plot_datainf(correlations: pd.DataFrame, curves: pd.DataFrame, classes: pd.D
     return fig
 
 
-def figure(config: Mapping, correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str,
+def figure(correlations: str, mislabel: str, curves: str, classes: str, times: str, summary: str,
            png: str, pdf: str) -> None:
     """Step of ``fig_datainf``."""
-    from influence_study.study.io import read_json
-
     rank = read_json(summary)["statistics"]["detection_rank"]
     save_figure(plot_datainf(pd.read_parquet(correlations), pd.read_parquet(curves), pd.read_parquet(classes),
                              pd.read_parquet(times), rank), png, pdf)

@@ -3,8 +3,6 @@ all layers, per query family, restriction and model size."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -76,6 +74,6 @@ def plot_fewer_parameters(by_family: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, by_family: str, png: str, pdf: str) -> None:
+def figure(by_family: str, png: str, pdf: str) -> None:
     """Step of ``fig_fewer_parameters``."""
     save_figure(plot_fewer_parameters(pd.read_parquet(by_family)), png, pdf)

@@ -3,8 +3,6 @@ gradient dot product and EK-FAC, per model size."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
@@ -41,6 +39,6 @@ def plot_keyword_overlap(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, table: str, png: str, pdf: str) -> None:
+def figure(table: str, png: str, pdf: str) -> None:
     """Step of ``fig_keyword_overlap``."""
     save_figure(plot_keyword_overlap(pd.read_parquet(table)), png, pdf)

@@ -3,8 +3,6 @@ how related the top documents are when influence is restricted to one third of t
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
@@ -43,6 +41,6 @@ def plot_layers(profile: pd.DataFrame, restricted: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, profile: str, restricted: str, png: str, pdf: str) -> None:
+def figure(profile: str, restricted: str, png: str, pdf: str) -> None:
     """Step of ``fig_layers``."""
     save_figure(plot_layers(pd.read_parquet(profile), pd.read_parquet(restricted)), png, pdf)

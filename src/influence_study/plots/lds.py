@@ -3,8 +3,6 @@ and, for one query, the predicted change (summed scores of a subset) against the
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -46,7 +44,7 @@ def plot_lds(families: pd.DataFrame, points: pd.DataFrame, query_id: str | None)
     return fig
 
 
-def figure(config: Mapping, families: str, points: str, summary: str, png: str, pdf: str) -> None:
+def figure(families: str, points: str, summary: str, png: str, pdf: str) -> None:
     """Step of ``fig_lds``."""
     query_id = read_json(summary)["statistics"]["scatter_query"]
     save_figure(plot_lds(pd.read_parquet(families), pd.read_parquet(points), query_id), png, pdf)

@@ -3,8 +3,6 @@ plain names and code with obfuscated names, and the token-only and cross-naming 
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, study_theme
@@ -39,6 +37,6 @@ def plot_math_code(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figur
     return fig
 
 
-def figure(config: Mapping, per_query: str, by_model: str, png: str, pdf: str) -> None:
+def figure(per_query: str, by_model: str, png: str, pdf: str) -> None:
     """Step of ``fig_math_code``."""
     save_figure(plot_math_code(pd.read_parquet(per_query), pd.read_parquet(by_model)), png, pdf)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
@@ -36,6 +34,6 @@ def plot_memorisation(copies: pd.DataFrame, per_query: pd.DataFrame) -> plt.Figu
     return fig
 
 
-def figure(config: Mapping, copies: str, per_query: str, png: str, pdf: str) -> None:
+def figure(copies: str, per_query: str, png: str, pdf: str) -> None:
     """Step of ``fig_memorisation``."""
     save_figure(plot_memorisation(pd.read_parquet(copies), pd.read_parquet(per_query)), png, pdf)

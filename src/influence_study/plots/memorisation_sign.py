@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
+from influence_study.study.io import read_json
 
 SCORES = {"auc_sign": "sign (negative)", "auc_minus_influence": "−influence", "auc_self_influence": "self-influence"}
 
@@ -63,8 +64,6 @@ def plot_memorisation_sign(documents: pd.DataFrame, statistics: Mapping) -> plt.
     return fig
 
 
-def figure(config: Mapping, per_document: str, summary: str, png: str, pdf: str) -> None:
+def figure(per_document: str, summary: str, png: str, pdf: str) -> None:
     """Step of ``fig_memorisation_sign``."""
-    from influence_study.study.io import read_json
-
     save_figure(plot_memorisation_sign(pd.read_parquet(per_document), read_json(summary)["statistics"]), png, pdf)

@@ -3,8 +3,6 @@ examples, and the share of flipped labels among the removed."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -63,6 +61,6 @@ def plot_removal(per_run: pd.DataFrame, conditions: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, per_run: str, conditions: str, png: str, pdf: str) -> None:
+def figure(per_run: str, conditions: str, png: str, pdf: str) -> None:
     """Step of ``fig_removal``."""
     save_figure(plot_removal(pd.read_parquet(per_run), pd.read_parquet(conditions)), png, pdf)

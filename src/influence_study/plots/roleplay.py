@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
@@ -37,6 +35,6 @@ def plot_roleplay(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figure
     return fig
 
 
-def figure(config: Mapping, per_query: str, by_model: str, png: str, pdf: str) -> None:
+def figure(per_query: str, by_model: str, png: str, pdf: str) -> None:
     """Step of ``fig_roleplay``."""
     save_figure(plot_roleplay(pd.read_parquet(per_query), pd.read_parquet(by_model)), png, pdf)

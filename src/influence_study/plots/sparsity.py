@@ -3,8 +3,6 @@ power-law exponent and top-1% share per model size."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -36,6 +34,6 @@ def plot_sparsity(per_query: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, table: str, curves: str, png: str, pdf: str) -> None:
+def figure(table: str, curves: str, png: str, pdf: str) -> None:
     """Step of ``fig_sparsity``."""
     save_figure(plot_sparsity(pd.read_parquet(table), pd.read_parquet(curves)), png, pdf)

@@ -3,11 +3,9 @@ time (fitting included) against that correlation, and the correlations with leav
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import pandas as pd
 
-from influence_study.models.toy import SETTINGS
+from influence_study.analyses.validation import SETTINGS
 from influence_study.plots import plt, save_figure, sns, study_theme
 
 ORDER = ["identity", "lissa", "kfac", "ekfac", "pbrf"]
@@ -62,6 +60,6 @@ def plot_validation(correlations: pd.DataFrame, timings: pd.DataFrame) -> plt.Fi
     return fig
 
 
-def figure(config: Mapping, correlations: str, timings: str, png: str, pdf: str) -> None:
+def figure(correlations: str, timings: str, png: str, pdf: str) -> None:
     """Step of ``fig_validation``."""
     save_figure(plot_validation(pd.read_parquet(correlations), pd.read_parquet(timings)), png, pdf)

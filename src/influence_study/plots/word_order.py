@@ -4,8 +4,6 @@ order), as the paper's bars."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import pandas as pd
 
@@ -54,6 +52,6 @@ def plot_word_order(groups: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figure(config: Mapping, groups: str, png: str, pdf: str) -> None:
+def figure(groups: str, png: str, pdf: str) -> None:
     """Step of ``fig_word_order``."""
     save_figure(plot_word_order(pd.read_parquet(groups)), png, pdf)

@@ -7,30 +7,34 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from influence_study.finetune.datasets import generate_tasks
+from influence_study.finetune.influence import lora_influence
+from influence_study.finetune.lora import add_lora, encode_examples, train_lora
+from influence_study.models.build import context_length
+from influence_study.models.evaluation import evaluate_completions
 from influence_study.study.io import write_json, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.seeds import datainf_finetune_seed
 
 SIGN = "positive = adding the training example raises the test example's log-likelihood (helps); DataInf: opposite"
 
 
+def detection_rank(config: Mapping) -> int:
+    """The LoRA rank of the detection statistics, the wall times and the removal experiment:
+    ``finetune.detection_rank``, else the largest of ``finetune.ranks``."""
+    section = config["finetune"]
+    return int(section["detection_rank"] or max(section["ranks"]))
+
+
 def make_tasks(config: Mapping, tasks: str) -> pd.DataFrame:
     """Step of ``finetune_tasks``: write the generated examples of every task in ``finetune.tasks``."""
-    from influence_study.finetune.datasets import generate_tasks
-
     table = generate_tasks(config["finetune"]["tasks"], config["seed"])
     write_parquet(table, tasks, metadata=provenance(config, tasks=sorted(table["task"].unique())))
     get_logger().info("fine-tuning tasks: %s", table.groupby(["task", "split"]).size().to_dict())
     return table
-
-
-def evaluate_completions(model, tokenizer, rows: pd.DataFrame, batch_size: int, device, max_length: int) -> dict:
-    """Mean completion loss (nats per example) and exact-match accuracy of greedy decoding on ``rows``."""
-    from influence_study.models.evaluation import completion_scores
-
-    scores = completion_scores(model, tokenizer, rows["prompt"], rows["completion"], batch_size, device, max_length)
-    return {"loss": float(-scores["logprob"].mean()), "accuracy": float(scores["correct"].mean())}
 
 
 def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | str, model_dir: str, tasks: str,
@@ -41,13 +45,10 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
       test log-likelihood; sign in the provenance);
     - ``pairwise``: ``method, test_id, example_id, score`` for the methods that score every test example;
     - ``summary``: training curve, test loss and accuracy before and after, seconds per method, damping.
+
+    The LoRA initialisation, the batch order and the influence fits draw from
+    :func:`~influence_study.study.seeds.datainf_finetune_seed`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from influence_study.stages.influence_inputs import context_length
-    from influence_study.finetune.influence import lora_influence
-    from influence_study.finetune.lora import add_lora, encode_examples, train_lora
-
     log = get_logger()
     section = config["finetune"]
     rank = int(rank)
@@ -62,7 +63,7 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
     examples = encode_examples(tokenizer, rows["prompt"], rows["completion"], max_length)
     train = np.flatnonzero(rows["split"].to_numpy() == "train")
     test = np.flatnonzero(rows["split"].to_numpy() == "test")
-    seed = config["seed"] * 1000 + rank
+    seed = datainf_finetune_seed(config["seed"], rank)
     model = add_lora(base, rank, section["lora"]["alpha"], section["lora"]["target_modules"], seed).to(device)
     batch_size = section["training"]["batch_size"]
     before = evaluate_completions(model, tokenizer, rows.iloc[test], batch_size, device, max_length)

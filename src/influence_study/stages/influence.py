@@ -1,7 +1,7 @@
 """The influence stages of the workflow, one function per rule: factors, BM25 candidates, sharded scores and their
 gather, token scores, the BM25 recall table and the token explorer.
 
-Each takes the validated config and the rule's named inputs and outputs (see :mod:`influence_study.stages.steps`).
+Each takes the validated config and the rule's named inputs and outputs (see :mod:`influence_study.stages.registry`).
 Every table records its provenance (config hash, model and factor fingerprints, package version, sign convention
 and normalisation) in the parquet file's metadata and in a sidecar ``*.provenance.json``.
 """
@@ -14,19 +14,25 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from influence_study.corpus.candidates import bm25_candidates, bm25_recall
+from influence_study.engine.factors import METADATA_FILE, Factors, fit_factors
+from influence_study.engine.scoring import SIGN_CONVENTION
+from influence_study.engine.tasks import LanguageModelingTask
+from influence_study.explorer import write_explorer
+from influence_study.stages import sharded_scores
+from influence_study.stages.influence_inputs import load_study_inputs, parse_scatteritem
+from influence_study.stages.sharded_scores import ScoringSettings, gather_shards
 from influence_study.study.config import model_entry
 from influence_study.study.io import atomic_path, read_json, read_parquet_metadata, write_json, write_parquet
 from influence_study.study.provenance import file_hash, provenance, write_provenance
 from influence_study.study.runtime import get_logger, resolve_device
-from influence_study.engine.scoring import SIGN_CONVENTION
+from influence_study.study.seeds import factor_fit_seed
 
 NORMALISATION = "score: raw; score_norm = score / n_train (change of log p(completion), in nats, from adding one copy)"
 
 
 def scoring_settings(config: Mapping):
     """The :class:`~influence_study.stages.sharded_scores.ScoringSettings` of a config's ``influence`` section."""
-    from influence_study.stages.sharded_scores import ScoringSettings
-
     section = config["influence"]
     return ScoringSettings(batch_size=section["batch_size"], query_batch_size=section["query_batch_size"],
                            query_rank=section["query_rank"], rescore_top_k=section["rescore_top_k"],
@@ -34,14 +40,10 @@ def scoring_settings(config: Mapping):
 
 
 def _inputs(config: Mapping, model_dir: str, documents: str, queries: str | None = None):
-    from influence_study.stages.influence_inputs import load_study_inputs
-
     return load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
 
 
 def _factors(inputs, factors_dir: str):
-    from influence_study.engine.factors import Factors
-
     return Factors.load(factors_dir, model=inputs.model, device="cpu")
 
 
@@ -49,8 +51,6 @@ def table_provenance(config: Mapping, model_name: str, strategy: str, factors_di
                      **extra) -> dict:
     """The provenance record of a scores table of ``model_name``/``strategy``: config and input hashes, model and
     factor fingerprints, sign convention and normalisation (plus ``extra``)."""
-    from influence_study.engine.factors import METADATA_FILE
-
     factor_meta = read_json(Path(factors_dir) / METADATA_FILE)
     return provenance(config, inputs, model=model_name, strategy=strategy,
                       model_fingerprint=factor_meta["model_fingerprint"], factor_fingerprint=file_hash(factors_dir),
@@ -66,10 +66,10 @@ def write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
 def factor_fit_documents(config: Mapping, model_name: str, n_docs: int) -> tuple[np.ndarray, int]:
     """The training documents (sorted positions among the ``n_docs``) that the factors of ``model_name`` are
     fitted on, ``influence.fit_documents`` of them drawn at random, and the seed (of that draw and of the sampled
-    labels)."""
+    labels, :func:`~influence_study.study.seeds.factor_fit_seed`)."""
     n_fit = n_docs if config["influence"]["fit_documents"] is None else min(config["influence"]["fit_documents"],
                                                                             n_docs)
-    seed = config["seed"] + 7919 * (1 + config["models"].index(model_entry(config, model_name)))
+    seed = factor_fit_seed(config["seed"], config["models"].index(model_entry(config, model_name)))
     return np.sort(np.random.default_rng(seed).choice(n_docs, size=n_fit, replace=False)), seed
 
 
@@ -78,9 +78,6 @@ def fit_study_factors(config: Mapping, model_name: str, inputs, strategy: str, b
     """Fit ``strategy``'s curvature of one model (its :class:`~influence_study.stages.influence_inputs.StudyInputs`) as
     the study does: on :func:`factor_fit_documents`, labels sampled from the model unless
     ``influence.sampled_labels`` is false, the A and S factors split into ``blocks`` diagonal blocks."""
-    from influence_study.engine.factors import fit_factors
-    from influence_study.engine.tasks import LanguageModelingTask
-
     section = config["influence"]
     n_docs = len(inputs.document_sequences)
     subset, seed = factor_fit_documents(config, model_name, n_docs)
@@ -107,8 +104,6 @@ def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir
 
 def make_candidates(config: Mapping, documents: str, queries: str, candidates: str) -> None:
     """The paper's BM25 top-k training documents of every query (``query_id, doc_id, rank, bm25``)."""
-    from influence_study.corpus.candidates import bm25_candidates
-
     docs = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
     docs = docs[docs["split"] == "train"]
     table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
@@ -141,15 +136,14 @@ def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.D
 def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: str, model_dir: str,
                 factors_dir: str, documents: str, queries: str, candidates: str, shard: str,
                 progress: bool = True) -> None:
-    """Score every query against one shard of the training documents (see :mod:`~influence_study.stages.sharded_scores`)."""
-    from influence_study.stages.influence_inputs import parse_scatteritem
-    from influence_study.stages.sharded_scores import score_shard as score
-
+    """Score every query against one shard of the training documents (see
+    :mod:`~influence_study.stages.sharded_scores`)."""
     index, total = parse_scatteritem(scatteritem)
     inputs = _inputs(config, model_dir, documents, queries)
     factors = _factors(inputs, factors_dir)
     pairs = _candidate_positions(candidates, inputs.documents, inputs.queries)
-    frame = score(inputs, factors, index, total, scoring_settings(config), pairs, progress=progress)
+    frame = sharded_scores.score_shard(inputs, factors, index, total, scoring_settings(config), pairs,
+                                       progress=progress)
     record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                shard=scatteritem)
     write_parquet(frame, shard, metadata=record)
@@ -179,8 +173,6 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
     """Join the shards into ``pairwise.parquet`` (every query x every training document) and
     ``candidates.parquet`` (each query's BM25 candidates), with ``score``, ``score_norm``, ``rescored`` and the
     per-layer raw scores ``layer_*``."""
-    from influence_study.stages.sharded_scores import gather_shards
-
     docs, table = _tables(documents, queries)
     settings = scoring_settings(config)
     expected = {"model": model_name, "strategy": strategy, "factor_fingerprint": file_hash(factors_dir)}
@@ -216,14 +208,12 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
                  documents: str, queries: str, pairwise: str, tokens: str, progress: bool = True) -> None:
     """Token scores (full rank) of each query's ``influence.token_documents`` top documents:
     ``query_id, doc_id, rank, position, token_id, token, score, score_norm``."""
-    from influence_study.stages.sharded_scores import token_scores as score_tokens
-
     inputs = _inputs(config, model_dir, documents, queries)
     factors = _factors(inputs, factors_dir)
     top = top_documents(pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score"]),
                         config["influence"]["token_documents"])
     pairs = _with_positions(top, inputs.documents, inputs.queries, pairwise)[["query_index", "doc_index", "rank"]]
-    frame = score_tokens(inputs, factors, pairs, scoring_settings(config), progress=progress)
+    frame = sharded_scores.token_scores(inputs, factors, pairs, scoring_settings(config), progress=progress)
     vocabulary = np.asarray([inputs.tokenizer.decode([i]) for i in range(len(inputs.tokenizer))], dtype=object)
     out = pd.DataFrame({
         "query_id": inputs.queries["query_id"].to_numpy()[frame["query_index"].to_numpy(int)],
@@ -242,8 +232,6 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
 def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str, table: str, summary: str) -> None:
     """For each model, strategy and query: the share of the unfiltered top documents that BM25's top-k holds,
     for every k of ``candidates.recall_k`` (per-query table and a mean per model, strategy and k)."""
-    from influence_study.corpus.candidates import bm25_recall
-
     section = config["candidates"]
     bm25 = pd.read_parquet(candidates)
     frames = []
@@ -265,8 +253,6 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
 def explorer_page(config: Mapping, model_name: str, strategy: str, pairwise: str, tokens: str, documents: str,
                   queries: str, relations: str, page: str) -> None:
     """The self-contained token explorer of one model (each query's top documents, tokens shaded by influence)."""
-    from influence_study.explorer import write_explorer
-
     token_table = pd.read_parquet(tokens)
     wanted = token_table[["query_id", "doc_id", "rank"]].drop_duplicates()
     scores = pd.read_parquet(pairwise).astype({"query_id": str, "doc_id": str})

@@ -19,7 +19,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from influence_study.corpus.tokenizer import encode_documents
+from influence_study.models.build import context_length
 from influence_study.models.evaluation import completion_sequences, padded_batches
 from influence_study.study.io import require_columns
 
@@ -66,8 +69,6 @@ def document_batches(sequences: Sequence[Sequence[int]], pad_id: int, batch_size
 
 def encode_training_documents(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Each text as the training sequence it is scored as: ``EOS text``, truncated to ``max_length`` tokens."""
-    from influence_study.corpus.tokenizer import encode_documents
-
     return [[tokenizer.eos_token_id, *ids][:max_length] for ids in encode_documents(tokenizer, texts)]
 
 
@@ -125,21 +126,11 @@ class StudyInputs:
         return make_batches(self.query_sequences, self.query_starts, self.pad_id, batch_size, subset)
 
 
-def context_length(model: torch.nn.Module) -> int:
-    """The model's maximum sequence length (``n_positions`` or ``max_position_embeddings``)."""
-    config = model.config
-    length = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-    if not length:
-        raise ValueError(f"{type(model).__name__}: its config names no maximum sequence length")
-    return int(length)
-
-
 def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike,
-                      queries: str | os.PathLike | None = None, device: torch.device | str = "cpu", max_length: int | None = None) -> StudyInputs:
+                      queries: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+                      max_length: int | None = None) -> StudyInputs:
     """Load a ``save_pretrained`` model directory (with its tokenizer), the training split of the corpus table
     and the queries table, and tokenise both (documents as ``EOS doc``, queries as ``BOS prompt completion``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.eos_token_id is None:

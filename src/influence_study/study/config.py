@@ -1,7 +1,8 @@
 """Study configuration: load, validate against the schema, fill defaults, check cross-references.
 
-The schema (``config.schema.yaml`` beside this module, installed with the package) types, ranges, defaults and describes every key. This module
-turns the first violation into one message that names the key, e.g.::
+The schema (``config.schema.yaml``, package data of :mod:`influence_study.study`, read with
+:mod:`importlib.resources` so that it is found wherever the package is installed) types, ranges, defaults and
+describes every key. This module turns the first violation into one message that names the key, e.g.::
 
     config.yaml: models[1].n_layer: expected an integer >= 1, got 0
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.resources
 import os
 import re
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().with_name("config.schema.yaml")
+SCHEMA_PACKAGE, SCHEMA_NAME = "influence_study.study", "config.schema.yaml"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HUB_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # JSON Schema counts 2.0 as an integer; a config that says `steps: 1200.0` is a typo here, not an integer.
@@ -36,13 +38,19 @@ class ConfigError(ValueError):
     """A configuration is invalid; the message names the offending key."""
 
 
+def schema_resource() -> importlib.resources.abc.Traversable:
+    """The packaged configuration schema: ``config.schema.yaml`` among the package data of
+    :mod:`influence_study.study` (wherever the package is installed; never a path into a source checkout)."""
+    return importlib.resources.files(SCHEMA_PACKAGE).joinpath(SCHEMA_NAME)
+
+
 def load_schema(path: str | os.PathLike | None = None) -> dict:
-    """Read the configuration schema (YAML) from ``path`` or the packaged default."""
-    schema_path = Path(path) if path is not None else SCHEMA_PATH
-    if not schema_path.is_file():
-        raise ConfigError(f"configuration schema not found: {schema_path}")
-    with open(schema_path) as handle:
-        return yaml.safe_load(handle)
+    """Read the configuration schema (YAML) from ``path`` or, by default, the packaged one
+    (:func:`schema_resource`)."""
+    schema = Path(path) if path is not None else schema_resource()
+    if not schema.is_file():
+        raise ConfigError(f"configuration schema not found: {schema}")
+    return yaml.safe_load(schema.read_text(encoding="utf-8"))
 
 
 def load_config(path: str | os.PathLike, schema: Mapping | None = None) -> dict:
@@ -93,6 +101,14 @@ def model_entry(config: Mapping, model_name: str) -> dict:
             return entry
     known = ", ".join(m["name"] for m in config["models"])
     raise ConfigError(f"unknown model name {model_name!r}; the config defines: {known}")
+
+
+def finetune_train_size(task: str, section: Mapping) -> int:
+    """Number of training examples that :func:`influence_study.finetune.datasets.generate_tasks` makes for the
+    fine-tuning task ``task`` from its settings ``section`` (``finetune.tasks.<task>``)."""
+    if task == "noisy_sentiment":
+        return section["n_train"]
+    return section["classes"] * (section["per_class"] - section["test_per_class"])
 
 
 def model_names(config: Mapping) -> list[str]:
@@ -238,9 +254,7 @@ def _check_semantics(config: dict, source: str) -> None:
         raise ConfigError(f"{source}: finetune.removal.method: {removal['method']!r} is not one of "
                           f"finetune.methods {finetune['methods']}")
     if removal["task"] in finetune["tasks"]:
-        from influence_study.finetune.datasets import train_size
-
-        available = train_size(removal["task"], finetune["tasks"][removal["task"]])
+        available = finetune_train_size(removal["task"], finetune["tasks"][removal["task"]])
         too_many = [k for k in removal["k"] if k >= available]
         if too_many:
             raise ConfigError(f"{source}: finetune.removal.k: {too_many} leave no training example of "

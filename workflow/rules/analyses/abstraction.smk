@@ -15,7 +15,7 @@ rule analysis_abstraction:
     output:
         **ANALYSES["abstraction"],
     params:
-        step="analyses.abstraction:run",
+        step="abstraction.run",
     log:
         out("logs/analyses/abstraction.log"),
     benchmark:
@@ -33,7 +33,7 @@ rule fig_abstraction:
     output:
         **report_figure("abstraction", "Abstraction"),
     params:
-        step="plots.abstraction:figure",
+        step="abstraction.figure",
     log:
         out("logs/figures/abstraction.log"),
     conda:

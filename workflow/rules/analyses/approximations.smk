@@ -15,7 +15,7 @@ rule analysis_approximations:
     output:
         **ANALYSES["approximations"],
     params:
-        step="analyses.approximations:run",
+        step="approximations.run",
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,
@@ -37,7 +37,7 @@ rule fig_approximations:
     output:
         **report_figure("approximations", "Approximations"),
     params:
-        step="plots.approximations:figure",
+        step="approximations.figure",
     log:
         out("logs/figures/approximations.log"),
     conda:

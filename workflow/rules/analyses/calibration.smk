@@ -22,7 +22,7 @@ if LDS_MODEL is not None:
         output:
             plan=out("calibration/plan.parquet"),
         params:
-            step="analyses.calibration:make_plan",
+            step="calibration.make_plan",
             targets=CALIBRATION["targets"],
             copies=CALIBRATION["copies"],
             family=CALIBRATION["family"],
@@ -45,7 +45,7 @@ if LDS_MODEL is not None:
             measurements=out("calibration/{model}/{retrain}/measurements.parquet"),
             document_scores=out("calibration/{model}/{retrain}/documents.parquet"),
         params:
-            step="analyses.calibration:retrain_with_copies",
+            step="calibration.retrain_with_copies",
             model_name=lambda wildcards: wildcards.model,
             retrain=lambda wildcards: wildcards.retrain,
         wildcard_constraints:
@@ -75,7 +75,7 @@ if LDS_MODEL is not None:
         output:
             **ANALYSES["calibration"],
         params:
-            step="analyses.calibration:run",
+            step="calibration.run",
         log:
             out("logs/analyses/calibration.log"),
         benchmark:
@@ -93,7 +93,7 @@ if LDS_MODEL is not None:
         output:
             **report_figure("calibration", "Validation"),
         params:
-            step="plots.calibration:figure",
+            step="calibration.figure",
         log:
             out("logs/figures/calibration.log"),
         conda:

@@ -13,7 +13,7 @@ rule analysis_cross_lingual:
     output:
         **ANALYSES["cross_lingual"],
     params:
-        step="analyses.cross_lingual:run",
+        step="cross_lingual.run",
     log:
         out("logs/analyses/cross_lingual.log"),
     benchmark:
@@ -31,7 +31,7 @@ rule fig_cross_lingual:
     output:
         **report_figure("cross_lingual", "Cross-lingual"),
     params:
-        step="plots.cross_lingual:figure",
+        step="cross_lingual.figure",
     log:
         out("logs/figures/cross_lingual.log"),
     conda:

@@ -19,7 +19,7 @@ if FINETUNE_TASKS:
         output:
             tasks=out("finetune/tasks.parquet"),
         params:
-            step="stages.finetune:make_tasks",
+            step="finetune.make_tasks",
         log:
             out("logs/finetune/tasks.log"),
         conda:
@@ -36,7 +36,7 @@ if FINETUNE_TASKS:
             pairwise=f"{FINETUNE_DIR}/pairwise.parquet",
             summary=f"{FINETUNE_DIR}/summary.json",
         params:
-            step="stages.finetune:finetune_and_score",
+            step="finetune.finetune_and_score",
             model_name=lambda wildcards: wildcards.model,
             task=lambda wildcards: wildcards.task,
             rank=lambda wildcards: int(wildcards.rank),
@@ -65,7 +65,7 @@ if FINETUNE_TASKS:
         output:
             **ANALYSES["datainf"],
         params:
-            step="analyses.datainf:run",
+            step="datainf.run",
         log:
             out("logs/analyses/datainf.log"),
         benchmark:
@@ -86,7 +86,7 @@ if FINETUNE_TASKS:
         output:
             **report_figure("datainf", "DataInf"),
         params:
-            step="plots.datainf:figure",
+            step="datainf.figure",
         log:
             out("logs/figures/datainf.log"),
         conda:

@@ -12,7 +12,7 @@ rule analysis_fewer_parameters:
     output:
         **ANALYSES["fewer_parameters"],
     params:
-        step="analyses.fewer_parameters:run",
+        step="fewer_parameters.run",
     log:
         out("logs/analyses/fewer_parameters.log"),
     benchmark:
@@ -29,7 +29,7 @@ rule fig_fewer_parameters:
     output:
         **report_figure("fewer_parameters", "Fewer parameters"),
     params:
-        step="plots.fewer_parameters:figure",
+        step="fewer_parameters.figure",
     log:
         out("logs/figures/fewer_parameters.log"),
     conda:

@@ -15,7 +15,7 @@ rule analysis_keyword_overlap:
     output:
         **ANALYSES["keyword_overlap"],
     params:
-        step="analyses.keyword_overlap:run",
+        step="keyword_overlap.run",
     log:
         out("logs/analyses/keyword_overlap.log"),
     benchmark:
@@ -32,7 +32,7 @@ rule fig_keyword_overlap:
     output:
         **report_figure("keyword_overlap", "Keyword overlap"),
     params:
-        step="plots.keyword_overlap:figure",
+        step="keyword_overlap.figure",
     log:
         out("logs/figures/keyword_overlap.log"),
     conda:

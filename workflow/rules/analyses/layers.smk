@@ -12,7 +12,7 @@ rule analysis_layers:
     output:
         **ANALYSES["layers"],
     params:
-        step="analyses.layers:run",
+        step="layers.run",
     log:
         out("logs/analyses/layers.log"),
     benchmark:
@@ -30,7 +30,7 @@ rule fig_layers:
     output:
         **report_figure("layers", "Layers"),
     params:
-        step="plots.layers:figure",
+        step="layers.figure",
     log:
         out("logs/figures/layers.log"),
     conda:

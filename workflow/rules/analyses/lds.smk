@@ -1,6 +1,6 @@
 # Linear datamodeling score (Park et al. 2023): the smallest model retrained from scratch on random subsets of the
 # training documents, one job per subset; the LDS compares each strategy's summed scores with what retraining did.
-from influence_study.analyses.lds import lds_model
+from influence_study.stages.lds import lds_model
 
 LDS = config["analyses"]["lds"]
 LDS_MODEL = lds_model(config)  # None when every model is an imported checkpoint: nothing to retrain
@@ -21,7 +21,7 @@ if LDS_MODEL is not None:
         output:
             subsets=out("lds/subsets.parquet"),
         params:
-            step="analyses.lds:make_subsets",
+            step="lds.make_subsets",
             n_subsets=LDS["subsets"],
             fraction=LDS["fraction"],
         log:
@@ -43,7 +43,7 @@ if LDS_MODEL is not None:
             measurements=out("lds/{model}/subset-{subset}/measurements.parquet"),
             document_losses=out("lds/{model}/subset-{subset}/documents.parquet"),
         params:
-            step="analyses.lds:retrain_subset",
+            step="lds.retrain_subset",
             model_name=lambda wildcards: wildcards.model,
             subset=lambda wildcards: int(wildcards.subset),
         wildcard_constraints:
@@ -70,7 +70,7 @@ if LDS_MODEL is not None:
         output:
             **ANALYSES["lds"],
         params:
-            step="analyses.lds:run",
+            step="lds.run",
         log:
             out("logs/analyses/lds.log"),
         benchmark:
@@ -88,7 +88,7 @@ if LDS_MODEL is not None:
         output:
             **report_figure("lds", "Validation"),
         params:
-            step="plots.lds:figure",
+            step="lds.figure",
         log:
             out("logs/figures/lds.log"),
         conda:

@@ -15,7 +15,7 @@ rule analysis_math_code:
     output:
         **ANALYSES["math_code"],
     params:
-        step="analyses.math_code:run",
+        step="math_code.run",
     log:
         out("logs/analyses/math_code.log"),
     benchmark:
@@ -33,7 +33,7 @@ rule fig_math_code:
     output:
         **report_figure("math_code", "Math and code"),
     params:
-        step="plots.math_code:figure",
+        step="math_code.figure",
     log:
         out("logs/figures/math_code.log"),
     conda:

@@ -12,7 +12,7 @@ rule analysis_memorisation:
     output:
         **ANALYSES["memorisation"],
     params:
-        step="analyses.memorisation:run",
+        step="memorisation.run",
     log:
         out("logs/analyses/memorisation.log"),
     benchmark:
@@ -30,7 +30,7 @@ rule fig_memorisation:
     output:
         **report_figure("memorisation", "Memorisation"),
     params:
-        step="plots.memorisation:figure",
+        step="memorisation.figure",
     log:
         out("logs/figures/memorisation.log"),
     conda:

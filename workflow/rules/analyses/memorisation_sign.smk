@@ -14,7 +14,7 @@ rule memorisation_influence:
     output:
         influence=out("analyses/memorisation_sign/{model}.parquet"),
     params:
-        step="analyses.memorisation_sign:score_documents",
+        step="memorisation_sign.score_documents",
         model_name=lambda wildcards: wildcards.model,
     threads: INFLUENCE["threads"]
     resources:
@@ -38,7 +38,7 @@ rule analysis_memorisation_sign:
     output:
         **ANALYSES["memorisation_sign"],
     params:
-        step="analyses.memorisation_sign:run",
+        step="memorisation_sign.run",
     log:
         out("logs/analyses/memorisation_sign.log"),
     benchmark:
@@ -56,7 +56,7 @@ rule fig_memorisation_sign:
     output:
         **report_figure("memorisation_sign", "Memorisation"),
     params:
-        step="plots.memorisation_sign:figure",
+        step="memorisation_sign.figure",
     log:
         out("logs/figures/memorisation_sign.log"),
     conda:

@@ -1,7 +1,7 @@
 # Influence-guided removal (Kounavis et al. 2023): per fine-tuned model, drop the k most harmful training examples
 # of one task (by DataInf-stage influence on half of its test examples), fine-tune again from the base model, and
 # compare the other half's loss with dropping k random examples and dropping none, over several seeds.
-from influence_study.finetune import detection_rank
+from influence_study.stages.finetune import detection_rank
 
 REMOVAL = FINETUNE["removal"]
 
@@ -20,7 +20,7 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
         output:
             runs=REMOVAL_RUNS,
         params:
-            step="finetune.removal:run_removal",
+            step="removal.run_removal",
             model_name=lambda wildcards: wildcards.model,
         wildcard_constraints:
             model=r"[^/]+",
@@ -43,7 +43,7 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
         output:
             **ANALYSES["removal"],
         params:
-            step="analyses.removal:run",
+            step="removal.run",
         log:
             out("logs/analyses/removal.log"),
         benchmark:
@@ -60,7 +60,7 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
         output:
             **report_figure("removal", "Removal"),
         params:
-            step="plots.removal:figure",
+            step="removal.figure",
         log:
             out("logs/figures/removal.log"),
         conda:

@@ -14,7 +14,7 @@ rule analysis_roleplay:
     output:
         **ANALYSES["roleplay"],
     params:
-        step="analyses.roleplay:run",
+        step="roleplay.run",
     log:
         out("logs/analyses/roleplay.log"),
     benchmark:
@@ -32,7 +32,7 @@ rule fig_roleplay:
     output:
         **report_figure("roleplay", "Role-play"),
     params:
-        step="plots.roleplay:figure",
+        step="roleplay.figure",
     log:
         out("logs/figures/roleplay.log"),
     conda:

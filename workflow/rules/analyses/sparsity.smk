@@ -13,7 +13,7 @@ rule analysis_sparsity:
     output:
         **ANALYSES["sparsity"],
     params:
-        step="analyses.sparsity:run",
+        step="sparsity.run",
     log:
         out("logs/analyses/sparsity.log"),
     benchmark:
@@ -31,7 +31,7 @@ rule fig_sparsity:
     output:
         **report_figure("sparsity", "Sparsity"),
     params:
-        step="plots.sparsity:figure",
+        step="sparsity.figure",
     log:
         out("logs/figures/sparsity.log"),
     conda:

@@ -17,7 +17,7 @@ rule validation_setting:
     wildcard_constraints:
         setting="mlp_digits|mlp_regression|lm",
     params:
-        step="analyses.validation:run_setting",
+        step="validation.run_setting",
         setting=lambda wildcards: wildcards.setting,
     threads: 1
     resources:
@@ -41,7 +41,7 @@ rule analysis_validation:
     output:
         **ANALYSES["validation"],
     params:
-        step="analyses.validation:run",
+        step="validation.run",
     log:
         out("logs/analyses/validation.log"),
     benchmark:
@@ -59,7 +59,7 @@ rule fig_validation:
     output:
         **report_figure("validation", "Validation"),
     params:
-        step="plots.validation:figure",
+        step="validation.figure",
     log:
         out("logs/figures/validation.log"),
     conda:

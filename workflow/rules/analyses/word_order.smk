@@ -14,7 +14,7 @@ rule word_order_scores:
     output:
         scores=out("analyses/word_order/{model}.parquet"),
     params:
-        step="analyses.word_order:score_model",
+        step="word_order.score_model",
         model_name=lambda wildcards: wildcards.model,
     threads: INFLUENCE["threads"]
     resources:
@@ -37,7 +37,7 @@ rule analysis_word_order:
     output:
         **ANALYSES["word_order"],
     params:
-        step="analyses.word_order:run",
+        step="word_order.run",
     log:
         out("logs/analyses/word_order.log"),
     benchmark:
@@ -54,7 +54,7 @@ rule fig_word_order:
     output:
         **report_figure("word_order", "Word order"),
     params:
-        step="plots.word_order:figure",
+        step="word_order.figure",
     log:
         out("logs/figures/word_order.log"),
     conda:

@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from influence_study.study.io import write_parquet
+from influence_study.study.seeds import world_family_seed, world_names_seed
 from influence_study.corpus.synthetic import canaries, code, facts, generic, ground_truth, math_problems, overlap, quotes, roleplay, translation
 from influence_study.corpus.synthetic.names import NameBook
 from influence_study.corpus.synthetic.overlap import relation_overlap_summary
@@ -90,7 +91,7 @@ class _Build:
         reserved = template_words()
         if self.version >= 2:
             reserved |= v2_sentence_words() | generic.generic_words()
-        self.names = NameBook(random.Random(f"{seed}-names"), reserved=reserved)
+        self.names = NameBook(random.Random(world_names_seed(seed)), reserved=reserved)
         for word in " ".join(facts.PAPER_EXAMPLE[1:]).split():
             self.names.claim(word)
         self.docs: list[dict] = []
@@ -102,7 +103,9 @@ class _Build:
         return self.version >= 2
 
     def rng(self, family: str) -> random.Random:
-        return random.Random(f"{self.seed}-{family}")
+        """The random generator of ``family``, a stream of its own
+        (:func:`~influence_study.study.seeds.world_family_seed`)."""
+        return random.Random(world_family_seed(self.seed, family))
 
     def n_valid(self, n_train: int) -> int:
         """Validation documents that go with ``n_train`` training documents of a family."""

@@ -15,6 +15,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from influence_study.study.seeds import unrelated_sample_seed
+
 WORD = re.compile(r"\w+")
 UNRELATED = "unrelated"
 
@@ -48,7 +50,7 @@ def with_token_overlap(relations: pd.DataFrame, queries: pd.DataFrame, documents
 def _unrelated_sample(world, per_query: int, seed: int) -> pd.DataFrame:
     train_ids = list(world.documents.loc[world.documents["split"] == "train", "doc_id"])
     related = world.relations.groupby("query_id")["doc_id"].apply(set).to_dict()
-    rng = random.Random(f"{seed}-unrelated")
+    rng = random.Random(unrelated_sample_seed(seed))
     rows = []
     for query_id in world.queries["query_id"]:
         mine = related.get(query_id, set())

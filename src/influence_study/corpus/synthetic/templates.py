@@ -8,6 +8,8 @@ with the name removed, and the name with the relation removed. ``{s}`` is the su
 
 from __future__ import annotations
 
+import re
+
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
 
 # relation -> (kind of subject, kind of answer); kinds are NameBook methods.
@@ -246,8 +248,6 @@ def prompt_of(template: str, subject: str) -> str:
 
 def words_of(texts) -> set[str]:
     """The lower-case word tokens (``\\w+``) of ``texts``."""
-    import re
-
     return {w.lower() for t in texts for w in re.findall(r"\w+", t)}
 
 

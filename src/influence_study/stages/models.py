@@ -1,8 +1,5 @@
-"""One function per workflow rule. Each takes the validated config and the rule's named inputs and outputs.
-
-The Snakemake rules only wire files to these functions (through ``workflow/scripts/step.py``), so every step can
-also be called from Python or from the ``influence-study`` command line.
-"""
+"""Steps of the model stage: train each model of the family from scratch (or import its checkpoint), evaluate it on
+the held-out documents and the queries, and gather the learning table and the loss-curve figure."""
 
 from __future__ import annotations
 
@@ -11,67 +8,25 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from influence_study.corpus.tokenizer import encode_documents
+from influence_study.models.build import build_model, build_model_config, count_parameters, load_checkpoint
+from influence_study.models.evaluation import completion_scores, heldout_loss
+from influence_study.models.training import train_language_model
+from influence_study.plots import plot_loss_curves, save_figure
 from influence_study.study.config import model_entry, training_settings
 from influence_study.study.io import atomic_path, read_json, write_json, write_parquet
 from influence_study.study.provenance import provenance, write_provenance
 from influence_study.study.runtime import autocast, get_logger, resolve_device
-
-EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
-
-
-def make_corpus(config: Mapping, documents: str, queries: str, relations: str, probes: str,
-                progress: bool = True) -> None:
-    """Generate the synthetic world (or load the user's corpus) and write documents, queries, relations, probes."""
-    log = get_logger()
-    corpus = config["corpus"]
-    if corpus["source"] == "synthetic":
-        from influence_study.corpus.synthetic import generate_world, write_world
-
-        world = generate_world(corpus["synthetic"], seed=config["seed"], valid_fraction=corpus["valid_fraction"],
-                               progress=progress)
-        write_world(world, documents, queries, relations, probes)
-        frames = {"documents": world.documents, "queries": world.queries}
-    else:
-        from influence_study.corpus.loaders import load_documents
-
-        docs = load_documents(corpus["source"], corpus["path"], text_field=corpus["text_field"],
-                              hf_split=corpus["hf_split"], max_documents=corpus["max_documents"],
-                              valid_fraction=corpus["valid_fraction"], seed=config["seed"])
-        write_parquet(docs, documents)
-        for path in (queries, relations, probes):
-            write_parquet(EMPTY_QUERIES, path)
-        frames = {"documents": docs, "queries": EMPTY_QUERIES}
-    counts = frames["documents"].groupby("split").size().to_dict()
-    log.info("corpus %s: %s documents %s, %d queries", corpus["name"], len(frames["documents"]), counts,
-             len(frames["queries"]))
-    for path in (documents, queries, relations, probes):
-        write_provenance(path, config)
-
-
-def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:
-    """Train the byte-level BPE tokenizer on the training split and save it with ``save_pretrained``."""
-    from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
-
-    docs = pd.read_parquet(documents)
-    texts = docs.loc[docs["split"] == "train", "text"].tolist()
-    settings = config["tokenizer"]
-    tokenizer = train_tokenizer(texts, settings["vocab_size"], settings["min_frequency"], progress=progress)
-    with atomic_path(tokenizer_dir, directory=True) as tmp:
-        save_tokenizer(tokenizer, tmp)
-        write_json(provenance(config, [documents], vocab_size=len(tokenizer)), tmp / "provenance.json")
-    get_logger().info("tokenizer: %d tokens, saved to %s", len(tokenizer), tokenizer_dir)
+from influence_study.study.seeds import model_seed
 
 
 def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir: str, model_dir: str,
                 progress: bool = True) -> None:
     """Train one model of the family from scratch (or import its checkpoint) and save it to ``model_dir``
     with ``save_pretrained``, its tokenizer, ``history.csv`` (loss curve) and ``training.json``."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from influence_study.models.build import count_parameters, load_checkpoint
-
     log = get_logger()
     entry = model_entry(config, model_name)
     device = resolve_device(config["device"])
@@ -101,13 +56,10 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
 
 def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tokenizer, settings: Mapping,
                        device, progress: bool = True):
-    """Build model ``model_name`` of the family (its config entry and its init seed) and train it from scratch
-    with ``settings`` on the ``train`` rows of ``docs`` (validation loss on the ``valid`` rows). The recipe of
-    :func:`train_model`; the LDS retrains subsets with it. Returns ``(model, TrainingResult, seed)``."""
-    from influence_study.models.build import build_model, build_model_config, count_parameters
-    from influence_study.corpus.tokenizer import encode_documents
-    from influence_study.models.training import train_language_model
-
+    """Build model ``model_name`` of the family (its config entry and its init seed,
+    :func:`~influence_study.study.seeds.model_seed`) and train it from scratch with ``settings`` on the ``train``
+    rows of ``docs`` (validation loss on the ``valid`` rows). The recipe of :func:`train_model`; the LDS retrains
+    subsets with it. Returns ``(model, TrainingResult, seed)``."""
     log = get_logger()
     entry = model_entry(config, model_name)
     train_ids = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
@@ -115,7 +67,7 @@ def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tok
                  encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
     model_config = build_model_config(entry, vocab_size=len(tokenizer), max_positions=settings["seq_len"],
                                       eos_token_id=tokenizer.eos_token_id)
-    seed = config["seed"] + 1000 * config["models"].index(entry)
+    seed = model_seed(config["seed"], config["models"].index(entry))
     model = build_model(model_config, seed)
     log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
     result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
@@ -126,11 +78,6 @@ def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tok
 def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: str, queries: str,
                    scores: str, summary: str) -> None:
     """Held-out loss and completion accuracy of every query for one model; per-query table + summary JSON."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from influence_study.models.evaluation import completion_scores, heldout_loss
-    from influence_study.corpus.tokenizer import encode_documents
-
     device = resolve_device(config["device"])
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -196,12 +143,8 @@ def learning_table(config: Mapping, model_dirs: Sequence[str], summaries: Sequen
     return frame
 
 
-def loss_figure(config: Mapping, model_dirs: Sequence[str], png: str, pdf: str) -> None:
-    """The loss-curve figure of every trained model."""
-    from influence_study.plots import plot_loss_curves, save_figure
-
+def loss_figure(model_dirs: Sequence[str], png: str, pdf: str) -> None:
+    """The loss-curve figure of every trained model (step of ``fig_loss_curves``; it reads no config)."""
     history = pd.concat([pd.read_csv(Path(d) / "history.csv") for d in model_dirs], ignore_index=True)
     history = history.dropna(subset=["train_loss"])
     save_figure(plot_loss_curves(history), png, pdf)
-
-

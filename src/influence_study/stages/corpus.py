@@ -1,0 +1,54 @@
+"""Steps of the corpus stage: the synthetic world (or the user's corpus) with its queries, ground truth and probes,
+and the byte-level BPE tokenizer trained on its training split."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+from influence_study.corpus.loaders import load_documents
+from influence_study.corpus.synthetic import generate_world, write_world
+from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
+from influence_study.study.io import atomic_path, write_json, write_parquet
+from influence_study.study.provenance import provenance, write_provenance
+from influence_study.study.runtime import get_logger
+
+EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
+
+
+def make_corpus(config: Mapping, documents: str, queries: str, relations: str, probes: str,
+                progress: bool = True) -> None:
+    """Generate the synthetic world (or load the user's corpus) and write documents, queries, relations, probes."""
+    log = get_logger()
+    corpus = config["corpus"]
+    if corpus["source"] == "synthetic":
+        world = generate_world(corpus["synthetic"], seed=config["seed"], valid_fraction=corpus["valid_fraction"],
+                               progress=progress)
+        write_world(world, documents, queries, relations, probes)
+        frames = {"documents": world.documents, "queries": world.queries}
+    else:
+        docs = load_documents(corpus["source"], corpus["path"], text_field=corpus["text_field"],
+                              hf_split=corpus["hf_split"], max_documents=corpus["max_documents"],
+                              valid_fraction=corpus["valid_fraction"], seed=config["seed"])
+        write_parquet(docs, documents)
+        for path in (queries, relations, probes):
+            write_parquet(EMPTY_QUERIES, path)
+        frames = {"documents": docs, "queries": EMPTY_QUERIES}
+    counts = frames["documents"].groupby("split").size().to_dict()
+    log.info("corpus %s: %s documents %s, %d queries", corpus["name"], len(frames["documents"]), counts,
+             len(frames["queries"]))
+    for path in (documents, queries, relations, probes):
+        write_provenance(path, config)
+
+
+def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:
+    """Train the byte-level BPE tokenizer on the training split and save it with ``save_pretrained``."""
+    docs = pd.read_parquet(documents)
+    texts = docs.loc[docs["split"] == "train", "text"].tolist()
+    settings = config["tokenizer"]
+    tokenizer = train_tokenizer(texts, settings["vocab_size"], settings["min_frequency"], progress=progress)
+    with atomic_path(tokenizer_dir, directory=True) as tmp:
+        save_tokenizer(tokenizer, tmp)
+        write_json(provenance(config, [documents], vocab_size=len(tokenizer)), tmp / "provenance.json")
+    get_logger().info("tokenizer: %d tokens, saved to %s", len(tokenizer), tokenizer_dir)

@@ -1,0 +1,24 @@
+"""Steps of the reports: the executed analysis notebooks and ``reports/findings.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from influence_study.findings import write_findings_report
+from influence_study.notebooks import execute_notebook
+from influence_study.study.runtime import get_logger
+
+
+def run_notebook(config: Mapping, notebook: str, executed: str, html: str, **analysis_files) -> None:
+    """Step of the ``notebook`` rule: the notebook runs with ``results_dir`` (the study's output directory, absolute)
+    and ``seed`` as parameters; it reads the ``analysis_files`` itself (they are inputs only for the workflow)."""
+    get_logger().info("executing %s", notebook)
+    execute_notebook(notebook, executed, html,
+                     {"results_dir": str(Path(config["output_dir"]).resolve()), "seed": config["seed"]})
+
+
+def findings_report(config: Mapping, summaries: Sequence[str], report: str) -> None:
+    """Step of the ``findings`` rule: ``reports/findings.md`` from every analysis summary
+    (:func:`influence_study.findings.write_findings_report`)."""
+    write_findings_report(summaries, report, [m["name"] for m in config["models"]])
