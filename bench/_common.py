@@ -219,6 +219,16 @@ def main_or_worker(main: Callable[[], int], worker: Callable[[list[str]], None])
     return main()
 
 
+def parse_in_process(parser, threads: int = 2):
+    """Add ``--threads`` to ``parser``, parse the command line, and set up this process to run the benchmark itself:
+    that many intra-op threads (:func:`set_threads`), progress bars and library logging off (:func:`quiet`)."""
+    parser.add_argument("--threads", type=int, default=threads)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    quiet()
+    return args
+
+
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     try:

@@ -38,10 +38,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=16, help="batch size of every pass (and LiSSA's mini-batch)")
     p.add_argument("--depths", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    C.set_threads(args.threads)
-    C.quiet()
+    args = C.parse_in_process(p)
     from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
     from influence_study.engine.solvers import ExactSolver
 

@@ -65,10 +65,7 @@ def main() -> int:
     p.add_argument("--ranks", nargs="+", default=["32", "full"], help="query ranks; 'full' = no low-rank")
     p.add_argument("--completion", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    C.set_threads(args.threads)
-    C.quiet()
+    args = C.parse_in_process(p)
     from influence_study import LanguageModelingTask, fit_factors, pairwise_scores
 
     model = C.gpt2(args.vocab, args.seq_len, args.n_embd, args.n_layer, args.n_head)  # random init: cost only

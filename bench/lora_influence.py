@@ -70,10 +70,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    C.set_threads(args.threads)
-    C.quiet()
+    args = C.parse_in_process(p)
     from influence_study.finetune.influence import METHODS, lora_influence
     from influence_study.finetune.lora import add_lora
 

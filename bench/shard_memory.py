@@ -1,4 +1,4 @@
-"""Peak memory of one workflow shard job (``influence_steps.score_shard``) is bounded by the shard's size, not the
+"""Peak memory of one workflow shard job (``stages.influence.score_shard``) is bounded by the shard's size, not the
 corpus's.
 
 A study directory is built twice, with a corpus of N1 and of N2 = 4 x N1 training documents (the synthetic

@@ -19,27 +19,20 @@ from influence_study.stages.influence import factor_fit_documents
 from influence_study.engine.scoring import query_gradients
 
 transformers = pytest.importorskip("transformers")
-from tiny_models import tiny_gpt2  # noqa: E402
-VOCAB = 30
+from tiny_models import random_sequences, seeded_tiny_gpt2  # noqa: E402
 TASK = LanguageModelingTask()
 
 
 @pytest.fixture(scope="module")
-def setup():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = tiny_gpt2(VOCAB)  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
-    gen = torch.Generator().manual_seed(1)
-    lengths = torch.randint(3, 9, (10,), generator=gen)
-    train = [torch.randint(1, VOCAB, (int(n),), generator=gen).tolist() for n in lengths]
-    queries = [torch.randint(1, VOCAB, (int(n),), generator=gen).tolist() for n in (5, 6, 7)]
+def setup(one_thread):
+    model, gen = seeded_tiny_gpt2()  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
+    train = random_sequences(torch.randint(3, 9, (10,), generator=gen), gen)
+    queries = random_sequences((5, 6, 7), gen)
     train_batches = document_batches(train, 0, 4)
     query_batches = make_batches(queries, [2, 3, 2], 0, 2)
     factors = {o: fit_factors(model, TASK, train_batches.batches, strategy="ekfac", blocks=o, dtype=torch.float64,
                               progress=False) for o in (1, 2, 3)}
-    yield model, train, train_batches, query_batches, factors
-    torch.set_num_threads(threads)
+    return model, train, train_batches, query_batches, factors
 
 
 def brute_training_gradients(model, names, sequences) -> dict[str, torch.Tensor]:

@@ -86,21 +86,24 @@ def stats_for(corr, mislabel, class_auc, class_recall, seconds):
                          for m, v in seconds.items()}}
 
 
-def test_verdicts_follow_the_checks():
-    good = stats_for({"m": {"1": {"datainf": 0.9, "identity": 0.5, "lissa": 0.4},
-                            "8": {"datainf": 0.7, "identity": 0.5, "lissa": 0.4}}},
-                     {"m": {"datainf": 0.8, "identity": 0.7, "lissa": 0.6}},
-                     {"m": {"math": {"datainf": 0.9, "identity": 0.8}}},
-                     {"m": {"math": {"datainf": 0.6, "identity": 0.5}}},
-                     {"m": {"datainf": 1.0, "lissa": 5.0, "exact": 100.0}})
-    assert [f.verdict for f in datainf.verdicts(good)] == ["replicated"] * 5
-    bad = stats_for({"m": {"1": {"datainf": 0.1, "identity": 0.5, "lissa": 0.4},
-                           "8": {"datainf": 0.3, "identity": 0.5, "lissa": 0.4}}},
-                    {"m": {"datainf": 0.4, "identity": 0.7, "lissa": 0.6}},
-                    {"m": {"math": {"datainf": 0.4, "identity": 0.8}}},
-                    {"m": {"math": {"datainf": 0.1, "identity": 0.5}}},
-                    {"m": {"datainf": 10.0, "lissa": 5.0, "exact": 1.0}})
-    assert [f.verdict for f in datainf.verdicts(bad)] == ["not replicated"] * 5
+@pytest.mark.parametrize("rank_1, rank_8, mislabel, class_auc, class_recall, seconds, exact_seconds, verdict", [
+    (0.9, 0.7, 0.8, 0.9, 0.6, 1.0, 100.0, "replicated"),
+    (0.1, 0.3, 0.4, 0.4, 0.1, 10.0, 1.0, "not replicated"),
+], ids=["good", "bad"])
+def test_verdicts_follow_the_checks(rank_1, rank_8, mislabel, class_auc, class_recall, seconds, exact_seconds,
+                                    verdict):
+    """DataInf's values against fixed baselines: the identity's and LiSSA's correlations with exact (0.5, 0.4),
+    mislabel AUCs (0.7, 0.6), the identity's class AUC and recall (0.8, 0.5), and LiSSA's 5 seconds."""
+    stats = stats_for({"m": {"1": {"datainf": rank_1, "identity": 0.5, "lissa": 0.4},
+                             "8": {"datainf": rank_8, "identity": 0.5, "lissa": 0.4}}},
+                      {"m": {"datainf": mislabel, "identity": 0.7, "lissa": 0.6}},
+                      {"m": {"math": {"datainf": class_auc, "identity": 0.8}}},
+                      {"m": {"math": {"datainf": class_recall, "identity": 0.5}}},
+                      {"m": {"datainf": seconds, "lissa": 5.0, "exact": exact_seconds}})
+    assert [f.verdict for f in datainf.verdicts(stats)] == [verdict] * 5
+
+
+def test_a_single_rank_is_not_measured():
     one_rank = stats_for({"m": {"4": {"datainf": 0.9}}}, {}, {}, {}, {})
     assert datainf.verdicts(one_rank)[1].verdict == "not measured"
 

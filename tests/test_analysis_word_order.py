@@ -16,27 +16,21 @@ from influence_study.stages.word_order import probe_scores, score_model
 from influence_study.stages.influence_inputs import StudyInputs, document_batches, make_batches
 
 transformers = pytest.importorskip("transformers")
-from tiny_models import tiny_gpt2  # noqa: E402
-VOCAB = 30
+from tiny_models import random_sequences, seeded_tiny_gpt2  # noqa: E402
 TASK = LanguageModelingTask()
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = tiny_gpt2(VOCAB)  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
-    gen = torch.Generator().manual_seed(1)
+def tiny(one_thread):
+    model, gen = seeded_tiny_gpt2()  # n_inner 12: c_fc's gradient is [12, 8+1], c_proj's [8, 12+1]
 
     def sequences(lengths):
-        return [torch.randint(1, VOCAB, (int(n),), generator=gen).tolist() for n in lengths]
+        return random_sequences(lengths, gen)
 
     train = sequences(torch.randint(3, 9, (8,), generator=gen))
     factors = fit_factors(model, TASK, document_batches(train, 0, 4).batches, strategy="ekfac",
                           dtype=torch.float64, progress=False)
-    yield model, factors, sequences
-    torch.set_num_threads(threads)
+    return model, factors, sequences
 
 
 def test_probe_scores_match_one_pair_at_a_time(tiny):

@@ -229,12 +229,18 @@ CASES = {
 }
 
 
+def fit_case(case: str, strategy: str):
+    """A fresh model and loader of ``CASES[case]`` and their factors on the case's modules: ``model, loader,
+    factors, names, loss_fn, real``."""
+    make, (task, loss_fn, real), loader_fn, names = CASES[case]
+    model, loader = make(), loader_fn()
+    return model, loader, fit(model, task, loader, strategy, modules=names), names, loss_fn, real
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("strategy", ["kfac", "ekfac"])
 def test_covariances_equal_token_averages(case, strategy):
-    make, (task, loss_fn, real), loader_fn, names = CASES[case]
-    model, loader = make(), loader_fn()
-    factors = fit(model, task, loader, strategy, modules=names)
+    model, loader, factors, names, loss_fn, real = fit_case(case, strategy)
     assert factors.module_names == names
     for name in names:
         a_ref, s_ref = reference_covariances(model, loss_fn, loader, name, real)
@@ -267,9 +273,7 @@ def test_covariances_ignore_padding_content():
 
 @pytest.mark.parametrize("case", ["gpt2-conv1d", "mlp-linear"])
 def test_ekfac_eigenvalues_are_projected_per_sequence_gradients(case):
-    make, (task, loss_fn, real), loader_fn, names = CASES[case]
-    model, loader = make(), loader_fn()
-    factors = fit(model, task, loader, "ekfac", modules=names)
+    model, loader, factors, names, loss_fn, real = fit_case(case, "ekfac")
     dw = per_sequence_gradients(model, loss_fn, loader, names)
     for name in names:
         a_ref, s_ref = reference_covariances(model, loss_fn, loader, name, real)
@@ -302,9 +306,7 @@ def test_kfac_eigenvalues_are_products_of_factor_eigenvalues():
 
 @pytest.mark.parametrize("case", ["gpt2-conv1d", "mlp-linear"])
 def test_kfac_ihvp_equals_dense_kronecker_solve(case):
-    make, (task, loss_fn, real), loader_fn, names = CASES[case]
-    model, loader = make(), loader_fn()
-    factors = fit(model, task, loader, "kfac", modules=names)
+    model, loader, factors, names, loss_fn, real = fit_case(case, "kfac")
     vectors = random_vectors(factors)
     dense, damping = {}, {}
     for name in names:
@@ -326,9 +328,7 @@ def test_kfac_ihvp_equals_dense_kronecker_solve(case):
 
 @pytest.mark.parametrize("case", ["gpt2-conv1d", "mlp-linear"])
 def test_ekfac_ihvp_equals_dense_eigenbasis_solve(case):
-    make, (task, loss_fn, real), loader_fn, names = CASES[case]
-    model, loader = make(), loader_fn()
-    factors = fit(model, task, loader, "ekfac", modules=names)
+    model, loader, factors, names, loss_fn, _ = fit_case(case, "ekfac")
     dw = per_sequence_gradients(model, loss_fn, loader, names)
     vectors = random_vectors(factors)
     out_default = factors.precondition(vectors)
@@ -474,9 +474,7 @@ def test_blocks_beyond_factor_size_are_refused():
 
 @pytest.mark.parametrize("case", ["gpt2-conv1d", "mlp-linear"])
 def test_diagonal_is_mean_squared_per_sequence_gradient(case):
-    make, (task, loss_fn, _), loader_fn, names = CASES[case]
-    model, loader = make(), loader_fn()
-    factors = fit(model, task, loader, "diagonal", modules=names)
+    model, loader, factors, names, loss_fn, _ = fit_case(case, "diagonal")
     dw = per_sequence_gradients(model, loss_fn, loader, names)
     vectors = random_vectors(factors)
     out = factors.precondition(vectors, 0.25)

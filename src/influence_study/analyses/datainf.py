@@ -241,6 +241,28 @@ def _fmt(values: Mapping[str, float], digits: int = 2) -> str:
     return ", ".join(f"{k} {v:.{digits}f}" for k, v in values.items())
 
 
+class _Claim:
+    """One of DataInf's claims as :func:`verdicts` checks it: what was measured, the v1 checks, and the v2 interval
+    checks with a description of each interval for the statistic."""
+
+    def __init__(self) -> None:
+        self.measured: list[str] = []
+        self.checks: dict[str, bool] = {}
+        self.interval_checks: list = []
+        self.described: list[str] = []
+
+    def above(self, name: str, entry: Mapping | None, bound: float, described_as: str) -> None:
+        """The v2 check ``name`` that ``entry``'s interval lies above ``bound``; the statistic describes the interval
+        after ``described_as``."""
+        self.interval_checks.append(interval_check(name, entry, bound, "above"))
+        self.described.append(described_as + describe_interval(entry))
+
+    def finding(self, claim: str, paper: str, measured: str, statistic: str, unmeasured: str, baseline: str):
+        """The finding; its v2 statistic is ``statistic`` followed by the intervals (``unmeasured`` without any)."""
+        return finding("DataInf", claim, paper, measured, self.checks,
+                       Evidence(statistic + ("; ".join(self.described) or unmeasured), baseline, self.interval_checks))
+
+
 def verdicts(stats: Mapping) -> list:
     """DataInf's claims, checked per model (and rank or task):
 
@@ -257,104 +279,90 @@ def verdicts(stats: Mapping) -> list:
     the smallest rank − the largest above 0 (2), AUCs above 0.5 (3, 4), log10 wall-time ratios above 0 (5).
     """
     intervals = stats.get("intervals") or {}
-    findings = []
     corr = stats["correlation_with_exact"]
-    checks, measured, v2, v2_text = {}, [], [], []
+    accuracy = _Claim()
     for model, by_rank in corr.items():
         for rank, values in by_rank.items():
-            measured.append(f"{model} rank {rank}: {_fmt(values)}")
+            accuracy.measured.append(f"{model} rank {rank}: {_fmt(values)}")
             for other in ("identity", "lissa"):
                 if "datainf" in values and other in values:
-                    checks[f"{model} rank {rank}: DataInf ≥ {other}"] = values["datainf"] >= values[other]
+                    accuracy.checks[f"{model} rank {rank}: DataInf ≥ {other}"] = values["datainf"] >= values[other]
                     entry = intervals.get("correlation", {}).get(model, {}).get(str(rank), {}).get(
                         f"datainf_minus_{other}")
-                    v2.append(interval_check(f"{model} rank {rank}: Pearson with exact, DataInf − {other} > 0 "
-                                             f"(mean over tasks, paired bootstrap over training examples)", entry,
-                                             0.0, "above"))
-                    v2_text.append(f"{model} rank {rank} DataInf − {other}: {describe_interval(entry)}")
-    findings.append(finding("DataInf", "DataInf approximates exact influence better than the gradient dot product "
-                            "and LiSSA.", PAPER_CORRELATION, "Pearson with exact (mean over tasks): "
-                            + "; ".join(measured), checks,
-                            Evidence("difference in Pearson with exact influence [95% CI]: "
-                                     + ("; ".join(v2_text) or "not measured"),
-                                     "the gradient dot product and LiSSA on the same fine-tunes", v2)))
-    checks, measured, v2, v2_text = {}, [], [], []
+                    accuracy.above(f"{model} rank {rank}: Pearson with exact, DataInf − {other} > 0 (mean over "
+                                   f"tasks, paired bootstrap over training examples)", entry, 0.0,
+                                   f"{model} rank {rank} DataInf − {other}: ")
+    small_rank = _Claim()
     for model, by_rank in corr.items():
         ranks = sorted(by_rank, key=int)
         values = [by_rank[r].get("datainf") for r in ranks]
         if len(ranks) > 1 and None not in values:
-            measured.append(f"{model}: " + ", ".join(f"rank {r} {v:.2f}" for r, v in zip(ranks, values)))
-            checks[f"{model}: rank {ranks[0]} ≥ rank {ranks[-1]}"] = values[0] >= values[-1]
-            entry = intervals.get("small_rank", {}).get(model)
-            v2.append(interval_check(f"{model}: DataInf's Pearson with exact, rank {ranks[0]} − rank {ranks[-1]} > 0 "
-                                     f"(mean over tasks, bootstrap over training examples)", entry, 0.0, "above"))
-            v2_text.append(f"{model}: {describe_interval(entry)}")
-    findings.append(finding("DataInf", "DataInf is most accurate at small LoRA rank (its error bound grows with "
-                            "the dimension).", "error O(d²) per layer", "; ".join(measured) or "one rank only",
-                            checks,
-                            Evidence("DataInf's Pearson with exact, smallest − largest rank [95% CI]: "
-                                     + ("; ".join(v2_text) or "one rank only"),
-                                     "DataInf at the largest LoRA rank", v2)))
-    checks, measured, v2, v2_text = {}, [], [], []
+            small_rank.measured.append(f"{model}: " + ", ".join(f"rank {r} {v:.2f}" for r, v in zip(ranks, values)))
+            small_rank.checks[f"{model}: rank {ranks[0]} ≥ rank {ranks[-1]}"] = values[0] >= values[-1]
+            small_rank.above(f"{model}: DataInf's Pearson with exact, rank {ranks[0]} − rank {ranks[-1]} > 0 (mean "
+                             f"over tasks, bootstrap over training examples)",
+                             intervals.get("small_rank", {}).get(model), 0.0, f"{model}: ")
+    mislabel = _Claim()
     for model, values in stats["mislabel_auc"].items():
-        measured.append(f"{model}: AUC {_fmt(values)}")
+        mislabel.measured.append(f"{model}: AUC {_fmt(values)}")
         node = intervals.get("mislabel", {}).get(model, {})
         if "datainf" in values:
-            checks[f"{model}: DataInf AUC > 0.5"] = values["datainf"] > 0.5
-            v2.append(interval_check(f"{model}: DataInf AUC > 0.5 (stratified bootstrap over training examples)",
-                                     node.get("datainf"), 0.5, "above"))
-            v2_text.append(f"{model}: DataInf AUC {describe_interval(node.get('datainf'))}")
+            mislabel.checks[f"{model}: DataInf AUC > 0.5"] = values["datainf"] > 0.5
+            mislabel.above(f"{model}: DataInf AUC > 0.5 (stratified bootstrap over training examples)",
+                           node.get("datainf"), 0.5, f"{model}: DataInf AUC ")
             for other in ("identity", "lissa"):
                 if other in values:
-                    checks[f"{model}: DataInf ≥ {other}"] = values["datainf"] >= values[other]
-                    entry = node.get(f"datainf_minus_{other}")
-                    v2.append(interval_check(f"{model}: AUC DataInf − {other} > 0 (paired, stratified bootstrap "
-                                             f"over training examples)", entry, 0.0, "above"))
-                    v2_text.append(f"DataInf − {other} {describe_interval(entry)}")
-    findings.append(finding("DataInf", "DataInf detects mislabelled training data (20% flipped labels) at least "
-                            "as well as the baselines.", "DataInf's AUC above LiSSA's and the dot product's on "
-                            "most GLUE tasks", "; ".join(measured) or "not run", checks,
-                            Evidence("AUC of −influence for the flipped labels [95% CI]: "
-                                     + ("; ".join(v2_text) or "not run"),
-                                     "chance (AUC 0.5), the gradient dot product and LiSSA", v2)))
-    checks, measured, v2, v2_text = {}, [], [], []
+                    mislabel.checks[f"{model}: DataInf ≥ {other}"] = values["datainf"] >= values[other]
+                    mislabel.above(f"{model}: AUC DataInf − {other} > 0 (paired, stratified bootstrap over training "
+                                   f"examples)", node.get(f"datainf_minus_{other}"), 0.0, f"DataInf − {other} ")
+    same_class = _Claim()
     for model, by_task in stats["class_auc"].items():
         for task, values in by_task.items():
             recall = stats["class_recall"][model][task]
-            measured.append(f"{model} {task}: AUC {_fmt(values)}; recall {_fmt(recall)}")
+            same_class.measured.append(f"{model} {task}: AUC {_fmt(values)}; recall {_fmt(recall)}")
             node = intervals.get("classes", {}).get(model, {}).get(task, {})
             if "datainf" in values:
-                checks[f"{model} {task}: DataInf AUC > 0.5"] = values["datainf"] > 0.5
-                v2.append(interval_check(f"{model} {task}: mean DataInf AUC > 0.5 (bootstrap over test examples)",
-                                         node.get("datainf_auc"), 0.5, "above"))
-                v2_text.append(f"{model} {task}: DataInf AUC {describe_interval(node.get('datainf_auc'))}")
+                same_class.checks[f"{model} {task}: DataInf AUC > 0.5"] = values["datainf"] > 0.5
+                same_class.above(f"{model} {task}: mean DataInf AUC > 0.5 (bootstrap over test examples)",
+                                 node.get("datainf_auc"), 0.5, f"{model} {task}: DataInf AUC ")
                 if "identity" in values:
-                    checks[f"{model} {task}: DataInf AUC ≥ identity"] = values["datainf"] >= values["identity"]
-                    checks[f"{model} {task}: DataInf recall ≥ identity"] = recall["datainf"] >= recall["identity"]
+                    same_class.checks[f"{model} {task}: DataInf AUC ≥ identity"] = \
+                        values["datainf"] >= values["identity"]
+                    same_class.checks[f"{model} {task}: DataInf recall ≥ identity"] = \
+                        recall["datainf"] >= recall["identity"]
                     for measure in ("auc", "recall"):
-                        entry = node.get(f"{measure}_datainf_minus_identity")
-                        v2.append(interval_check(f"{model} {task}: {measure.upper() if measure == 'auc' else measure}"
-                                                 f" DataInf − identity > 0 (paired, bootstrap over test examples)",
-                                                 entry, 0.0, "above"))
-                        v2_text.append(f"{measure} DataInf − identity {describe_interval(entry)}")
-    findings.append(finding("DataInf", "DataInf finds the training examples of the test example's class among "
-                            "the most influential.", "AUC and recall of DataInf above the baselines on the "
-                            "three generation tasks", "; ".join(measured) or "not run", checks,
-                            Evidence("same-class detection per test example, mean [95% CI]: "
-                                     + ("; ".join(v2_text) or "not run"),
-                                     "chance (AUC 0.5) and the gradient dot product", v2)))
-    checks, measured, v2, v2_text = {}, [], [], []
+                        same_class.above(f"{model} {task}: {measure.upper() if measure == 'auc' else measure} "
+                                         f"DataInf − identity > 0 (paired, bootstrap over test examples)",
+                                         node.get(f"{measure}_datainf_minus_identity"), 0.0,
+                                         f"{measure} DataInf − identity ")
+    speed = _Claim()
     for model, values in stats["seconds"].items():
-        measured.append(f"{model}: seconds {_fmt(values)}")
+        speed.measured.append(f"{model}: seconds {_fmt(values)}")
         for ratio, value in stats["speedups"].get(model, {}).items():
-            checks[f"{model}: {ratio} > 1"] = value > 1
+            speed.checks[f"{model}: {ratio} > 1"] = value > 1
             entry = intervals.get("speed", {}).get(model, {}).get(ratio)
-            v2.append(interval_check(f"{model}: log10({ratio} wall time) > 0, i.e. ratio > 1 (bootstrap over "
-                                     f"{(entry or {}).get('n', 0)} tasks, one timing each)", entry, 0.0, "above"))
-            v2_text.append(f"{model} log10 {ratio}: {describe_interval(entry)}")
-    findings.append(finding("DataInf", "DataInf is much faster than LiSSA and than exact computation.", PAPER_TIME,
-                            "; ".join(measured), checks,
-                            Evidence("mean over tasks of log10 wall-time ratio [95% CI]: "
-                                     + ("; ".join(v2_text) or "not measured"),
-                                     "LiSSA's and exact computation's wall times (ratio 1 = equally fast)", v2)))
-    return findings
+            speed.above(f"{model}: log10({ratio} wall time) > 0, i.e. ratio > 1 (bootstrap over "
+                        f"{(entry or {}).get('n', 0)} tasks, one timing each)", entry, 0.0, f"{model} log10 {ratio}: ")
+    return [
+        accuracy.finding("DataInf approximates exact influence better than the gradient dot product and LiSSA.",
+                         PAPER_CORRELATION, "Pearson with exact (mean over tasks): " + "; ".join(accuracy.measured),
+                         "difference in Pearson with exact influence [95% CI]: ", "not measured",
+                         "the gradient dot product and LiSSA on the same fine-tunes"),
+        small_rank.finding("DataInf is most accurate at small LoRA rank (its error bound grows with the dimension).",
+                           "error O(d²) per layer", "; ".join(small_rank.measured) or "one rank only",
+                           "DataInf's Pearson with exact, smallest − largest rank [95% CI]: ", "one rank only",
+                           "DataInf at the largest LoRA rank"),
+        mislabel.finding("DataInf detects mislabelled training data (20% flipped labels) at least as well as the "
+                         "baselines.", "DataInf's AUC above LiSSA's and the dot product's on most GLUE tasks",
+                         "; ".join(mislabel.measured) or "not run",
+                         "AUC of −influence for the flipped labels [95% CI]: ", "not run",
+                         "chance (AUC 0.5), the gradient dot product and LiSSA"),
+        same_class.finding("DataInf finds the training examples of the test example's class among the most "
+                           "influential.", "AUC and recall of DataInf above the baselines on the three generation "
+                           "tasks", "; ".join(same_class.measured) or "not run",
+                           "same-class detection per test example, mean [95% CI]: ", "not run",
+                           "chance (AUC 0.5) and the gradient dot product"),
+        speed.finding("DataInf is much faster than LiSSA and than exact computation.", PAPER_TIME,
+                      "; ".join(speed.measured), "mean over tasks of log10 wall-time ratio [95% CI]: ", "not measured",
+                      "LiSSA's and exact computation's wall times (ratio 1 = equally fast)"),
+    ]

@@ -186,21 +186,17 @@ def verdicts(statistics: Mapping) -> list:
         f"{m} ({v['n_layers']} layers): last layer Pearson {_mean(v, 'pearson'):.2f}, top-k overlap "
         f"{_mean(v, 'overlap'):.0%}; first layer Pearson {_mean(v, 'pearson', restriction='first_layer'):.2f}, "
         f"overlap {_mean(v, 'overlap', restriction='first_layer'):.0%}" for m, v in measured.items())
-    checks = {}
-    for model, values in measured.items():
-        checks[f"{model}: mean last-layer Pearson ≥ {PEARSON_THRESHOLD:g}"] = \
-            _mean(values, "pearson") >= PEARSON_THRESHOLD
-        checks[f"{model}: mean last-layer top-k overlap ≥ {OVERLAP_THRESHOLD:.0%}"] = \
-            _mean(values, "overlap") >= OVERLAP_THRESHOLD
     last = lambda v, measure, subset="all": v["restrictions"]["last_layer"][measure].get(subset)  # noqa: E731
-    agree_checks = []
+    checks, agree_checks = {}, []
     for model, values in measured.items():
-        for measure, bound, label in (("pearson", PEARSON_THRESHOLD, f"{PEARSON_THRESHOLD:g}"),
-                                      ("overlap", OVERLAP_THRESHOLD, f"{OVERLAP_THRESHOLD:.0%}")):
+        for measure, title, bound, label in (
+                ("pearson", "Pearson", PEARSON_THRESHOLD, f"{PEARSON_THRESHOLD:g}"),
+                ("overlap", "top-k overlap", OVERLAP_THRESHOLD, f"{OVERLAP_THRESHOLD:.0%}")):
+            checks[f"{model}: mean last-layer {title} ≥ {label}"] = _mean(values, measure) >= bound
             entry = last(values, measure)
             agree_checks.append(interval_check(
-                f"{model}: mean last-layer {'Pearson' if measure == 'pearson' else 'top-k overlap'} with all layers "
-                f"> {label} (ours; bootstrap over {(entry or {}).get('queries', 0)} queries)", entry, bound, "above"))
+                f"{model}: mean last-layer {title} with all layers > {label} (ours; bootstrap over "
+                f"{(entry or {}).get('queries', 0)} queries)", entry, bound, "above"))
     agree_evidence = Evidence(
         "mean over queries of the last-layer restriction's agreement with the full score [95% CI]: " + (
             "; ".join(f"{m}: Pearson {describe_interval(last(v, 'pearson'))}, top-k overlap "

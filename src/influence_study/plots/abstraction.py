@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
-from influence_study.plots.shares import interval_lines, model_order, stacked_shares
+from influence_study.plots.shares import model_order, share_lines, stacked_shares
 
 RELATION_LABELS = {
     "share_same_fact": "same fact",
@@ -31,10 +31,9 @@ def plot_abstraction(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Fig
     order = model_order(per_query)
     index = by_model[by_model["measure"] == "abstraction_index"]
     lines = {a: rows for a, rows in index.groupby("analysis", sort=False)}
-    interval_lines(axes[0], lines, order)
+    share_lines(axes[0], lines, order, "meaning / (meaning + shared tokens)", ylabel="abstraction index",
+                legend_title="queries")
     axes[0].axhline(0.5, color="0.5", lw=0.8, ls=":")
-    axes[0].set(ylim=(-0.05, 1.05), ylabel="abstraction index", title="meaning / (meaning + shared tokens)")
-    axes[0].legend(title="queries", fontsize="small")
     meaning = sns.color_palette("Blues_r", 3) + sns.color_palette("Greens_r", 2)
     colors = [*meaning, sns.color_palette()[1], sns.color_palette()[4], "0.65", "0.85"]
     per_query = per_query.assign(unrelated_rest=per_query["share_unrelated"] - per_query["share_other_distractor"])
@@ -43,10 +42,9 @@ def plot_abstraction(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Fig
     axes[1].set(ylabel="share of the top-k", title="relation of the top-k documents")
     axes[1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     overall = by_model[by_model["analysis"] == "all"]
-    interval_lines(axes[2], {"same fact, other language": overall[overall["measure"] == "cross_lingual_share"],
-                             "meaning (any)": overall[overall["measure"] == "share_meaning"]}, order)
-    axes[2].set(ylim=(-0.05, 1.05), ylabel="share of the top-k", title="cross-lingual matches")
-    axes[2].legend(fontsize="small")
+    share_lines(axes[2], {"same fact, other language": overall[overall["measure"] == "cross_lingual_share"],
+                          "meaning (any)": overall[overall["measure"] == "share_meaning"]}, order,
+                "cross-lingual matches")
     return fig
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from influence_study.plots import plt, save_figure, study_theme
 from influence_study.analyses.math_code import MATH
-from influence_study.plots.shares import interval_lines, model_order
+from influence_study.plots.shares import model_order, share_lines
 
 
 def plot_math_code(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figure:
@@ -20,20 +20,16 @@ def plot_math_code(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figur
     order = model_order(per_query)
     groups = list(dict.fromkeys(by_model["group"]))
     same = by_model[by_model["measure"] == "share_same_schema"]
-    interval_lines(axes[0], {g: same[same["group"] == g] for g in groups}, order)
+    share_lines(axes[0], {g: same[same["group"] == g] for g in groups}, order, "same schema (dotted: chance)")
     chance = by_model[by_model["measure"] == "chance_same_schema"].groupby("group", sort=False)["mean"].mean()
     for value in chance:
         axes[0].axhline(value, ls=":", lw=0.8, color="0.4")
-    axes[0].set(ylim=(-0.05, 1.05), ylabel="share of the top-k", title="same schema (dotted: chance)")
-    axes[0].legend(fontsize="small")
     lines = {}
     for group in groups:
         measure, label = (("share_lexical_overlap", "math: other schema, same names") if group == MATH
                           else ("share_same_schema_other_naming", f"{group}: same schema, other naming"))
         lines[label] = by_model[(by_model["group"] == group) & (by_model["measure"] == measure)]
-    interval_lines(axes[1], lines, order)
-    axes[1].set(ylim=(-0.05, 1.05), ylabel="share of the top-k", title="token-only and cross-naming matches")
-    axes[1].legend(fontsize="small")
+    share_lines(axes[1], lines, order, "token-only and cross-naming matches")
     return fig
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from influence_study.plots import plt, save_figure, sns, study_theme
-from influence_study.plots.shares import interval_lines, model_order, stacked_shares
+from influence_study.plots.shares import model_order, share_lines, stacked_shares
 
 THEME_LABELS = {
     "share_ai_self_preservation": "AI self-preservation",
@@ -29,9 +29,7 @@ def plot_roleplay(per_query: pd.DataFrame, by_model: pd.DataFrame) -> plt.Figure
     axes[0].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     lines = {"survival themes": by_model[by_model["measure"] == "share_survival"],
              "themed distractor": by_model[by_model["measure"] == "share_themed_distractor"]}
-    interval_lines(axes[1], lines, order)
-    axes[1].set(ylim=(-0.05, 1.05), ylabel="share of the top-k", title="survival vs token matches")
-    axes[1].legend(fontsize="small")
+    share_lines(axes[1], lines, order, "survival vs token matches")
     return fig
 
 

@@ -1,5 +1,6 @@
 """Drawing helpers shared by the figures of the ground-truth analyses (abstraction, math and code, role-play,
-memorisation): a measure per model size with its confidence interval, and stacked shares of each model's top-k."""
+memorisation): a measure per model size with its confidence interval (on a share axis: :func:`share_lines`), and
+stacked shares of each model's top-k."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ def interval_lines(ax: plt.Axes, lines: Mapping[str, pd.DataFrame], order: Seque
     ax.set_xticks(range(len(order)), order)
     ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_xlabel("model (small → large)")
+
+
+def share_lines(ax: plt.Axes, lines: Mapping[str, pd.DataFrame], order: Sequence[str], title: str,
+                ylabel: str = "share of the top-k", legend_title: str | None = None) -> None:
+    """:func:`interval_lines` on a share axis (-0.05 to 1.05) with its label and title, and a small legend."""
+    interval_lines(ax, lines, order)
+    ax.set(ylim=(-0.05, 1.05), ylabel=ylabel, title=title)
+    ax.legend(title=legend_title, fontsize="small")
 
 
 def stacked_shares(ax: plt.Axes, per_query: pd.DataFrame, columns: Mapping[str, str], colors: Sequence,
