@@ -33,12 +33,13 @@ TOKEN_QUERY_CHUNK = 8
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    """How a shard is scored: see the ``influence`` section of the config schema."""
+    """How a shard is scored: the ``influence`` keys of the same names (their defaults and meaning are in the
+    config schema, the one place they are set; :func:`influence_study.stages.influence.scoring_settings`)."""
 
-    batch_size: int = 32
-    query_batch_size: int = 128
-    query_rank: int | None = 32
-    rescore_top_k: int | None = 100
+    batch_size: int
+    query_batch_size: int
+    query_rank: int | None
+    rescore_top_k: int | None
     damping: float | None = None
 
     @property
