@@ -10,6 +10,8 @@ CONSTRAINTS ?= constraints/cpu.txt
 SNAKEMAKE_ARGS ?=
 # The HTML report of every figure with its caption (snakemake --report), written by `make study` and `make report`.
 REPORT ?= report.html
+# The output directory of the CI study (`output_dir` of configs/ci.yaml), what `make clean-ci` removes.
+CI_OUTPUT ?= results-ci
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -37,3 +39,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+# Remove what `make study CONFIG=configs/ci.yaml` wrote: the CI study's outputs (the write-protected factors too) and
+# Snakemake's records of them in .snakemake/ (version info and incomplete marks; `--cleanup-metadata` complains
+# about the files it kept no record of, hence the `|| true`). The HTML report is the default study's name, kept.
+clean-ci:
+	@if [ -d "$(CI_OUTPUT)" ]; then \
+		if [ -x $(BIN)/snakemake ]; then \
+			$(BIN)/snakemake --configfile configs/ci.yaml --cleanup-metadata $$(find "$(CI_OUTPUT)" -mindepth 1) \
+				>/dev/null 2>&1 || true; \
+		fi; \
+		chmod -R u+w "$(CI_OUTPUT)" && rm -rf "$(CI_OUTPUT)" && echo "removed $(CI_OUTPUT)/"; \
+	else echo "no $(CI_OUTPUT)/ to remove"; fi

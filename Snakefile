@@ -3,6 +3,8 @@
 # All logic lives in src/influence_study; the rules under workflow/rules only wire files to its steps.
 import sys
 
+from influence_study.corpus.loaders import CorpusError
+from influence_study.stages.plan import planned_analyses
 from influence_study.study.config import ConfigError, validate_config
 
 
@@ -14,7 +16,12 @@ if not workflow.configfiles:
 
 try:
     _validated = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
-except ConfigError as error:
+    # The analyses this config plans, in the paper's order (influence_study.stages.plan decides: the synthetic
+    # world's analyses only on the synthetic world, the LDS and the calibration only with a model trained from
+    # scratch, ...; a corpus of one's own has its queries file read here, so a bad one stops the run before any job).
+    # `rule all`, the notebooks and the findings report take only these (workflow/rules/common.smk).
+    PLANNED_ANALYSES = planned_analyses(_validated)
+except (ConfigError, CorpusError) as error:
     sys.exit(f"influence_study: invalid configuration: {error}")
 config.clear()
 config.update(_validated)

@@ -248,7 +248,7 @@ def test_run_writes_tables_summary_figure_and_the_notebook_reads_them(tmp_path):
     nbformat.validate(notebook)
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and "results_dir" in parameters[0].source
-    namespace = {"results_dir": str(tmp_path), "seed": 0}
+    namespace = {"results_dir": str(tmp_path), "seed": 0, "tiny": False}
     for cell in notebook.cells:
         if cell.cell_type == "code" and cell not in parameters:
             exec(compile(cell.source, "removal.ipynb", "exec"), namespace)  # noqa: S102 (our own notebook)

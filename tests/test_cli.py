@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from influence_study import cli
 
@@ -45,3 +46,17 @@ def test_missing_study_extras_are_named_with_the_install_command(module):
 def test_the_message_says_what_is_missing():
     message = cli.missing_extras_message(ModuleNotFoundError("No module named 'jsonschema'", name="jsonschema"))
     assert "'jsonschema'" in message and cli.INSTALL_HINT in message
+
+
+@pytest.mark.parametrize("tiny", [True, False])
+def test_summary_says_when_the_run_is_the_tiny_configuration(tmp_path, capsys, tiny):
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    assert config["tiny"] is True  # the CI study is marked as such
+    config.update(output_dir=str(tmp_path / "results"), tiny=tiny)
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("verdicts mean nothing" in out) is tiny
+    assert ("tiny configuration" in out) is tiny

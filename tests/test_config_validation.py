@@ -77,6 +77,23 @@ def _text_corpus_missing_file(raw, tmp):
     raw["corpus"].update(source="text", path=str(tmp / "missing.txt"))
 
 
+def _text_corpus(raw, tmp, queries="absent"):
+    """A text corpus of the user's in ``tmp``; ``queries``: a queries file written there, "absent" (none given) or
+    "missing" (a path that does not exist)."""
+    (tmp / "docs.txt").write_text("one document\n\nanother one\n")
+    raw["corpus"].update(source="text", path=str(tmp / "docs.txt"))
+    if queries == "missing":
+        raw["queries"] = {"source": str(tmp / "no-queries.jsonl")}
+    elif queries != "absent":
+        (tmp / "queries.jsonl").write_text(queries)
+        raw["queries"] = {"source": str(tmp / "queries.jsonl")}
+
+
+def _synthetic_with_queries(raw, tmp):
+    (tmp / "queries.jsonl").write_text('{"prompt": "a", "completion": " b"}\n')
+    raw["queries"] = {"source": str(tmp / "queries.jsonl")}
+
+
 BAD_CONFIGS = [
     pytest.param(lambda r, t: _set(r, "seeds", 1), ["'seeds'", "did you mean 'seed'"], id="unknown-top-level-key"),
     pytest.param(lambda r, t: r["corpus"].update(sourc=r["corpus"].pop("source")),
@@ -115,6 +132,14 @@ BAD_CONFIGS = [
                  id="text-corpus-missing-file"),
     pytest.param(lambda r, t: r["corpus"].update(source="parquet"), ["corpus.path", "required", "'parquet'"],
                  id="parquet-corpus-without-path"),
+    pytest.param(_text_corpus, ["queries.source", "required when corpus.source is 'text'", "prompt/completion"],
+                 id="text-corpus-without-queries"),
+    pytest.param(lambda r, t: _text_corpus(r, t, "missing"), ["queries.source", "not found", "no-queries.jsonl"],
+                 id="text-corpus-queries-file-missing"),
+    pytest.param(_synthetic_with_queries, ["queries.source", "synthetic world writes its own queries"],
+                 id="synthetic-world-with-queries"),
+    pytest.param(lambda r, t: _set(r, "queries", {"sorce": "q.jsonl"}), ["queries.sorce", "did you mean 'source'"],
+                 id="queries-key-typo"),
     pytest.param(lambda r, t: r["corpus"].update(source="hf_dataset", path="./not/here"),
                  ["corpus.path", "neither an existing local dataset directory nor a hub name"],
                  id="hf-dataset-neither-local-nor-hub"),
@@ -269,9 +294,17 @@ def test_checkpoint_models_validate(raw, tmp_path):
 def test_user_corpus_with_existing_path_validates(raw, tmp_path):
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text('{"text": "hello"}\n')
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"prompt": "hel", "completion": "lo"}\n')
     raw["corpus"].update(source="jsonl", path=str(corpus), max_documents=10)
+    raw["queries"] = {"source": str(queries)}
     config = validate_config(raw)
     assert config["corpus"]["path"] == str(corpus) and config["corpus"]["text_field"] == "text"
+    assert config["queries"]["source"] == str(queries)
+
+
+def test_the_synthetic_world_needs_no_queries_file(raw):
+    assert validate_config(raw)["queries"] == {"source": None}
 
 
 def test_validate_config_does_not_mutate_its_input(raw):
@@ -377,8 +410,10 @@ def test_checkpoint_entries_get_no_scratch_sizes(raw):
     assert "architecture" not in entry and "n_layer" not in entry
 
 
-def test_hub_dataset_name_without_organisation_is_accepted(raw):
+def test_hub_dataset_name_without_organisation_is_accepted(raw, tmp_path):
+    (tmp_path / "queries.parquet").write_bytes(b"")  # only its existence is checked here; the corpus step reads it
     raw["corpus"].update(source="hf_dataset", path="wikitext")
+    raw["queries"] = {"source": str(tmp_path / "queries.parquet")}
     assert validate_config(raw)["corpus"]["path"] == "wikitext"
 
 

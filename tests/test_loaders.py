@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from influence_study.corpus.loaders import COLUMNS, CorpusError, assign_splits, load_documents
+from influence_study.corpus.queries import empty_probes, empty_relations, load_queries, query_families
+from influence_study.corpus.synthetic import PROBE_COLUMNS, QUERY_COLUMNS
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
@@ -347,3 +349,57 @@ def test_zero_documents(tmp_path, source, name, content):
 def test_bad_arguments(text_file, kwargs, key):
     with pytest.raises(CorpusError, match=key):
         load_documents("text", str(text_file), **kwargs)
+
+
+# --- the queries of a user corpus (queries.source) ---------------------------------------------------------------
+
+
+def test_queries_from_jsonl_get_the_synthetic_world_s_schema(tmp_path):
+    path = write_jsonl(tmp_path / "q.jsonl", [
+        {"query_id": "capital", "prompt": "The capital of France is", "completion": " Paris", "family": "geo",
+         "note": "ignored"},
+        {"prompt": "Two plus two is", "completion": " four", "label": "math"},
+        {"prompt": "Hello", "completion": " world"},
+    ])
+    table = load_queries(path)
+    assert list(table.columns) == QUERY_COLUMNS
+    assert table["query_id"].tolist() == ["capital", "q-00001", "q-00002"]
+    assert table["analysis"].tolist() == ["geo", "math", "user"]
+    assert table["completion"].tolist() == [" Paris", " four", " world"]
+    assert table["exposures"].isna().all() and str(table["exposures"].dtype) == "Int64"
+
+
+def test_queries_from_parquet(tmp_path):
+    path = tmp_path / "q.parquet"
+    pd.DataFrame({"prompt": ["a", "b"], "completion": [" x", " y"], "family": ["f", None]}).to_parquet(path)
+    assert load_queries(path)["analysis"].tolist() == ["f", "user"]
+    assert query_families(path) == ["f", "user"]
+
+
+@pytest.mark.parametrize("write, expected", [
+    (lambda p: write_jsonl(p, [{"prompt": "a"}]), ["queries.source", "line 1", "missing field(s) completion"]),
+    (lambda p: pd.DataFrame({"text": ["a"]}).to_parquet(p.with_suffix(".parquet")),
+     ["queries.source", "missing column(s) prompt, completion", "it has: text"]),
+    (lambda p: p.write_text('{"prompt": "a", "completion": ""}\n'), ["row 0", "empty completion"]),
+    (lambda p: p.write_text('{"prompt": 1, "completion": "b"}\n'), ["prompt: row 0", "expected a string"]),
+    (lambda p: p.write_text('{"prompt": "a", "completion": "b"\n'), ["line 1", "not valid JSON"]),
+    (lambda p: p.write_text('["a", "b"]\n'), ["line 1", "expected a JSON object"]),
+    (lambda p: write_jsonl(p, [{"query_id": "x", "prompt": "a", "completion": "b"}] * 2), ["repeated", "'x'"]),
+    (lambda p: p.write_text("\n\n"), ["no queries"]),
+    (lambda p: p.with_suffix(".csv").write_text("prompt,completion\n"), [".jsonl", ".parquet"]),
+    (lambda p: None, ["file not found"]),
+])
+def test_bad_queries_files_are_named_with_the_key(tmp_path, write, expected):
+    target = tmp_path / "q.jsonl"
+    write(target)
+    written = [p for p in tmp_path.iterdir()] or [target]
+    with pytest.raises(CorpusError) as info:
+        load_queries(written[0])
+    for part in expected:
+        assert part in str(info.value), str(info.value)
+    assert str(written[0]) in str(info.value)
+
+
+def test_a_user_corpus_has_empty_ground_truth_tables():
+    assert list(empty_relations().columns) == ["query_id", "doc_id", "relation", "token_overlap"]
+    assert list(empty_probes().columns) == PROBE_COLUMNS and empty_probes().empty and empty_relations().empty

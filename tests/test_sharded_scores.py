@@ -195,3 +195,21 @@ def test_study_inputs_read_documents_as_eos_document(study):
     with pytest.raises(ValueError, match="'text'"):
         load_study_inputs(study["root"] / "model", bad)
     assert torch.is_tensor(inputs.document_batches(4).batches[0]["input_ids"])
+
+
+def test_a_query_without_a_completion_token_is_refused_naming_it(study):
+    """A query whose completion keeps no token (empty, or cut off by the context) has f with no term: its scores
+    would all be 0, silently. The study refuses it, naming the query."""
+    root = study["root"]
+    queries = pd.read_parquet(root / "queries.parquet")
+    empty = queries.copy()
+    empty.loc[3, "completion"] = ""
+    empty.to_parquet(root / "empty-completion.parquet")
+    with pytest.raises(ValueError, match=r"query 'q3' has no completion token to score") as info:
+        load_study_inputs(root / "model", root / "docs.parquet", root / "empty-completion.parquet")
+    assert str(root / "empty-completion.parquet") in str(info.value)
+    # the context keeps the last max_length tokens, so a non-empty completion always keeps one: no false alarm
+    inputs = load_study_inputs(root / "model", root / "docs.parquet", root / "queries.parquet", max_length=2)
+    assert all(start < len(seq) for seq, start in zip(inputs.query_sequences, inputs.query_starts))
+    with pytest.raises(ValueError, match=r"query 'q0' \(and 6 more: \['q1', 'q2', 'q3', 'q4', 'q5'\]\)"):
+        load_study_inputs(root / "model", root / "docs.parquet", root / "queries.parquet", max_length=1)

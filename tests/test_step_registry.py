@@ -1,11 +1,14 @@
 """The workflow's steps: every rule's ``step`` is in the registry, and what the rule passes (its named inputs, outputs
 and params) are parameters of the step's function, which gets every parameter it requires; the runner gives the
 config to exactly the steps that take it and refuses an unknown step by name. Read from the rule files' text, so the
-check runs without Snakemake."""
+check runs without Snakemake. A rule's ``config_slice`` param (the config values its step reads, so that changing one
+reruns the rule) is for Snakemake only: the runner never passes it, and the rules' slices name keys the config has."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -17,7 +20,11 @@ import pytest
 from influence_study.analyses.validation import SETTINGS
 from influence_study.models.toy import SETTINGS as TOY_SETTINGS
 from influence_study.stages import runner
+from influence_study.stages.config_slices import FACTOR_KEYS, SCORING_KEYS, config_value, model_slice, select
 from influence_study.stages.registry import CONFIG_STEPS, FILE_STEPS, READS_CONFIG, STEPS, UnknownStep, step_function
+from influence_study.stages.runner import RUNNER_PARAMS
+from influence_study.stages.sharded_scores import ScoringSettings
+from influence_study.study.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "workflow" / "rules").rglob("*.smk"))
@@ -111,7 +118,7 @@ def test_the_parser_reads_the_rule_files():
     assert by_name["analysis_lds"]["output"] == {"summary", "per_query", "families", "points"}
     assert by_name["validation_setting"]["input"] == {"model_dirs", "learning", "documents", "queries"}
     assert by_name["corpus"]["output"] == {"documents", "queries", "relations", "probes"}
-    assert by_name["score_shard"]["params"] == {"step", "model_name", "strategy", "scatteritem"}
+    assert by_name["score_shard"]["params"] == {"step", "model_name", "strategy", "scatteritem", "config_slice"}
     assert by_name["fig_lds"]["output"] == {"png", "pdf"}
     assert "mem_mb" not in by_name["analysis_approximations"]["params"]  # resources are not params
     # every rule that runs the step script names a step
@@ -128,7 +135,7 @@ def test_every_rule_names_a_registered_step_with_matching_parameters(rule):
     parameters = signature.parameters
     takes_config = next(iter(parameters), None) == "config"
     assert takes_config == (rule["step"] in READS_CONFIG), rule["step"]
-    passed = (rule["input"] | rule["output"] | rule["params"]) - {"step"}
+    passed = (rule["input"] | rule["output"] | rule["params"]) - RUNNER_PARAMS  # the runner keeps these
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     unknown = passed - set(parameters)
     assert accepts_any or not unknown, f"rule {rule['rule']} passes {sorted(unknown)}, which {rule['step']} lacks"
@@ -171,12 +178,102 @@ def test_the_runner_gives_the_config_only_to_the_steps_that_take_it(monkeypatch)
     monkeypatch.setitem(STEPS, "lds.figure", lambda *args, **kwargs: calls.append((args, kwargs)))
 
     def smk(step, **files):
-        return SimpleNamespace(params={"step": step}, input={}, output=files, config={"seed": 3}, log=[], threads=1)
+        params = {"step": step, "config_slice": {"seed": 3}} if step in READS_CONFIG else {"step": step}
+        return SimpleNamespace(params=params, input={}, output=files, config={"seed": 3}, log=[], threads=1)
 
     runner.run_step(smk("corpus.make_corpus", documents="d.parquet"))
     runner.run_step(smk("lds.figure", png="a.png", pdf="a.pdf"))
+    # neither `step` nor `config_slice` reaches the step
     assert calls == [(({"seed": 3},), {"documents": "d.parquet"}), ((), {"png": "a.png", "pdf": "a.pdf"})]
+    assert RUNNER_PARAMS == {"step", "config_slice"}
 
 
 def test_the_validation_settings_are_the_toy_settings():
     assert SETTINGS == TOY_SETTINGS
+
+
+# The config slices (workflow/rules/common.smk: config_slice(*keys), model_config_slice(*keys)), read from the text.
+SLICE = re.compile(r"^\s*config_slice=(model_config_slice|config_slice)\((.*?)\),$", re.S | re.M)
+# Steps that read no config value (only the config hash their provenance records): their rules pass no slice.
+READS_NO_CONFIG_VALUE = {"models.learning_table"}
+SLICE_CONSTANTS = {"FACTOR_KEYS": FACTOR_KEYS, "SCORING_KEYS": SCORING_KEYS}
+
+
+def rule_slices() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{rule: (helper, keys)}`` of every rule that passes a ``config_slice``."""
+    found = {}
+    for path in RULE_FILES:
+        text = path.read_text()
+        starts = [(m.start(), m.group(1)) for m in re.finditer(r"^\s*rule (\w+):", text, re.M)]
+        for match in SLICE.finditer(text):
+            rule = [name for start, name in starts if start < match.start()][-1]
+            keys = []
+            for argument in re.split(r",\s*", match.group(2).strip()):
+                if argument.startswith("*"):
+                    keys += SLICE_CONSTANTS[argument[1:]]
+                else:
+                    keys.append(re.fullmatch(r'"([\w.]+)"', argument).group(1))
+            found[rule] = (match.group(1), tuple(keys))
+    return found
+
+
+SLICES = rule_slices()
+
+
+def test_every_rule_whose_step_reads_the_config_passes_a_slice_and_no_other_rule_does():
+    by_name = {rule["rule"]: rule for rule in STEP_RULES}
+    assert set(SLICES) <= set(by_name), sorted(set(SLICES) - set(by_name))
+    for name, rule in by_name.items():
+        wanted = rule["step"] in READS_CONFIG and rule["step"] not in READS_NO_CONFIG_VALUE
+        assert (name in SLICES) == wanted, f"rule {name} ({rule['step']}): {'no' if wanted else 'a'} config_slice"
+        assert ("config_slice" in rule["params"]) == wanted, name
+    # per-model slices exactly where the step builds or (re)trains the rule's {model}
+    per_model = {name for name, (helper, _) in SLICES.items() if helper == "model_config_slice"}
+    assert per_model == {"train_model", "factors", "lds_retrain", "calibration_retrain"}
+    assert {"seed", "corpus"} <= set(SLICES["corpus"][1])
+    assert "influence.damping" in SLICES["score_shard"][1] and "influence.damping" not in SLICES["factors"][1]
+    assert "influence.token_documents" in SLICES["token_scores"][1]
+    assert "analyses.sparsity" in SLICES["analysis_sparsity"][1]
+
+
+@pytest.mark.parametrize("config_file", ["config.yaml", "configs/ci.yaml", "configs/gpu.yaml", "configs/hf.yaml"])
+def test_every_key_of_the_slices_is_in_the_validated_config(config_file):
+    config = load_config(ROOT / config_file)
+    for rule, (_, keys) in SLICES.items():
+        assert len(set(keys)) == len(keys), f"rule {rule} names a key twice"
+        for key in keys:
+            config_value(config, key)  # a KeyError names the key
+    for name in (m["name"] for m in config["models"]):
+        model_slice(config, name)
+
+
+def test_the_scoring_keys_are_the_scoring_settings():
+    assert SCORING_KEYS == tuple(f"influence.{field.name}" for field in dataclasses.fields(ScoringSettings))
+
+
+def test_a_slice_changes_exactly_with_the_values_it_names():
+    config = load_config(ROOT / "configs" / "ci.yaml")
+    base = select(config, SLICES["score_shard"][1])
+    assert base == select(json.loads(json.dumps(config)), SLICES["score_shard"][1])  # JSON values, comparable
+    changed = json.loads(json.dumps(config))
+    changed["influence"]["damping"] = 0.01
+    assert select(changed, SLICES["score_shard"][1]) != base
+    assert select(changed, SLICES["factors"][1]) == select(config, SLICES["factors"][1])
+    # a model's training override changes its slice, not the other models'
+    changed = json.loads(json.dumps(config))
+    first, second = (m["name"] for m in config["models"][:2])
+    changed["models"][1]["training"] = {"steps": 7}
+    assert model_slice(changed, second) != model_slice(config, second)
+    assert model_slice(changed, second)["training"]["steps"] == 7
+    assert model_slice(changed, first) == model_slice(config, first)
+    # the family's training settings reach every model trained from scratch; the seed position follows the order
+    changed = json.loads(json.dumps(config))
+    changed["training"]["steps"] = 7
+    assert all(model_slice(changed, m["name"]) != model_slice(config, m["name"]) for m in config["models"])
+    assert [model_slice(config, m["name"])["model_position"] for m in config["models"]] == list(
+        range(len(config["models"])))
+    # an imported checkpoint reads only its entry
+    changed["models"].append({"name": "imported", "checkpoint": "some/dir"})
+    assert model_slice(changed, "imported") == {"model": {"name": "imported", "checkpoint": "some/dir"}}
+    with pytest.raises(KeyError, match="influence.dampin"):
+        config_value(config, "influence.dampin")

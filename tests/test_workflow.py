@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -260,25 +263,46 @@ def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
     assert not list(root.rglob(".*.tmp")), "temporary files of the killed jobs are left behind"
 
 
+def readme_slurm_command() -> list[str]:
+    """The words after ``.venv/bin/snakemake`` of the command in the README's "On a SLURM cluster" section."""
+    section = (ROOT / "README.md").read_text().split("## On a SLURM cluster", 1)[1].split("\n## ", 1)[0]
+    words = shlex.split(re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " "))
+    assert words[0] == ".venv/bin/snakemake", words
+    return words[1:]
+
+
 def test_slurm_profile_dry_run(tmp_path):
-    """The SLURM profile plans the whole study with per-rule resources, and a GPU per model job on CUDA."""
+    """The README's SLURM command plans the whole study with every job's memory and time (the rules declare
+    them; the command's --default-resources replaces default-resources, which then only add account and
+    partition), per-rule cluster sizes, a GPU per model job on CUDA, and no "Shell command: None" lines."""
     config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
     config["output_dir"] = str(tmp_path / "results")
     config["device"] = "cuda"
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(path),
-                       "--default-resources", "slurm_account=test", "slurm_partition=gpu")
+    words = readme_slurm_command()
+    assert "--default-resources" in words and "--profile" in words
+    words[words.index("--configfile") + 1] = str(path)  # the README's configs/gpu.yaml: here the CI study on CUDA
+    words = [w.replace("<account>", "test").replace("<partition>", "gpu") for w in words]
+    result = snakemake("-n", *words)
     text = result.stdout + result.stderr
+    jobs = job_blocks(text)
+    assert Counter(job["rule"] for job in jobs) == job_counts(text)
     blocks = {}
-    for block in text.split("rule ")[1:]:
-        name = block.split(":", 1)[0].strip()
-        blocks.setdefault(name, block)
+    for job in jobs:
+        blocks.setdefault(job["rule"], job["resources"])
     for rule, mem_mb, runtime in (("score_shard", 16000, 240), ("factors", 16000, 120), ("train_model", 8000, 240)):
-        assert f"mem_mb={mem_mb}" in blocks[rule] and f"runtime={runtime}" in blocks[rule], blocks[rule]
-        assert "gpu=1" in blocks[rule] and "slurm_partition=gpu" in blocks[rule], blocks[rule]
-    assert "gpu=1" not in blocks["candidates"]
-    assert "score_shard" in text and "gather_scores" in text and "This was a dry-run" in text
+        assert blocks[rule]["mem_mb"] == str(mem_mb) and blocks[rule]["runtime"] == str(runtime), blocks[rule]
+        assert blocks[rule]["gpu"] == "1" and blocks[rule]["slurm_partition"] == "gpu", blocks[rule]
+    assert blocks["candidates"].get("gpu", "0") == "0"
+    # every job but the target rule `all` (which runs nothing) has its memory and time, numbers, not <TBD>
+    unsized = [(job["rule"], job["resources"].get("mem_mb"), job["resources"].get("runtime")) for job in jobs
+               if job["rule"] != "all" and not (job["resources"].get("mem_mb", "").isdigit()
+                                                and job["resources"].get("runtime", "").isdigit())]
+    assert not unsized, unsized
+    assert all(job["resources"]["slurm_account"] == "test" for job in jobs if job["rule"] != "all")
+    assert {"score_shard", "gather_scores", "notebook", "corpus"} <= set(blocks) and "This was a dry-run" in text
+    assert "Shell command" not in text  # the profile does not print the (absent) shell command of script rules
 
 
 @pytest.mark.slow
@@ -408,3 +432,147 @@ def test_tables_match_the_recorded_hashes(study):
     exact = [name for name in recorded["tables"] if same_machine or name.startswith(("corpus/", "queries/"))]
     changed = [name for name in exact if hashes[name] != recorded["tables"][name]]
     assert not changed, f"tables changed ({len(changed)} of {len(exact)} compared): {changed}"
+
+
+# Config changes rerun exactly what they change (issue #18): dry runs read as their job blocks.
+def job_blocks(text: str) -> list[dict]:
+    """Every job of a dry run's output (its "rule X:" blocks): ``rule``, ``wildcards`` and ``resources`` (name ->
+    value as printed) and ``reason``."""
+    jobs = []
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", text, flags=re.M)[1:]:
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        pairs = {key: dict(item.split("=", 1) for item in fields[key].split(", ")) if key in fields else {}
+                 for key in ("wildcards", "resources")}
+        jobs.append({"rule": re.match(r"(?:local)?rule (\w+):", block).group(1), **pairs,
+                     "reason": fields.get("reason", "")})
+    return jobs
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The dry run's "Job stats" table: jobs per rule."""
+    table = text.split("Job stats:", 1)[1].split("\ntotal", 1)[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its modification time and size: what a dry run must leave as it was."""
+    return {str(p): (p.lstat().st_mtime_ns, p.lstat().st_size) for p in root.rglob("*")}
+
+
+def planned(config: dict, path: Path, *targets: str, cwd: Path = ROOT) -> tuple[list[dict], str]:
+    """The jobs that a dry run of ``config`` (written to ``path``) plans, and its output; the output directory is
+    checked to be unchanged by the dry run."""
+    path.write_text(yaml.safe_dump(config))
+    before = tree_state(Path(config["output_dir"]))
+    result = snakemake("-n", *targets, "--cores", "1", "--configfile", str(path), cwd=cwd, check=False)
+    text = result.stdout + result.stderr
+    assert tree_state(Path(config["output_dir"])) == before, "the dry run changed files"
+    if result.returncode != 0:
+        return None, text
+    jobs = job_blocks(text)
+    assert not jobs or Counter(job["rule"] for job in jobs) == job_counts(text)
+    return jobs, text
+
+
+def test_editing_a_config_value_reruns_the_rules_whose_step_reads_it(tmp_path):
+    """Each rule's params carry the config values its step reads (``config_slice``), so Snakemake's params trigger
+    replans exactly those rules: after the corpus and the tokenizer ran, a new ``tokenizer.vocab_size`` replans
+    the tokenizer alone, a new seed the corpus (and the tokenizer, whose input it rewrites), and a value neither
+    reads nothing. The run goes through the default profile, which prints no "Shell command: None" per job."""
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "results")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = f"{config['output_dir']}/tokenizer/{config['corpus']['name']}"
+    # in tmp_path: Snakemake keeps what it recorded of each job (its params) in .snakemake/ of the working directory
+    run = snakemake(target, "--cores", "1", "--profile", str(ROOT / "workflow" / "profiles" / "default"),
+                    "--configfile", str(path), cwd=tmp_path)
+    assert "Shell command" not in run.stdout + run.stderr
+    for changes, expected in (({"tokenizer": {"vocab_size": 400}}, {"tokenizer"}),
+                              ({"seed": 1}, {"corpus", "tokenizer"}), ({"influence": {"damping": 0.01}}, set())):
+        edited = json.loads(json.dumps(config))
+        for section, value in changes.items():
+            edited[section] = {**edited[section], **value} if isinstance(value, dict) else value
+        jobs, text = planned(edited, tmp_path / "edited.yaml", target, cwd=tmp_path)
+        assert jobs is not None, text[-3000:]
+        assert {job["rule"] for job in jobs} == expected, (changes, text[-3000:])
+        if expected:
+            assert "Params have changed since last execution" in text
+        else:
+            assert "Nothing to be done" in text
+
+
+def rules_of(jobs: list[dict], rule: str, wildcard: str = "model") -> set[str]:
+    return {job["wildcards"][wildcard] for job in jobs if job["rule"] == rule}
+
+
+@pytest.mark.slow
+def test_a_new_damping_replans_the_scores_and_what_reads_them_but_nothing_upstream(study, tmp_path):
+    """The CI study's config with ``influence.damping`` changed, on its own output directory: the dry run plans
+    every scoring job and the analyses below them, never the corpus, the tokenizer, the models or the factors."""
+    config = json.loads(json.dumps(study["config"]))
+    config["influence"]["damping"] = 0.01
+    jobs, text = planned(config, tmp_path / "damping.yaml")
+    assert jobs is not None, text[-3000:]
+    rules = {job["rule"] for job in jobs}
+    names, strategies = [m["name"] for m in config["models"]], config["influence"]["strategies"]
+    shards = {(job["wildcards"]["model"], job["wildcards"]["strategy"]) for job in jobs
+              if job["rule"] == "score_shard"}
+    assert shards == {(model, strategy) for model in names for strategy in strategies}
+    assert rules_of(jobs, "gather_scores") == rules_of(jobs, "token_scores") == set(names)
+    assert {"bm25_recall", "explorer", "word_order_scores", "memorisation_influence", "analysis_approximations",
+            "analysis_sparsity", "analysis_abstraction", "analysis_lds", "calibration_plan", "notebook",
+            "findings"} <= rules
+    assert not rules & {"corpus", "tokenizer", "train_model", "evaluate_model", "factors", "candidates",
+                        "learning_table", "lds_subsets", "lds_retrain", "validation_setting", "finetune_tasks",
+                        "datainf_finetune", "removal_finetunes"}, sorted(rules)
+    assert "Params have changed since last execution" in text
+
+
+@pytest.mark.slow
+def test_a_models_training_override_replans_that_model_and_what_reads_it_only(study, tmp_path):
+    """One model's ``training.steps`` override (a model entry may override any training setting): its
+    train_model job and the jobs below it are planned, no other model's training, factors or scores."""
+    from influence_study.stages.lds import lds_model
+    from influence_study.study.config import validate_config
+
+    config = json.loads(json.dumps(study["config"]))
+    entry = config["models"][1]
+    entry["training"] = {**entry.get("training", {}), "steps": config["training"]["steps"] + 10}
+    name, others = entry["name"], [m["name"] for m in config["models"] if m["name"] != entry["name"]]
+    jobs, text = planned(config, tmp_path / "steps.yaml")
+    if jobs is None:  # not root: the plan stops at the retrained model's factors, write-protected (delete to refit)
+        assert os.geteuid() != 0 and "Write-protected output files" in text, text[-3000:]
+        assert f"factors/{name}/" in text and not any(f"factors/{other}/" in text for other in others)
+        return
+    assert rules_of(jobs, "train_model") == {name}
+    for rule in ("evaluate_model", "factors", "score_shard", "gather_scores", "token_scores", "explorer",
+                 "word_order_scores"):
+        assert rules_of(jobs, rule) == {name}, rule
+    rules = {job["rule"] for job in jobs}
+    assert {"learning_table", "fig_loss_curves", "bm25_recall", "analysis_sparsity", "findings"} <= rules
+    # the LDS and calibration retrains, the fine-tunes and the memorisation scores are of other models
+    validated = validate_config(config)
+    assert lds_model(validated) != name and name not in validated["finetune"]["models"]
+    assert not rules & {"corpus", "tokenizer", "lds_retrain", "calibration_retrain", "datainf_finetune",
+                        "memorisation_influence"}, sorted(rules)
+    assert "Params have changed since last execution" in text
+
+
+def test_make_clean_ci_removes_the_ci_study_outputs(tmp_path):
+    """``make clean-ci`` removes the CI study's output directory (``output_dir`` of configs/ci.yaml by default),
+    write-protected factors included."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    ci_output = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())["output_dir"]
+    assert re.search(r"^CI_OUTPUT \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1) == ci_output
+    output = tmp_path / ci_output
+    (output / "factors" / "m" / "ekfac").mkdir(parents=True)
+    (output / "factors" / "m" / "ekfac" / "factors.safetensors").write_text("x")
+    for path in (output / "factors" / "m" / "ekfac" / "factors.safetensors", output / "factors" / "m" / "ekfac"):
+        path.chmod(0o444 if path.is_file() else 0o555)
+    result = subprocess.run([make, "-C", str(ROOT), "clean-ci", f"CI_OUTPUT={output}"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not output.exists() and f"removed {output}/" in result.stdout

@@ -18,7 +18,8 @@ try:
     import pandas as pd
 
     from influence_study.findings import load_findings
-    from influence_study.study.config import ConfigError, load_config
+    from influence_study.run_notes import TINY_CAVEAT  # said of a run of a config marked `tiny: true`
+    from influence_study.study.config import ConfigError, check_config_file, load_config
 except ImportError as _error:  # exercised in a subprocess by tests/test_cli.py
     if (_error.name or "").startswith("influence_study"):
         raise  # a module of the package itself is broken: not a missing extra
@@ -31,7 +32,9 @@ MISSING_EXTRAS_STATUS = 3
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config, warnings = check_config_file(args.config)
+    for warning in warnings:
+        print(f"influence-study: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: valid ({len(config['models'])} models, corpus {config['corpus']['name']!r}, "
           f"outputs under {config['output_dir']}/)")
     return 0
@@ -43,6 +46,8 @@ def _summary(args: argparse.Namespace) -> int:
     if not root.exists():
         print(f"nothing produced yet: {root}/ does not exist", file=sys.stderr)
         return 1
+    if config["tiny"]:
+        print(f"NOTE: {TINY_CAVEAT}\n")
     print(f"Study outputs under {root}/")
     for sub in ("corpus", "queries", "tokenizer", "models", "evaluation", "factors", "candidates", "scores", "tables",
                 "figures", "analyses", "reports/explorer", "reports/notebooks", "logs"):
@@ -67,8 +72,9 @@ def _summary(args: argparse.Namespace) -> int:
             falling = bool(scratch["heldout_loss"].is_monotonic_decreasing)
             print(f"\nheld-out loss falls with size: {'yes' if falling else 'NO'}")
             best = scratch.iloc[-1]
-            print(f"largest model ({best['model']}) completes {best['fact_accuracy_well_seen']:.1%} of the facts "
-                  f"seen at least {config['evaluation']['min_exposures']} times")
+            if pd.notna(best.get("fact_accuracy_well_seen")):  # a corpus of one's own has no facts
+                print(f"largest model ({best['model']}) completes {best['fact_accuracy_well_seen']:.1%} of the "
+                      f"facts seen at least {config['evaluation']['min_exposures']} times")
     recall = root / "tables" / "bm25_recall.csv"
     if recall.exists():
         frame = pd.read_csv(recall)
@@ -77,6 +83,8 @@ def _summary(args: argparse.Namespace) -> int:
         print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     if (root / "reports" / "findings.md").exists():
         _print_findings(root)
+        if config["tiny"]:
+            print(f"\nNOTE: {TINY_CAVEAT}")
     return 0
 
 
@@ -92,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (subcommands ``check-config`` and ``summary``)."""
     parser = argparse.ArgumentParser(prog="influence-study", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check-config", help="validate a study config and report the first bad key")
+    check = commands.add_parser("check-config", help="validate a study config and report the first bad key (and "
+                                                     "warn of settings that do nothing)")
     check.add_argument("config", help="path to a YAML config (e.g. config.yaml)")
     check.set_defaults(run=_check_config)
     summary = commands.add_parser("summary", help="list what a study run produced and its learning table")

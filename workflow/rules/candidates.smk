@@ -9,6 +9,9 @@ rule candidates:
         candidates=CANDIDATES,
     params:
         step="influence.make_candidates",
+        config_slice=config_slice("candidates.top_k", "candidates.k1"),
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/candidates.log"),
     benchmark:
@@ -27,6 +30,9 @@ rule bm25_recall:
         **bm25_recall_outputs(),
     params:
         step="influence.bm25_recall_table",
+        config_slice=config_slice("candidates.recall_k", "candidates.recall_top"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/bm25_recall.log"),
     benchmark:

@@ -81,6 +81,8 @@ def bm25_recall_outputs():
 ANALYSIS_STRATEGY = config["analyses"]["strategy"]
 ANALYSES = {}
 FIGURES = {}
+# PLANNED_ANALYSES (set in the Snakefile, from influence_study.stages.plan): the analyses this config plans; the
+# targets, the notebooks and the findings report take only these.
 LEARNING_TABLE = out("tables/learning.parquet")
 
 
@@ -109,10 +111,47 @@ def notebook_outputs(name):
     return {"executed": out(f"reports/notebooks/{name}.ipynb"), "html": out(f"reports/notebooks/{name}.html")}
 
 
+def planned_outputs(registry=None):
+    """{name: outputs} of each planned analysis in ANALYSES (or in `registry`, e.g. FIGURES), in PLANNED_ANALYSES'
+    order."""
+    registry = ANALYSES if registry is None else registry
+    return {name: registry[name] for name in PLANNED_ANALYSES}
+
+
 def analysis_targets():
     return [
-        *[path for outputs in ANALYSES.values() for path in outputs.values()],
-        *[path for outputs in FIGURES.values() for path in outputs.values()],
-        *[notebook_outputs(name)["html"] for name in ANALYSES],
+        *[path for outputs in planned_outputs().values() for path in outputs.values()],
+        *[path for outputs in planned_outputs(FIGURES).values() for path in outputs.values()],
+        *[notebook_outputs(name)["html"] for name in PLANNED_ANALYSES],
         out("reports/findings.md"),
     ]
+
+
+# What of the config each rule's step reads, passed as the rule's `config_slice` param: Snakemake reruns a job whose
+# params changed (its params rerun trigger, on by default), and the jobs below it because their inputs are newer, so
+# editing a config value reruns exactly the steps that read it. The runner never passes `config_slice` to the step
+# (influence_study.stages.runner.RUNNER_PARAMS); keys are dotted ("influence.damping", "analyses.sparsity").
+# A rule whose step reads no config value (beyond the config hash of its provenance) passes no slice.
+from influence_study.stages.config_slices import FACTOR_KEYS, SCORING_KEYS, model_slice, select
+
+
+def config_slice(*keys):
+    """{key: config value} of each dotted key."""
+    return select(config, keys)
+
+
+def model_config_slice(*keys):
+    """config_slice(*keys) plus, per job, the entry, position (its seeds) and effective training settings of the
+    job's {model} wildcard (influence_study.stages.config_slices.model_slice)."""
+    return lambda wildcards: {**select(config, keys), **model_slice(config, wildcards.model)}
+
+
+# Memory (mem_mb) and wall time (runtime, minutes), which every rule declares in its own resources, so nothing is
+# left to default-resources (a cluster profile's, or `--default-resources` on the command line, which replaces
+# them). The influence rules take `influence.mem_mb`/`influence.runtime` (INFLUENCE_RESOURCES above); the others:
+# corpus, tokenizer, candidates, explorer, figures, the learning table, the findings report
+SMALL_JOB = {"mem_mb": 2000, "runtime": 30}
+# the analyses, their notebooks, the evaluations and the tables that read every model's scores
+TABLE_JOB = {"mem_mb": 4000, "runtime": 60}
+# a model trained, retrained or fine-tuned (add gpu=GPU)
+TRAINING_JOB = {"mem_mb": 4000, "runtime": 240}

@@ -6,6 +6,9 @@ rule corpus:
         **corpus_outputs(),
     params:
         step="corpus.make_corpus",
+        config_slice=config_slice("seed", "corpus", "queries"),
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/corpus.log"),
     conda:
@@ -21,6 +24,9 @@ rule tokenizer:
         tokenizer_dir=directory(out(f"tokenizer/{CORPUS}")),
     params:
         step="corpus.make_tokenizer",
+        config_slice=config_slice("tokenizer"),
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/tokenizer.log"),
     conda:

@@ -14,6 +14,9 @@ rule explorer:
         step="influence.explorer_page",
         model_name=lambda wildcards: wildcards.model,
         strategy=EXPLORER_STRATEGY,
+        config_slice=config_slice("explorer.max_queries"),
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/explorer/{model}.log"),
     benchmark:

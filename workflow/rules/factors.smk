@@ -14,6 +14,7 @@ rule factors:
         step="influence.fit_model_factors",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
+        config_slice=model_config_slice("seed", "device", *FACTOR_KEYS),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,

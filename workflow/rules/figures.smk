@@ -10,6 +10,8 @@ rule fig_loss_curves:
         pdf=loss_figure_outputs()["pdf"],
     params:
         step="models.loss_figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/fig_loss_curves.log"),
     conda:

@@ -3,11 +3,14 @@
 
 rule findings:
     input:
-        summaries=[outputs["summary"] for outputs in ANALYSES.values()],
+        summaries=[outputs["summary"] for outputs in planned_outputs().values()],
     output:
         report=out("reports/findings.md"),
     params:
         step="reports.findings_report",
+        config_slice=config_slice("models"),
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/findings.log"),
     conda:

@@ -10,9 +10,10 @@ rule train_model:
     params:
         step="models.train_model",
         model_name=lambda wildcards: wildcards.model,
+        config_slice=model_config_slice("seed", "device", "dtype"),
     threads: lambda wildcards: config["training"]["threads"]
     resources:
-        mem_mb=4000,
+        **TRAINING_JOB,
         gpu=GPU,
     log:
         out("logs/train_model/{model}.log"),
@@ -35,8 +36,10 @@ rule evaluate_model:
     params:
         step="models.evaluate_model",
         model_name=lambda wildcards: wildcards.model,
+        config_slice=config_slice("device", "dtype", "evaluation"),
     threads: 1
     resources:
+        **TABLE_JOB,
         gpu=GPU,
     log:
         out("logs/evaluate_model/{model}.log"),
@@ -56,6 +59,8 @@ rule learning_table:
         **learning_table_outputs(),
     params:
         step="models.learning_table",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/learning_table.log"),
     conda:

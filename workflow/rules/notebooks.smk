@@ -9,8 +9,11 @@ rule notebook:
         **notebook_outputs("{name}"),
     params:
         step="reports.run_notebook",
+        config_slice=config_slice("seed", "tiny"),
+    resources:
+        **TABLE_JOB,
     wildcard_constraints:
-        name="|".join(ANALYSES) or "none",
+        name="|".join(PLANNED_ANALYSES) or "none",
     log:
         out("logs/notebooks/{name}.log"),
     benchmark:

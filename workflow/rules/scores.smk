@@ -19,6 +19,7 @@ rule score_shard:
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
         scatteritem=lambda wildcards: wildcards.scatteritem,
+        config_slice=config_slice("device", *SCORING_KEYS),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,
@@ -48,8 +49,10 @@ rule gather_scores:
         step="influence.gather_scores",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
+        config_slice=config_slice(*SCORING_KEYS),
     resources:
         mem_mb=INFLUENCE_RESOURCES["mem_mb"],
+        runtime=INFLUENCE_RESOURCES["runtime"],
     log:
         out("logs/gather_scores/{model}/{strategy}.log"),
     benchmark:
@@ -75,6 +78,7 @@ rule token_scores:
         step="influence.token_scores",
         model_name=lambda wildcards: wildcards.model,
         strategy=lambda wildcards: wildcards.strategy,
+        config_slice=config_slice("device", *SCORING_KEYS, "influence.token_documents"),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,

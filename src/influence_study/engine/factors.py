@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from influence_study.engine.curvature import (diagonal_blocks, eigenbasis_precondition, eigendecompose,
                                               kfac_eigenvalues, rotate)
 from influence_study.engine.damping import mean_damping
-from influence_study.engine.files import atomic_path
+from influence_study.engine.files import FileIntegrityError, atomic_path, check_sha256, file_sha256
 from influence_study.engine.options import (FACTOR_STRATEGIES, SOLVER_STRATEGIES, STRATEGIES, FactorArguments,
                                             check_strategy_options, resolve_options)
 from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
@@ -28,13 +29,16 @@ from influence_study.engine.solvers import make_solver
 from influence_study.engine.tasks import Task
 from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
 
-__all__ = ["FACTOR_STRATEGIES", "SOLVER_STRATEGIES", "STRATEGIES", "FACTORS_FILE", "METADATA_FILE", "Factors",
-           "fit_factors"]
+__all__ = ["FACTOR_STRATEGIES", "SOLVER_STRATEGIES", "STRATEGIES", "FACTORS_FILE", "METADATA_FILE", "CONTENT_KEY",
+           "Factors", "FileIntegrityError", "fit_factors"]
 
 log = logging.getLogger(__name__)  # a child of the package logger: study.runtime.logged_to records its lines
 
 FACTORS_FILE = "factors.safetensors"
 METADATA_FILE = "metadata.json"
+# metadata.json's record of the tensor file as written: {"factors.safetensors": {"sha256": hex, "bytes": size}}
+CONTENT_KEY = "content"
+_REFIT = "refit the factors (delete {directory} and fit them again)"
 
 
 class Factors(Preconditioner):
@@ -104,29 +108,49 @@ class Factors(Preconditioner):
     # -- persistence --------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``factors.safetensors`` and ``metadata.json`` into ``directory`` (atomically: a killed save
-        leaves no directory behind)."""
+        leaves no directory behind). ``metadata.json`` records the SHA-256 and size of the tensor file, which
+        :meth:`load` checks; both files are read-only (mode 0o444)."""
         directory = Path(directory)
         flat = {f"{name}::{key}": t.detach().cpu().contiguous()
                 for name, tensors in self.tensors.items() for key, t in tensors.items()}
-        with atomic_path(directory, directory=True) as tmp:
-            save_file(flat, str(tmp / FACTORS_FILE), metadata={"strategy": self.strategy})
+        with atomic_path(directory, directory=True, read_only=True) as tmp:
+            tensor_path = tmp / FACTORS_FILE
+            save_file(flat, str(tensor_path), metadata={"strategy": self.strategy})
+            content = {FACTORS_FILE: {"sha256": file_sha256(tensor_path), "bytes": tensor_path.stat().st_size}}
             # no sort_keys: the order of metadata['modules'] is the modules' order in the model
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
+            record = {**self.metadata, CONTENT_KEY: content}
+            (tmp / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: torch.nn.Module | None = None,
              device: str | torch.device = "cpu") -> "Factors":
         """Read factors written by :meth:`save`. With ``model``, refuse (``ValueError``) factors fitted on
-        another model."""
+        another model. A tensor file whose bytes are not those :meth:`save` recorded (changed in place,
+        truncated) or that cannot be read raises :class:`~influence_study.engine.files.FileIntegrityError`
+        naming the file."""
         directory = Path(directory)
         meta_path, tensor_path = directory / METADATA_FILE, directory / FACTORS_FILE
+        refit = _REFIT.format(directory=directory)
         for path in (meta_path, tensor_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: not found; is {directory} a directory written by Factors.save?")
-        metadata = json.loads(meta_path.read_text())
+        try:
+            metadata = json.loads(meta_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise FileIntegrityError(f"{meta_path}: not readable as JSON ({err}); {refit}") from err
+        recorded = metadata.pop(CONTENT_KEY, {}).get(FACTORS_FILE)
+        if recorded is not None:
+            check_sha256(tensor_path, recorded["sha256"], str(meta_path), refit, size=recorded.get("bytes"))
+        else:
+            log.warning("%s: records no SHA-256 of %s (written before checksums were recorded); loaded unchecked",
+                        meta_path, FACTORS_FILE)
+        try:
+            stored = load_file(str(tensor_path), device=str(device))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise FileIntegrityError(f"{tensor_path}: cannot be read as a safetensors file ({err}); {refit}") from err
         tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in metadata["modules"]}
-        for key, tensor in load_file(str(tensor_path), device=str(device)).items():
+        for key, tensor in stored.items():
             name, _, field = key.partition("::")
             if name not in tensors:
                 raise ValueError(f"{tensor_path}: tensor {key!r} belongs to no module listed in {meta_path}")

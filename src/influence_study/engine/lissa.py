@@ -7,7 +7,7 @@ import math
 from typing import Mapping
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.engine.functional import FunctionalModel
 from influence_study.engine.passes import check_finite, iterate, model_device

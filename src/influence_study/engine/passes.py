@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.engine.tasks import Task
 from influence_study.engine.tracking import ModuleTracker

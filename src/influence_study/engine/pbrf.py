@@ -6,7 +6,7 @@ from typing import Mapping
 
 import torch
 from torch.func import grad
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.engine.functional import FunctionalModel
 from influence_study.engine.passes import iterate, model_device, take

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import peft
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.engine.tasks import at_least_float32
 from influence_study.models.evaluation import completion_sequences, padded_batches

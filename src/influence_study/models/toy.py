@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.engine.tasks import ClassificationTask, LanguageModelingTask, RegressionTask, Task
 from influence_study.study.seeds import validation_lm_seed, validation_mlp_seed

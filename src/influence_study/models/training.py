@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from influence_study.models.evaluation import heldout_loss

@@ -26,7 +26,8 @@ def plot_layers(profile: pd.DataFrame, restricted: pd.DataFrame) -> plt.Figure:
     axes[0].axhline(1 / 3, color="0.3", linestyle="--", linewidth=0.8)
     axes[0].set(xlabel="model (small → large)", ylabel="mean share of |influence|", ylim=(0, 1),
                 title="influence over depth (top documents)")
-    families = [f for f in FAMILY_ORDER if f in set(profile["analysis"])]
+    present = set(profile["analysis"].dropna())
+    families = [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))  # a user's own last
     sns.pointplot(data=profile, x="analysis", y="centre_of_mass", hue="model", order=families, hue_order=order,
                   errorbar="se", dodge=0.4, linestyle="none", markersize=4, ax=axes[1])
     axes[1].axhline(0.5, color="0.3", linestyle="--", linewidth=0.8)
@@ -34,8 +35,12 @@ def plot_layers(profile: pd.DataFrame, restricted: pd.DataFrame) -> plt.Figure:
                 title="where each family's influence sits")
     axes[1].tick_params(axis="x", rotation=30)
     chosen = restricted[restricted["has_meaning"]]
-    sns.pointplot(data=chosen, x="restriction", y="meaning_share", hue="model", order=RESTRICTION_ORDER,
-                  hue_order=order, errorbar="se", dodge=0.3, markersize=4, ax=axes[2])
+    if len(chosen):
+        sns.pointplot(data=chosen, x="restriction", y="meaning_share", hue="model", order=RESTRICTION_ORDER,
+                      hue_order=order, errorbar="se", dodge=0.3, markersize=4, ax=axes[2])
+    else:  # a corpus without ground truth (not the synthetic world) says of no document that it shares a meaning
+        axes[2].text(0.5, 0.5, "no query has a document related in meaning\n(no ground truth)", ha="center",
+                     va="center", transform=axes[2].transAxes, color="0.4")
     axes[2].set(xlabel="influence restricted to", ylabel="share of top documents related in meaning", ylim=(0, 1),
                 title="abstraction of the top documents by depth")
     return fig

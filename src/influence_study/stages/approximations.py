@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.approximations import block_table, memory_table, rank_table, summarise, verdicts
 from influence_study.analyses.common import model_sizes

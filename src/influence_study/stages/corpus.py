@@ -8,18 +8,19 @@ from typing import Mapping
 import pandas as pd
 
 from influence_study.corpus.loaders import load_documents
+from influence_study.corpus.queries import empty_probes, empty_relations, load_queries
 from influence_study.corpus.synthetic import generate_world, write_world
 from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
 from influence_study.study.io import atomic_path, write_json, write_parquet
 from influence_study.study.provenance import provenance, write_provenance
 from influence_study.study.runtime import get_logger
 
-EMPTY_QUERIES = pd.DataFrame({c: pd.Series(dtype="object") for c in ("query_id", "analysis", "prompt", "completion")})
-
 
 def make_corpus(config: Mapping, documents: str, queries: str, relations: str, probes: str,
                 progress: bool = True) -> None:
-    """Generate the synthetic world (or load the user's corpus) and write documents, queries, relations, probes."""
+    """Generate the synthetic world, or load the user's corpus (``corpus.path``) and its queries
+    (``queries.source``, :func:`~influence_study.corpus.queries.load_queries`), and write documents, queries,
+    relations and probes (a user corpus has no ground truth: its relations and probes tables are empty)."""
     log = get_logger()
     corpus = config["corpus"]
     if corpus["source"] == "synthetic":
@@ -31,15 +32,18 @@ def make_corpus(config: Mapping, documents: str, queries: str, relations: str, p
         docs = load_documents(corpus["source"], corpus["path"], text_field=corpus["text_field"],
                               hf_split=corpus["hf_split"], max_documents=corpus["max_documents"],
                               valid_fraction=corpus["valid_fraction"], seed=config["seed"])
+        query_table = load_queries(config["queries"]["source"])
         write_parquet(docs, documents)
-        for path in (queries, relations, probes):
-            write_parquet(EMPTY_QUERIES, path)
-        frames = {"documents": docs, "queries": EMPTY_QUERIES}
+        write_parquet(query_table, queries)
+        write_parquet(empty_relations(), relations)
+        write_parquet(empty_probes(), probes)
+        frames = {"documents": docs, "queries": query_table}
     counts = frames["documents"].groupby("split").size().to_dict()
     log.info("corpus %s: %s documents %s, %d queries", corpus["name"], len(frames["documents"]), counts,
              len(frames["queries"]))
+    sources = [] if corpus["source"] == "synthetic" else [config["queries"]["source"]]
     for path in (documents, queries, relations, probes):
-        write_provenance(path, config)
+        write_provenance(path, config, sources if path == queries else [])
 
 
 def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:

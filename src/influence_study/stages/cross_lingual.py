@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.cross_lingual import (ENGLISH, choose_examples, english_top_documents, fact_ratios,
                                                     percentile_scale, summarise, translated_percentiles,

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.common import model_sizes
 from influence_study.analyses.fewer_parameters import (ABSTRACT_FAMILIES, CONCRETE_FAMILIES, OVERLAP_THRESHOLD,

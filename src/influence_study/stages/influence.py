@@ -16,6 +16,7 @@ import pandas as pd
 
 from influence_study.corpus.candidates import bm25_candidates, bm25_recall
 from influence_study.engine.factors import METADATA_FILE, Factors, fit_factors
+from influence_study.engine.files import FileIntegrityError
 from influence_study.engine.scoring import SIGN_CONVENTION
 from influence_study.engine.tasks import LanguageModelingTask
 from influence_study.explorer import write_explorer
@@ -23,11 +24,17 @@ from influence_study.stages import sharded_scores
 from influence_study.stages.influence_inputs import load_study_inputs, parse_scatteritem
 from influence_study.stages.sharded_scores import ScoringSettings, gather_shards
 from influence_study.study.config import model_entry
-from influence_study.study.io import atomic_path, read_json, read_parquet_metadata, write_json, write_parquet
+from influence_study.study.io import (atomic_path, read_json, read_parquet, read_parquet_metadata, write_json,
+                                     write_parquet)
 from influence_study.study.provenance import file_hash, provenance, write_provenance
 from influence_study.study.runtime import get_logger, resolve_device
 from influence_study.study.seeds import factor_fit_seed
 
+# Score tables (shards, pairwise, candidates, tokens) stay writable (0o644, never executable): Snakemake counts a
+# non-writable output as protected, so for a user other than root a read-only table would stop every rerun that
+# replaces it (e.g. after a config change) with "Write-protected output files". Their content hash (checked by
+# read_scores) is what catches a table changed in place. Factor files, inside their directory output, are 0o444.
+READ_ONLY_SCORES = False
 NORMALISATION = "score: raw; score_norm = score / n_train (change of log p(completion), in nats, from adding one copy)"
 
 
@@ -43,8 +50,27 @@ def _inputs(config: Mapping, model_dir: str, documents: str, queries: str | None
     return load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
 
 
+def load_study_factors(factors_dir: str, model, device: str = "cpu") -> Factors:
+    """``Factors.load`` with the study's advice when the files changed since they were written or cannot be
+    read: delete the directory (write-protected) and rerun the workflow, which refits them and rescores."""
+    try:
+        return Factors.load(factors_dir, model=model, device=device)
+    except FileIntegrityError as err:
+        raise FileIntegrityError(
+            f"{err}. In the workflow: `chmod -R u+w {factors_dir} && rm -r {factors_dir}`, then rerun snakemake: "
+            f"it refits the factors and recomputes every score table made from them") from err
+
+
+def read_scores(path: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A score table (shard, pairwise, candidates or tokens), after checking its data against the SHA-256 that
+    :func:`~influence_study.study.io.write_parquet` recorded; a changed, unreadable or unchecked table raises
+    :class:`~influence_study.engine.files.FileIntegrityError` naming it."""
+    return read_parquet(path, columns=columns, require_hash=True,
+                        advice=f"delete it (`rm -f {path}`) and rerun snakemake, which recomputes it")
+
+
 def _factors(inputs, factors_dir: str):
-    return Factors.load(factors_dir, model=inputs.model, device="cpu")
+    return load_study_factors(factors_dir, inputs.model, device="cpu")
 
 
 def table_provenance(config: Mapping, model_name: str, strategy: str, factors_dir: str, inputs: Sequence[str],
@@ -57,9 +83,10 @@ def table_provenance(config: Mapping, model_name: str, strategy: str, factors_di
                       sign=SIGN_CONVENTION, normalisation=NORMALISATION, **extra)
 
 
-def write_table(frame: pd.DataFrame, path: str, record: dict) -> None:
-    """Write a table with ``record`` in its parquet metadata and in a ``<path>.provenance.json`` sidecar."""
-    write_parquet(frame, path, metadata=record)
+def write_table(frame: pd.DataFrame, path: str, record: dict, read_only: bool = False) -> None:
+    """Write a table with ``record`` in its parquet metadata and in a ``<path>.provenance.json`` sidecar
+    (``read_only``: the table gets mode 0o444, as the score tables do)."""
+    write_parquet(frame, path, metadata=record, read_only=read_only)
     write_json(record, Path(path).with_name(Path(path).name + ".provenance.json"))
 
 
@@ -96,7 +123,7 @@ def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir
     inputs = _inputs(config, model_dir, documents)
     factors = fit_study_factors(config, model_name, inputs, strategy, progress=progress)
     factors.metadata["provenance"] = provenance(config, [model_dir, documents], model=model_name)
-    factors.save(factors_dir)
+    factors.save(factors_dir)  # files read-only (0o444), with the tensors' SHA-256 in metadata.json
     fitted = factors.metadata["fit_documents"]
     get_logger().info("%s factors of %s: %d modules, fitted on %d of %d training documents, saved to %s", strategy,
                       model_name, len(factors.module_names), fitted["count"], fitted["of"], factors_dir)
@@ -146,7 +173,7 @@ def score_shard(config: Mapping, model_name: str, strategy: str, scatteritem: st
                                        progress=progress)
     record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                shard=scatteritem)
-    write_parquet(frame, shard, metadata=record)
+    write_parquet(frame, shard, metadata=record, read_only=READ_ONLY_SCORES)
     get_logger().info("shard %s of %s/%s: %d rows", scatteritem, model_name, strategy, len(frame))
 
 
@@ -182,15 +209,16 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
         if stale:
             raise ValueError(f"{path}: was computed for other inputs ({stale}); delete it and rerun")
     pairs = _candidate_positions(candidates, docs, table)
-    full, restricted = gather_shards([pd.read_parquet(p) for p in shards], len(table), len(docs), settings, pairs)
+    full, restricted = gather_shards([read_scores(p) for p in shards], len(table), len(docs), settings, pairs)
     n_train = len(docs)
     record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, candidates],
                                n_train=n_train, query_rank=settings.query_rank,
                                rescore_top_k=settings.rescore_top_k, shards=len(shards),
                                layers="layer_i = raw score carried by the tracked modules of transformer block i")
-    write_table(_with_ids(full, docs, table, n_train), pairwise, record)
+    write_table(_with_ids(full, docs, table, n_train), pairwise, record, read_only=READ_ONLY_SCORES)
     restricted = _with_ids(restricted, docs, table, n_train)
-    write_table(restricted, candidate_scores, {**record, "restricted_to": "BM25 candidates (candidates.top_k)"})
+    write_table(restricted, candidate_scores, {**record, "restricted_to": "BM25 candidates (candidates.top_k)"},
+                read_only=READ_ONLY_SCORES)
     get_logger().info("%s/%s: %d pairs (%d re-scored at full rank), %d candidate pairs", model_name, strategy,
                       len(full), int(full["rescored"].sum()), len(restricted))
 
@@ -210,7 +238,7 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
     ``query_id, doc_id, rank, position, token_id, token, score, score_norm``."""
     inputs = _inputs(config, model_dir, documents, queries)
     factors = _factors(inputs, factors_dir)
-    top = top_documents(pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score"]),
+    top = top_documents(read_scores(pairwise, columns=["query_id", "doc_id", "score"]),
                         config["influence"]["token_documents"])
     pairs = _with_positions(top, inputs.documents, inputs.queries, pairwise)[["query_index", "doc_index", "rank"]]
     frame = sharded_scores.token_scores(inputs, factors, pairs, scoring_settings(config), progress=progress)
@@ -225,7 +253,7 @@ def token_scores(config: Mapping, model_name: str, strategy: str, model_dir: str
     record = table_provenance(config, model_name, strategy, factors_dir, [documents, queries, pairwise],
                                n_train=len(inputs.documents), token_documents=config["influence"]["token_documents"],
                                position="the input position t; its score is carried by the prediction of token t+1")
-    write_table(out, tokens, record)
+    write_table(out, tokens, record, read_only=READ_ONLY_SCORES)
     get_logger().info("token scores of %s/%s: %d tokens of %d pairs", model_name, strategy, len(out), len(pairs))
 
 
@@ -237,7 +265,7 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
     frames = []
     for path in pairwise:
         record = read_parquet_metadata(path)
-        scores = pd.read_parquet(path, columns=["query_id", "doc_id", "score"])
+        scores = read_scores(path, columns=["query_id", "doc_id", "score"])
         scores = scores.astype({"query_id": str, "doc_id": str})
         recall = bm25_recall(scores, bm25, section["recall_k"], top=section["recall_top"])
         frames.append(recall.assign(model=record["model"], strategy=record["strategy"]))
@@ -253,9 +281,9 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
 def explorer_page(config: Mapping, model_name: str, strategy: str, pairwise: str, tokens: str, documents: str,
                   queries: str, relations: str, page: str) -> None:
     """The self-contained token explorer of one model (each query's top documents, tokens shaded by influence)."""
-    token_table = pd.read_parquet(tokens)
+    token_table = read_scores(tokens)
     wanted = token_table[["query_id", "doc_id", "rank"]].drop_duplicates()
-    scores = pd.read_parquet(pairwise).astype({"query_id": str, "doc_id": str})
+    scores = read_scores(pairwise).astype({"query_id": str, "doc_id": str})
     top = wanted.merge(scores, on=["query_id", "doc_id"], how="left").sort_values(["query_id", "rank"])
     docs = pd.read_parquet(documents, columns=["doc_id", "family", "text"])
     record = read_parquet_metadata(pairwise)

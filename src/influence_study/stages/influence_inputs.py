@@ -91,6 +91,23 @@ def parse_scatteritem(item: str) -> tuple[int, int]:
     return index - 1, total
 
 
+def check_scored_completions(table: pd.DataFrame, sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                             max_length: int, where: str) -> None:
+    """Refuse queries whose completion keeps no token to score (empty after tokenisation, or cut off by the
+    truncation to ``max_length``): their f = log p(completion | prompt) has no term, so every score would be 0.
+    The error names the first such query id (and how many there are)."""
+    empty = [i for i, (sequence, start) in enumerate(zip(sequences, starts)) if start >= len(sequence)]
+    if not empty:
+        return
+    first = table.iloc[empty[0]]
+    more = f" (and {len(empty) - 1} more: {table['query_id'].iloc[empty[1:6]].astype(str).tolist()})" \
+        if len(empty) > 1 else ""
+    raise ValueError(f"{where}: query {str(first['query_id'])!r}{more} has no completion token to score "
+                     f"(completion {first['completion']!r}, prompt and completion truncated to {max_length} tokens), "
+                     f"so f = log p(completion | prompt) has no term and every score of it would be 0; give it a "
+                     f"non-empty completion or drop it")
+
+
 @dataclass
 class StudyInputs:
     """A trained model with its tokenizer, the training documents and the queries, ready to score."""
@@ -147,4 +164,5 @@ def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike
     table = table.reset_index(drop=True)
     doc_sequences = encode_training_documents(tokenizer, docs["text"], max_length)
     query_sequences, starts, _ = completion_sequences(tokenizer, table["prompt"], table["completion"], max_length)
+    check_scored_completions(table, query_sequences, starts, max_length, str(queries))
     return StudyInputs(model, tokenizer, docs, table, doc_sequences, query_sequences, starts, max_length)

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.keyword_overlap import (STRATEGIES, keywords, overlap_matrix, summarise, top_overlap,
                                                       verdicts)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.layers import layer_columns, model_layer_tables, summarise, verdicts
 from influence_study.stages.tables import load_family_tables, write_analysis

@@ -5,6 +5,9 @@ A step named ``"<module>.<function>"`` is :func:`influence_study.stages.<module>
 figure step :func:`influence_study.plots.<analysis>.figure`, called without the config (figures read only their
 tables), like ``models.loss_figure``. :data:`STEPS` maps every name to its function, :data:`READS_CONFIG` names the
 steps that take the config first; ``tests/test_step_registry.py`` checks every rule's step and files against them.
+"Other params" are every param but ``step`` and ``config_slice`` (:data:`influence_study.stages.runner.RUNNER_PARAMS`):
+a rule's ``config_slice`` holds the config values its step reads, so that changing one reruns the rule
+(:mod:`influence_study.stages.config_slices`), and is not passed to the step.
 
 The tables below declare each step's function by its dotted path, and :data:`STEPS` imports a step's module only
 when the step is first looked up: a job imports what its step needs (about 2 s), not every stage and figure

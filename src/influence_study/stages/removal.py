@@ -9,7 +9,7 @@ import time
 from typing import Mapping, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from influence_study.analyses.removal import (RUN_COLUMNS, condition_table, difference_table, per_run_table,

@@ -11,11 +11,12 @@ from influence_study.study.runtime import get_logger
 
 
 def run_notebook(config: Mapping, notebook: str, executed: str, html: str, **analysis_files) -> None:
-    """Step of the ``notebook`` rule: the notebook runs with ``results_dir`` (the study's output directory, absolute)
-    and ``seed`` as parameters; it reads the ``analysis_files`` itself (they are inputs only for the workflow)."""
+    """Step of the ``notebook`` rule: the notebook runs with ``results_dir`` (the study's output directory, absolute),
+    ``seed`` and ``tiny`` (the config's mark of a tiny configuration, whose verdicts the notebook says mean nothing)
+    as parameters; it reads the ``analysis_files`` itself (they are inputs only for the workflow)."""
     get_logger().info("executing %s", notebook)
-    execute_notebook(notebook, executed, html,
-                     {"results_dir": str(Path(config["output_dir"]).resolve()), "seed": config["seed"]})
+    execute_notebook(notebook, executed, html, {"results_dir": str(Path(config["output_dir"]).resolve()),
+                                                "seed": config["seed"], "tiny": bool(config["tiny"])})
 
 
 def findings_report(config: Mapping, summaries: Sequence[str], report: str) -> None:

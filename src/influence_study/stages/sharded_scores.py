@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.stages.influence_inputs import StudyInputs, shard_range
 from influence_study.engine.scoring import pairwise_scores

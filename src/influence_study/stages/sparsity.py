@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.analyses.common import scale_models
 from influence_study.analyses.sparsity import (among, distinct_documents, sparsity_table, summarise, summarise_families,

@@ -6,7 +6,13 @@ describes every key. This module turns the first violation into one message that
 
     config.yaml: models[1].n_layer: expected an integer >= 1, got 0
 
-and adds the checks a JSON schema cannot express (files that must exist, unique model names, divisibility).
+and adds the checks a JSON schema cannot express (files that must exist, unique model names, divisibility, finite
+numbers, an output directory that can be one, a corpus with something to read).
+
+:func:`check_config` (what ``influence-study check-config`` and the Snakefile run before any job) adds the checks
+that look beyond the machine's files, hub ids that can be neither found in the cache nor downloaded, and returns
+the warnings of :func:`config_warnings` (a setting that is valid but does nothing, e.g. a query rank no tracked
+gradient reaches).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
+
+from influence_study.study import config_checks
 
 SCHEMA_PACKAGE, SCHEMA_NAME = "influence_study.study", "config.schema.yaml"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -55,15 +63,55 @@ def load_schema(path: str | os.PathLike | None = None) -> dict:
 
 def load_config(path: str | os.PathLike, schema: Mapping | None = None) -> dict:
     """Read a YAML config file and return it validated, with defaults filled in."""
+    return validate_config(read_config_file(path), schema=schema, source=str(path))
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The raw YAML of a config file (not validated)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with open(path) as handle:
         try:
-            raw = yaml.safe_load(handle)
+            return yaml.safe_load(handle)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return validate_config(raw, schema=schema, source=str(path))
+
+
+def check_config(raw: Any, schema: Mapping | None = None, source: str = "config") -> tuple[dict, list[str]]:
+    """Everything checked before any job runs (``influence-study check-config``, the Snakefile): the validated
+    config (:func:`validate_config`), then that every hub id (a ``checkpoint`` that is not a local path, a hub
+    dataset as ``corpus.path``) is in the local Hugging Face cache or the hub can be reached. Returns the config
+    and its warnings (:func:`config_warnings`); raises :class:`ConfigError` naming the first bad key."""
+    config = validate_config(raw, schema=schema, source=source)
+    for key, message in config_checks.hub_problems(config):
+        raise ConfigError(f"{source}: {key}: {message}")
+    return config, config_warnings(config, source)
+
+
+def check_config_file(path: str | os.PathLike, schema: Mapping | None = None) -> tuple[dict, list[str]]:
+    """:func:`check_config` of a YAML config file."""
+    return check_config(read_config_file(path), schema=schema, source=str(path))
+
+
+def config_warnings(config: Mapping, source: str = "config") -> list[str]:
+    """Settings of a validated config that are valid but do nothing: an ``influence.query_rank`` at or above the
+    rank of every tracked gradient of every model (``min(out, in + bias)`` of each tracked module; the engine then
+    keeps them all at full rank, so query batching approximates nothing and only adds the re-scoring pass)."""
+    warnings = []
+    rank = config["influence"]["query_rank"]
+    if rank is not None:
+        bounds = [(config_checks.gradient_rank(entry, config["influence"]["modules"]), i)
+                  for i, entry in enumerate(config["models"])]
+        if bounds and all(bound is not None for bound, _ in bounds):
+            bound, i = max(bounds)
+            if rank >= bound:
+                warnings.append(
+                    f"{source}: influence.query_rank: {rank} is at least the rank of every tracked gradient (at most "
+                    f"{bound}, min(out, in + bias) of the largest tracked module of models[{i}] "
+                    f"{config['models'][i]['name']!r}), so no query gradient is approximated and query batching only "
+                    f"adds a re-scoring pass; use null (full rank) or a rank below {bound}")
+    return warnings
 
 
 def validate_config(raw: Any, schema: Mapping | None = None, source: str = "config") -> dict:
@@ -75,6 +123,8 @@ def validate_config(raw: Any, schema: Mapping | None = None, source: str = "conf
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     config = copy.deepcopy(dict(raw))
+    for path, value in config_checks.non_finite_numbers(config):
+        raise ConfigError(f"{source}: {_key(path)}: expected a finite number, got {value!r}")
     error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(f"{source}: {_describe(error)}")
@@ -193,6 +243,9 @@ def _check_models_raw(models: list, source: str) -> None:
 
 
 def _check_semantics(config: dict, source: str) -> None:
+    problem = config_checks.output_dir_problem(config["output_dir"])
+    if problem:
+        raise ConfigError(f"{source}: output_dir: {problem}")
     corpus = config["corpus"]
     if corpus["source"] == "synthetic":
         if "en" not in corpus["synthetic"]["languages"]:
@@ -203,10 +256,23 @@ def _check_semantics(config: dict, source: str) -> None:
             raise ConfigError(f"{source}: corpus.path: required when corpus.source is {corpus['source']!r}")
         if corpus["source"] != "hf_dataset" and not Path(path).exists():
             raise ConfigError(f"{source}: corpus.path: file or directory not found: {path}")
+        problem = config_checks.corpus_problem(corpus["source"], path)
+        if problem:
+            raise ConfigError(f"{source}: corpus.path: {problem}")
         if corpus["source"] == "hf_dataset" and not Path(path).exists() and not _HUB_DATASET.match(path):
             raise ConfigError(
                 f"{source}: corpus.path: {path!r} is neither an existing local dataset directory nor a hub name"
             )
+    queries = config["queries"]["source"]
+    if corpus["source"] == "synthetic" and queries is not None:
+        raise ConfigError(f"{source}: queries.source: the synthetic world writes its own queries; set it only for "
+                          f"a corpus of your own (corpus.source text, jsonl, parquet or hf_dataset)")
+    if corpus["source"] != "synthetic" and queries is None:
+        raise ConfigError(f"{source}: queries.source: required when corpus.source is {corpus['source']!r}: a "
+                          f".jsonl or .parquet file of prompt/completion rows to score (README, 'Your own corpus "
+                          f"or models')")
+    if queries is not None and not Path(queries).is_file():
+        raise ConfigError(f"{source}: queries.source: file not found: {queries}")
 
     seen: dict[str, int] = {}
     for i, entry in enumerate(config["models"]):

@@ -16,6 +16,9 @@ rule analysis_abstraction:
         **ANALYSES["abstraction"],
     params:
         step="abstraction.run",
+        config_slice=config_slice("seed", "analyses.abstraction"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/abstraction.log"),
     benchmark:
@@ -34,6 +37,8 @@ rule fig_abstraction:
         **report_figure("abstraction", "Abstraction"),
     params:
         step="abstraction.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/abstraction.log"),
     conda:

@@ -16,6 +16,8 @@ rule analysis_approximations:
         **ANALYSES["approximations"],
     params:
         step="approximations.run",
+        config_slice=config_slice("seed", "device", "models", "analyses.approximations", *FACTOR_KEYS,
+                                  "influence.damping"),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,
@@ -38,6 +40,8 @@ rule fig_approximations:
         **report_figure("approximations", "Approximations"),
     params:
         step="approximations.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/approximations.log"),
     conda:

@@ -11,7 +11,7 @@ CALIBRATION_DOCUMENT_SCORES = expand(out("calibration/{model}/{retrain}/document
                                      retrain=CALIBRATION_RETRAINS)
 
 
-if LDS_MODEL is not None:
+if "calibration" in PLANNED_ANALYSES:
     ANALYSES["calibration"] = analysis_outputs("calibration", "points", "targets", "retrains", "nll", "shares")
     FIGURES["calibration"] = figure_outputs("calibration")
 
@@ -26,6 +26,9 @@ if LDS_MODEL is not None:
             targets=CALIBRATION["targets"],
             copies=CALIBRATION["copies"],
             family=CALIBRATION["family"],
+            config_slice=config_slice("seed"),
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/calibration/plan.log"),
         benchmark:
@@ -48,11 +51,12 @@ if LDS_MODEL is not None:
             step="calibration.retrain_with_copies",
             model_name=lambda wildcards: wildcards.model,
             retrain=lambda wildcards: wildcards.retrain,
+            config_slice=model_config_slice("seed", "device", "dtype", "evaluation.batch_size"),
         wildcard_constraints:
             retrain="|".join(CALIBRATION_RETRAINS),
         threads: lambda wildcards: config["training"]["threads"]
         resources:
-            mem_mb=4000,
+            **TRAINING_JOB,
             gpu=GPU,
         log:
             out("logs/calibration/{model}/{retrain}.log"),
@@ -76,6 +80,9 @@ if LDS_MODEL is not None:
             **ANALYSES["calibration"],
         params:
             step="calibration.run",
+            config_slice=config_slice("seed", "analyses.calibration"),
+        resources:
+            **TABLE_JOB,
         log:
             out("logs/analyses/calibration.log"),
         benchmark:
@@ -94,6 +101,8 @@ if LDS_MODEL is not None:
             **report_figure("calibration", "Validation"),
         params:
             step="calibration.figure",
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/figures/calibration.log"),
         conda:

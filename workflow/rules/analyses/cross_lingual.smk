@@ -14,6 +14,9 @@ rule analysis_cross_lingual:
         **ANALYSES["cross_lingual"],
     params:
         step="cross_lingual.run",
+        config_slice=config_slice("seed", "analyses.cross_lingual"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/cross_lingual.log"),
     benchmark:
@@ -32,6 +35,8 @@ rule fig_cross_lingual:
         **report_figure("cross_lingual", "Cross-lingual"),
     params:
         step="cross_lingual.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/cross_lingual.log"),
     conda:

@@ -11,7 +11,7 @@ FINETUNE_FILES = {
 }
 
 
-if FINETUNE_TASKS:
+if "datainf" in PLANNED_ANALYSES:
     ANALYSES["datainf"] = analysis_outputs("datainf", "correlations", "mislabel", "curves", "classes", "times")
     FIGURES["datainf"] = figure_outputs("datainf")
 
@@ -20,6 +20,9 @@ if FINETUNE_TASKS:
             tasks=out("finetune/tasks.parquet"),
         params:
             step="finetune.make_tasks",
+            config_slice=config_slice("seed", "finetune.tasks"),
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/finetune/tasks.log"),
         conda:
@@ -40,12 +43,14 @@ if FINETUNE_TASKS:
             model_name=lambda wildcards: wildcards.model,
             task=lambda wildcards: wildcards.task,
             rank=lambda wildcards: int(wildcards.rank),
+            config_slice=config_slice("seed", "device", "finetune.methods", "finetune.lora", "finetune.training",
+                                      "finetune.influence"),
         wildcard_constraints:
             task="|".join(FINETUNE_TASKS),
             rank=r"\d+",
         threads: FINETUNE["threads"]
         resources:
-            mem_mb=4000,
+            **TRAINING_JOB,
             gpu=GPU,
         log:
             out("logs/finetune/{model}/{task}/rank-{rank}.log"),
@@ -66,6 +71,9 @@ if FINETUNE_TASKS:
             **ANALYSES["datainf"],
         params:
             step="datainf.run",
+            config_slice=config_slice("seed", "finetune.ranks", "finetune.detection_rank"),
+        resources:
+            **TABLE_JOB,
         log:
             out("logs/analyses/datainf.log"),
         benchmark:
@@ -87,6 +95,8 @@ if FINETUNE_TASKS:
             **report_figure("datainf", "DataInf"),
         params:
             step="datainf.figure",
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/figures/datainf.log"),
         conda:

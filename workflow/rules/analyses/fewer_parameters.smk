@@ -13,6 +13,9 @@ rule analysis_fewer_parameters:
         **ANALYSES["fewer_parameters"],
     params:
         step="fewer_parameters.run",
+        config_slice=config_slice("seed", "analyses.fewer_parameters"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/fewer_parameters.log"),
     benchmark:
@@ -30,6 +33,8 @@ rule fig_fewer_parameters:
         **report_figure("fewer_parameters", "Fewer parameters"),
     params:
         step="fewer_parameters.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/fewer_parameters.log"),
     conda:

@@ -16,6 +16,9 @@ rule analysis_keyword_overlap:
         **ANALYSES["keyword_overlap"],
     params:
         step="keyword_overlap.run",
+        config_slice=config_slice("seed", "analyses.keyword_overlap"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/keyword_overlap.log"),
     benchmark:
@@ -33,6 +36,8 @@ rule fig_keyword_overlap:
         **report_figure("keyword_overlap", "Keyword overlap"),
     params:
         step="keyword_overlap.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/keyword_overlap.log"),
     conda:

@@ -13,6 +13,9 @@ rule analysis_layers:
         **ANALYSES["layers"],
     params:
         step="layers.run",
+        config_slice=config_slice("seed", "analyses.layers"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/layers.log"),
     benchmark:
@@ -31,6 +34,8 @@ rule fig_layers:
         **report_figure("layers", "Layers"),
     params:
         step="layers.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/layers.log"),
     conda:

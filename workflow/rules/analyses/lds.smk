@@ -11,7 +11,7 @@ LDS_DOCUMENT_LOSSES = expand(out("lds/{model}/subset-{subset}/documents.parquet"
                              subset=range(LDS["subsets"])) if LDS_MODEL is not None else []
 
 
-if LDS_MODEL is not None:
+if "lds" in PLANNED_ANALYSES:
     ANALYSES["lds"] = analysis_outputs("lds", "per_query", "families", "points")
     FIGURES["lds"] = figure_outputs("lds")
 
@@ -24,6 +24,9 @@ if LDS_MODEL is not None:
             step="lds.make_subsets",
             n_subsets=LDS["subsets"],
             fraction=LDS["fraction"],
+            config_slice=config_slice("seed"),
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/lds/subsets.log"),
         benchmark:
@@ -46,11 +49,13 @@ if LDS_MODEL is not None:
             step="lds.retrain_subset",
             model_name=lambda wildcards: wildcards.model,
             subset=lambda wildcards: int(wildcards.subset),
+            config_slice=model_config_slice("seed", "device", "dtype", "evaluation.batch_size",
+                                            "analyses.lds.fraction"),
         wildcard_constraints:
             subset=r"\d+",
         threads: lambda wildcards: config["training"]["threads"]
         resources:
-            mem_mb=4000,
+            **TRAINING_JOB,
             gpu=GPU,
         log:
             out("logs/lds/{model}/subset-{subset}.log"),
@@ -71,6 +76,9 @@ if LDS_MODEL is not None:
             **ANALYSES["lds"],
         params:
             step="lds.run",
+            config_slice=config_slice("seed", "analyses.lds"),
+        resources:
+            **TABLE_JOB,
         log:
             out("logs/analyses/lds.log"),
         benchmark:
@@ -89,6 +97,8 @@ if LDS_MODEL is not None:
             **report_figure("lds", "Validation"),
         params:
             step="lds.figure",
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/figures/lds.log"),
         conda:

@@ -16,6 +16,9 @@ rule analysis_math_code:
         **ANALYSES["math_code"],
     params:
         step="math_code.run",
+        config_slice=config_slice("seed", "analyses.math_code"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/math_code.log"),
     benchmark:
@@ -34,6 +37,8 @@ rule fig_math_code:
         **report_figure("math_code", "Math and code"),
     params:
         step="math_code.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/math_code.log"),
     conda:

@@ -13,6 +13,9 @@ rule analysis_memorisation:
         **ANALYSES["memorisation"],
     params:
         step="memorisation.run",
+        config_slice=config_slice("seed"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/memorisation.log"),
     benchmark:
@@ -31,6 +34,8 @@ rule fig_memorisation:
         **report_figure("memorisation", "Memorisation"),
     params:
         step="memorisation.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/memorisation.log"),
     conda:

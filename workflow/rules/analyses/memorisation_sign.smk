@@ -16,6 +16,7 @@ rule memorisation_influence:
     params:
         step="memorisation_sign.score_documents",
         model_name=lambda wildcards: wildcards.model,
+        config_slice=config_slice("device", "influence.batch_size", "influence.damping"),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,
@@ -39,6 +40,9 @@ rule analysis_memorisation_sign:
         **ANALYSES["memorisation_sign"],
     params:
         step="memorisation_sign.run",
+        config_slice=config_slice("seed", "analyses.memorisation_sign"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/memorisation_sign.log"),
     benchmark:
@@ -57,6 +61,8 @@ rule fig_memorisation_sign:
         **report_figure("memorisation_sign", "Memorisation"),
     params:
         step="memorisation_sign.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/memorisation_sign.log"),
     conda:

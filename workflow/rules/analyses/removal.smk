@@ -6,7 +6,7 @@ from influence_study.stages.finetune import detection_rank
 REMOVAL = FINETUNE["removal"]
 
 
-if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
+if "removal" in PLANNED_ANALYSES:
     REMOVAL_RANK = detection_rank(config)
     REMOVAL_RUNS = out("finetune/{model}/removal.parquet")
     ANALYSES["removal"] = analysis_outputs("removal", "per_run", "conditions", "differences")
@@ -22,11 +22,13 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
         params:
             step="removal.run_removal",
             model_name=lambda wildcards: wildcards.model,
+            config_slice=config_slice("seed", "device", "finetune.removal", "finetune.lora", "finetune.training",
+                                      "finetune.ranks", "finetune.detection_rank"),
         wildcard_constraints:
             model=r"[^/]+",
         threads: FINETUNE["threads"]
         resources:
-            mem_mb=4000,
+            **TRAINING_JOB,
             gpu=GPU,
         log:
             out("logs/finetune/{model}/removal.log"),
@@ -44,6 +46,9 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
             **ANALYSES["removal"],
         params:
             step="removal.run",
+            config_slice=config_slice("seed"),
+        resources:
+            **TABLE_JOB,
         log:
             out("logs/analyses/removal.log"),
         benchmark:
@@ -61,6 +66,8 @@ if FINETUNE_TASKS and REMOVAL["task"] in FINETUNE_TASKS:
             **report_figure("removal", "Removal"),
         params:
             step="removal.figure",
+        resources:
+            **SMALL_JOB,
         log:
             out("logs/figures/removal.log"),
         conda:

@@ -15,6 +15,9 @@ rule analysis_roleplay:
         **ANALYSES["roleplay"],
     params:
         step="roleplay.run",
+        config_slice=config_slice("seed", "analyses.roleplay"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/roleplay.log"),
     benchmark:
@@ -33,6 +36,8 @@ rule fig_roleplay:
         **report_figure("roleplay", "Role-play"),
     params:
         step="roleplay.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/roleplay.log"),
     conda:

@@ -14,6 +14,9 @@ rule analysis_sparsity:
         **ANALYSES["sparsity"],
     params:
         step="sparsity.run",
+        config_slice=config_slice("seed", "analyses.sparsity"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/sparsity.log"),
     benchmark:
@@ -32,6 +35,8 @@ rule fig_sparsity:
         **report_figure("sparsity", "Sparsity"),
     params:
         step="sparsity.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/sparsity.log"),
     conda:

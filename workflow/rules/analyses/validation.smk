@@ -19,6 +19,7 @@ rule validation_setting:
     params:
         step="validation.run_setting",
         setting=lambda wildcards: wildcards.setting,
+        config_slice=config_slice("seed", "device", "analyses.validation"),
     threads: 1
     resources:
         mem_mb=lambda wildcards: 3000 if wildcards.setting == "lm" else 1500,
@@ -42,6 +43,9 @@ rule analysis_validation:
         **ANALYSES["validation"],
     params:
         step="validation.run",
+        config_slice=config_slice("seed"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/validation.log"),
     benchmark:
@@ -60,6 +64,8 @@ rule fig_validation:
         **report_figure("validation", "Validation"),
     params:
         step="validation.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/validation.log"),
     conda:

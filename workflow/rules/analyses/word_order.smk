@@ -16,6 +16,7 @@ rule word_order_scores:
     params:
         step="word_order.score_model",
         model_name=lambda wildcards: wildcards.model,
+        config_slice=config_slice("device", "influence.batch_size", "influence.damping"),
     threads: INFLUENCE["threads"]
     resources:
         **INFLUENCE_RESOURCES,
@@ -38,6 +39,9 @@ rule analysis_word_order:
         **ANALYSES["word_order"],
     params:
         step="word_order.run",
+        config_slice=config_slice("seed", "analyses.word_order"),
+    resources:
+        **TABLE_JOB,
     log:
         out("logs/analyses/word_order.log"),
     benchmark:
@@ -55,6 +59,8 @@ rule fig_word_order:
         **report_figure("word_order", "Word order"),
     params:
         step="word_order.figure",
+    resources:
+        **SMALL_JOB,
     log:
         out("logs/figures/word_order.log"),
     conda:

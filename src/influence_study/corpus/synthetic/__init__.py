@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from influence_study.study.io import write_parquet
 from influence_study.study.seeds import world_family_seed, world_names_seed
