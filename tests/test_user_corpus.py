@@ -18,6 +18,7 @@ from influence_study import cli
 from influence_study.findings import load_findings
 from influence_study.stages.plan import ANALYSES, SYNTHETIC_ONLY, analysis_plan, planned_analyses
 from influence_study.study.config import validate_config
+from tiny_models import save_tiny_neox
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -63,16 +64,8 @@ def write_queries(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny GPT-NeoX checkpoint with its own tokenizer, saved locally (as a user's model would be)."""
-    from influence_study.corpus.tokenizer import train_tokenizer
-    from influence_study.models.build import build_model, build_model_config
-
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny-neox"
-    tokenizer = train_tokenizer(["The town of Arden is known for its bread.", "A fox lives in the woods."] * 10,
-                                vocab_size=280, progress=False)
-    entry = {"architecture": "gpt_neox", "n_layer": 1, "d_model": 16, "n_head": 2}
-    build_model(build_model_config(entry, len(tokenizer), 256, tokenizer.eos_token_id), seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_neox(tmp_path_factory.mktemp("checkpoint") / "tiny-neox",
+                          ["The town of Arden is known for its bread.", "A fox lives in the woods."])
 
 
 def user_config(work: Path, checkpoint: Path) -> dict:

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tiny_models import save_tiny_neox
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -31,16 +33,7 @@ def snakemake(*args, cwd=ROOT, check=True):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny GPT-NeoX checkpoint with its own tokenizer, saved locally (as a user's model would be)."""
-    from influence_study.models.build import build_model, build_model_config
-    from influence_study.corpus.tokenizer import train_tokenizer
-
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny-neox"
-    tokenizer = train_tokenizer(["The capital of Astrobia is Vell.", "Human: hello Assistant: hi"] * 10,
-                                vocab_size=280, progress=False)
-    entry = {"architecture": "gpt_neox", "n_layer": 1, "d_model": 16, "n_head": 2}
-    build_model(build_model_config(entry, len(tokenizer), 256, tokenizer.eos_token_id), seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_neox(tmp_path_factory.mktemp("checkpoint") / "tiny-neox", ["The capital of Astrobia is Vell.", "Human: hello Assistant: hi"])
 
 
 @pytest.fixture(scope="module")

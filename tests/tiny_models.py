@@ -3,6 +3,9 @@
 import torch
 import transformers
 
+from influence_study.corpus.tokenizer import train_tokenizer
+from influence_study.models.build import build_model, build_model_config
+
 VOCAB = 30  # the tiny model's vocabulary; token 0 is the padding id
 
 
@@ -22,3 +25,13 @@ def seeded_tiny_gpt2(vocab: int = VOCAB) -> tuple[transformers.GPT2LMHeadModel, 
 def random_sequences(lengths, generator: torch.Generator, vocab: int = VOCAB) -> list[list[int]]:
     """One sequence of token ids in [1, vocab) per length (no padding id), drawn from ``generator``."""
     return [torch.randint(1, vocab, (int(n),), generator=generator).tolist() for n in lengths]
+
+
+def save_tiny_neox(path, texts):
+    """A tiny GPT-NeoX checkpoint with its own BPE tokenizer trained on ``texts`` x 10, saved to ``path`` with
+    ``save_pretrained`` (as a user's model would be); returns ``path``."""
+    tokenizer = train_tokenizer(list(texts) * 10, vocab_size=280, progress=False)
+    entry = {"architecture": "gpt_neox", "n_layer": 1, "d_model": 16, "n_head": 2}
+    build_model(build_model_config(entry, len(tokenizer), 256, tokenizer.eos_token_id), seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
