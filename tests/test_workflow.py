@@ -33,7 +33,8 @@ def snakemake(*args, cwd=ROOT, check=True):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny GPT-NeoX checkpoint with its own tokenizer, saved locally (as a user's model would be)."""
-    return save_tiny_neox(tmp_path_factory.mktemp("checkpoint") / "tiny-neox", ["The capital of Astrobia is Vell.", "Human: hello Assistant: hi"])
+    return save_tiny_neox(tmp_path_factory.mktemp("checkpoint") / "tiny-neox",
+                          ["The capital of Astrobia is Vell.", "Human: hello Assistant: hi"])
 
 
 @pytest.fixture(scope="module")
