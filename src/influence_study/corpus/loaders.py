@@ -35,8 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from influence_study.study.config_checks import CORPUS_SUFFIXES
+
 SOURCES = ("text", "jsonl", "parquet", "hf_dataset")
-SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+SUFFIXES = CORPUS_SUFFIXES  # one table, shared with the config checks
 COLUMNS = ["doc_id", "text", "split", "family", "source_file"]
 FAMILY = "user"
 

@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import constants as hub_constants
 
-# the suffixes of the files a directory corpus is read from (as corpus.loaders reads them; the study layer cannot
-# import the corpus layer)
+# the suffixes of the files a directory corpus is read from (corpus.loaders reads this table too)
 CORPUS_SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
 # architectures whose tracked modules' shapes follow from d_model and d_mlp, and whether their linear maps have a bias
 _BIAS = {"gpt2": True, "gpt_neox": True, "llama": False}
