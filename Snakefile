@@ -5,7 +5,7 @@ import sys
 
 from influence_study.corpus.loaders import CorpusError
 from influence_study.stages.plan import planned_analyses
-from influence_study.study.config import ConfigError, validate_config
+from influence_study.study.config import ConfigError, check_config, validate_config
 
 
 # config.yaml is the default study; `--configfile other.yaml` replaces it (no merging of the two).
@@ -15,7 +15,15 @@ if not workflow.configfiles:
 
 
 try:
-    _validated = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+    _source = ", ".join(map(str, workflow.configfiles)) or "config"
+    if workflow.is_main_process:
+        # Before any job: the hub ids are checked too (offline, against the local cache), and the warnings are
+        # printed once (the jobs, which re-read this file, only validate).
+        _validated, _warnings = check_config(config, source=_source)
+        for _warning in _warnings:
+            print(f"influence_study: warning: {_warning}", file=sys.stderr)
+    else:
+        _validated = validate_config(config, source=_source)
     # The analyses this config plans, in the paper's order (influence_study.stages.plan decides: the synthetic
     # world's analyses only on the synthetic world, the LDS and the calibration only with a model trained from
     # scratch, ...; a corpus of one's own has its queries file read here, so a bad one stops the run before any job).

@@ -7,10 +7,12 @@ Every test here fails without the checks: the tampered files load (or fail with 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from torch import nn
 from influence_study import ClassificationTask, Factors, fit_factors
 from influence_study.engine import factors as factor_files
 from influence_study.stages import influence as influence_stages
+from influence_study.stages import tables as stage_tables
 from influence_study.study import io as study_io
 from influence_study.study.config import validate_config
 
@@ -125,7 +128,7 @@ def test_the_study_stage_says_how_to_refit(saved):
         influence_stages.load_study_factors(str(directory), model)
     message = str(info.value)
     assert str(_tensor_file(directory)) in message
-    assert f"rm -r {directory}" in message and "rerun snakemake" in message
+    assert f"rm -rf {directory}" in message and "rerun snakemake" in message
 
 
 def _mode(path) -> int:
@@ -267,3 +270,42 @@ def test_gather_refuses_a_changed_shard(tmp_path):
                                        str(tmp_path / "candidate-scores.parquet"))
     assert str(info.value).startswith(f"{shard}: ")
     assert not (tmp_path / "pairwise.parquet").exists()
+
+
+def test_the_analyses_table_reader_refuses_a_changed_score_table(table, tmp_path):
+    """The analyses read every model's scores through ``stages.tables.load_family_tables``: a table changed in
+    place is refused there too, naming it, not only by the scoring stages' ``read_scores``."""
+    path, _ = table
+    learning = pd.DataFrame({"model": ["m"], "parameters": [10]})
+    assert set(stage_tables.load_family_tables([str(path)], learning)) == {"m"}
+    _flip_a_data_byte(path)
+    with pytest.raises(ValueError, match="changed since it was written") as info:
+        stage_tables.load_family_tables([str(path)], learning)
+    assert str(path) in str(info.value)
+
+
+def _unchecked_reads(module_path) -> list[str]:
+    """The calls in a module that read a table or factors without the content check: ``pd.read_parquet`` (or
+    ``pandas.read_parquet``) and ``Factors.load``."""
+    found = []
+    for node in ast.walk(ast.parse(module_path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = f"{owner.id}.{node.func.attr}" if isinstance(owner, ast.Name) else None
+            if name in {"pd.read_parquet", "pandas.read_parquet", "Factors.load"}:
+                found.append(f"{module_path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_stage_reads_a_table_or_factors_without_checking_their_hash():
+    """Every table a stage reads goes through ``study.io.read_parquet`` (or ``read_scores``) and every factors
+    directory through ``load_study_factors``, so a file changed since it was written is refused in every stage,
+    not only in the scoring ones."""
+    stages_dir = Path(influence_stages.__file__).parent
+    found = [hit for path in sorted(stages_dir.glob("*.py")) for hit in _unchecked_reads(path)]
+    # the one sanctioned call: load_study_factors itself
+    assert found == [f"influence.py:{_line_of(stages_dir / 'influence.py', 'return Factors.load(')}: Factors.load"]
+
+
+def _line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)

@@ -10,7 +10,9 @@ import pytest
 from influence_study.analyses.common import mean_ci, model_sizes, top_k
 from influence_study.findings import (CONTRADICTED, INCONCLUSIVE, MIXED, NOT_MEASURED, NOT_REPLICATED, REPLICATED,
                                       SUPPORTED, Evidence, IntervalCheck, finding, findings_markdown, increasing,
-                                      load_findings, render_findings, verdict, verdict_v2)
+                                      load_findings, render_findings, verdict, verdict_v2,
+                                      write_findings_report)
+from influence_study.run_notes import TINY_CAVEAT
 from influence_study.stages.tables import load_family_tables, write_analysis
 from influence_study.study.io import read_parquet_metadata, write_parquet
 
@@ -86,6 +88,18 @@ def test_a_finding_with_evidence_carries_both_verdicts_into_the_report():
     text = render_findings([item])
     assert "slope 0.2 [0.1, 0.3] | BM25 0.5 | **replicated** | slope > 0: 0.2 [0.1, 0.3]" in text
     assert "| not replicated |" in text
+
+
+def test_the_report_opens_with_a_caveat_only_when_given_one(tmp_path):
+    """A tiny configuration's report opens with its caveat (the findings stage passes TINY_CAVEAT for ``tiny``),
+    before any analysis; a full run's report has none."""
+    item = finding("A", "claim", "paper", "measured", {"check": True})
+    (tmp_path / "a.json").write_text(json.dumps({"findings": [item.to_dict()]}))
+    write_findings_report([str(tmp_path / "a.json")], str(tmp_path / "tiny.md"), ["m"], caveat=TINY_CAVEAT)
+    write_findings_report([str(tmp_path / "a.json")], str(tmp_path / "full.md"), ["m"])
+    tiny, full = (tmp_path / "tiny.md").read_text(), (tmp_path / "full.md").read_text()
+    assert f"**{TINY_CAVEAT}**" in tiny.split("## A")[0] and TINY_CAVEAT not in full
+    assert tiny.replace(f"**{TINY_CAVEAT}**\n\n", "") == full
 
 
 def test_summary_file_round_trips_findings_in_order(tmp_path):

@@ -1,5 +1,6 @@
-# Stage 3: curvature factors per model and strategy (expensive: protected, so nothing overwrites them silently;
-# delete the directory to refit).
+# Stage 3: curvature factors per model and strategy. Not snakemake-protected (that made the directory undeletable for
+# the rerun a config edit asks for): the engine writes each factor file read-only (0o444) with a content hash that
+# every load checks, so a file changed in place is refused, naming it.
 
 
 rule factors:
@@ -7,7 +8,7 @@ rule factors:
         model_dir=out("models/{model}"),
         documents=corpus_outputs()["documents"],
     output:
-        factors_dir=protected(directory(out("factors/{model}/{strategy}"))),
+        factors_dir=directory(out("factors/{model}/{strategy}")),
     wildcard_constraints:
         strategy=FACTOR_STRATEGY_PATTERN,
     params:

@@ -8,7 +8,7 @@ rule findings:
         report=out("reports/findings.md"),
     params:
         step="reports.findings_report",
-        config_slice=config_slice("models"),
+        config_slice=config_slice("models", "tiny"),
     resources:
         **SMALL_JOB,
     log:

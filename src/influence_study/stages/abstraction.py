@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import pandas as pd
 
 from influence_study.analyses.abstraction import abstraction_table, eligible_queries, summarise_abstraction, verdicts
 from influence_study.analyses.common import model_sizes
 from influence_study.analyses.relations import nested_statistics
 from influence_study.analyses.scale import bm25_ranked, scale_numbers
 from influence_study.stages.tables import correct_answers, ranked_documents, read_columns, read_learning, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
@@ -27,7 +27,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
     ranked = ranked_documents(pairwise, learning_table, eligible["query_id"], k)
     table = abstraction_table(ranked, relation_table, eligible, document_table)
     by_model_table = summarise_abstraction(table, seed=config["seed"])
-    bm25 = abstraction_table(bm25_ranked(pd.read_parquet(candidates), eligible["query_id"], k), relation_table,
+    bm25 = abstraction_table(bm25_ranked(read_parquet(candidates), eligible["query_id"], k), relation_table,
                              eligible, document_table)
     sizes = model_sizes(learning_table)
     statistics = {"k": k, "queries": int(len(eligible)),

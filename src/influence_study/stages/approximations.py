@@ -14,11 +14,10 @@ from tqdm import tqdm
 
 from influence_study.analyses.approximations import block_table, memory_table, rank_table, summarise, verdicts
 from influence_study.analyses.common import model_sizes
-from influence_study.engine.factors import Factors
 from influence_study.engine.scoring import pairwise_scores
 from influence_study.engine.tasks import LanguageModelingTask
 from influence_study.engine.tracking import select_modules
-from influence_study.stages.influence import factor_fit_documents, fit_study_factors
+from influence_study.stages.influence import factor_fit_documents, fit_study_factors, load_study_factors
 from influence_study.stages.influence_inputs import load_study_inputs
 from influence_study.stages.tables import read_learning, write_analysis
 from influence_study.study.runtime import get_logger, resolve_device
@@ -120,7 +119,7 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
     modules = list(select_modules(inputs.model, config["influence"]["modules"]))
     factors_by_blocks, fit_seconds = {}, {}
     if stored is not None:
-        candidate = Factors.load(stored, model=inputs.model)
+        candidate = load_study_factors(stored, inputs.model)
         if study_factors_match(candidate.metadata, config, model_name, n_docs, modules):
             factors_by_blocks[1], fit_seconds[1] = candidate, float(candidate.metadata.get("seconds", np.nan))
     reused = 1 in factors_by_blocks

@@ -21,7 +21,7 @@ from influence_study.stages.retrain import document_logprobs, query_logprobs, re
 from influence_study.stages.tables import (load_family_tables, query_families, table_model, table_strategy,
                                            write_analysis)
 from influence_study.study.config import training_settings
-from influence_study.study.io import read_parquet_metadata, write_parquet
+from influence_study.study.io import read_parquet, read_parquet_metadata, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 
@@ -32,8 +32,8 @@ def make_plan(config: Mapping, pairwise: str, queries: str, plan: str, targets: 
     the control of the retrained model's ``pairwise`` scores, and write the retrains
     (:func:`~influence_study.analyses.calibration.plan_table`). The sizes are rule parameters, so that changing them
     redraws the plan."""
-    scores = pd.read_parquet(pairwise, columns=["query_id", "doc_id", "score_norm"])
-    table = pd.read_parquet(queries, columns=["query_id", "analysis"])
+    scores = read_parquet(pairwise, columns=["query_id", "doc_id", "score_norm"])
+    table = read_parquet(queries, columns=["query_id", "analysis"])
     candidates = table.loc[table["analysis"] == family, "query_id"]
     if candidates.empty:
         known = sorted(table["analysis"].dropna().unique())
@@ -58,13 +58,13 @@ def retrain_with_copies(config: Mapping, model_name: str, retrain: str, document
     query (``retrain, query_id`` plus the columns of
     :func:`~influence_study.models.evaluation.completion_scores`) and, to ``document_scores``, the log-likelihood of
     each planned document read as ``EOS document`` (``retrain, doc_id, logprob, n_tokens``)."""
-    table = pd.read_parquet(plan)
+    table = read_parquet(plan)
     row = table[table["retrain"] == retrain]
     if row.empty:
         raise ValueError(f"retrain {retrain!r}: not in {plan} (it plans {list(table['retrain'])}); is "
                          f"analyses.calibration.targets the value the plan was drawn with?")
     row = row.iloc[0]
-    docs = pd.read_parquet(documents)
+    docs = read_parquet(documents)
     train_ids = docs.loc[docs["split"] == "train", "doc_id"].tolist()
     added = [row["doc_id"]] * int(row["copies"]) if row["copies"] else []
     settings = training_settings(config, model_name)
@@ -76,8 +76,8 @@ def retrain_with_copies(config: Mapping, model_name: str, retrain: str, document
     device = resolve_device(config["device"])
     model, result, seed = retrain_on(config, model_name, docs, train_ids + added, tokenizer, settings, device,
                                      progress)
-    frame = query_logprobs(config, model, tokenizer, pd.read_parquet(queries, columns=["query_id", "prompt",
-                                                                                       "completion"]), device)
+    frame = query_logprobs(config, model, tokenizer,
+                           read_parquet(queries, columns=["query_id", "prompt", "completion"]), device)
     frame.insert(0, "retrain", retrain)
     planned = table["doc_id"].dropna().drop_duplicates().tolist()
     texts = docs.set_index("doc_id").loc[planned, "text"]
@@ -106,11 +106,11 @@ def run(config: Mapping, plan: str, measurements: Sequence[str], document_scores
     model (``pairwise``: one table per model; ``evaluations``: ``evaluation/{model}/queries.parquet``)."""
     section = config["analyses"]["calibration"]
     level, resamples, seed = 0.95, section["resamples"], config["seed"]
-    plan_frame = pd.read_parquet(plan)
+    plan_frame = read_parquet(plan)
     plan_meta = read_parquet_metadata(plan)
     model = plan_meta.get("model")
-    measured = pd.concat([pd.read_parquet(p) for p in measurements], ignore_index=True)
-    doc_scores = pd.concat([pd.read_parquet(p) for p in document_scores], ignore_index=True)
+    measured = pd.concat([read_parquet(p) for p in measurements], ignore_index=True)
+    doc_scores = pd.concat([read_parquet(p) for p in document_scores], ignore_index=True)
     runs = {read_parquet_metadata(p).get("retrain"): read_parquet_metadata(p) for p in measurements}
     family_tables = load_family_tables(pairwise, learning, ["query_id", "doc_id", "score_norm"])
     if model not in family_tables:
@@ -118,7 +118,7 @@ def run(config: Mapping, plan: str, measurements: Sequence[str], document_scores
                          f"({sorted(family_tables)})")
     evaluation_tables = {}
     for path in evaluations:
-        table = pd.read_parquet(path, columns=["model", "query_id", "logprob"])
+        table = read_parquet(path, columns=["model", "query_id", "logprob"])
         evaluation_tables[str(table["model"].iloc[0]) if len(table) else Path(path).parent.name] = table
     family_of = query_families(queries)
 

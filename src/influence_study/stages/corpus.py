@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import pandas as pd
 
 from influence_study.corpus.loaders import load_documents
 from influence_study.corpus.queries import empty_probes, empty_relations, load_queries
 from influence_study.corpus.synthetic import generate_world, write_world
 from influence_study.corpus.tokenizer import save_tokenizer, train_tokenizer
-from influence_study.study.io import atomic_path, write_json, write_parquet
+from influence_study.study.io import atomic_path, read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance, write_provenance
 from influence_study.study.runtime import get_logger
 
@@ -48,7 +47,7 @@ def make_corpus(config: Mapping, documents: str, queries: str, relations: str, p
 
 def make_tokenizer(config: Mapping, documents: str, tokenizer_dir: str, progress: bool = True) -> None:
     """Train the byte-level BPE tokenizer on the training split and save it with ``save_pretrained``."""
-    docs = pd.read_parquet(documents)
+    docs = read_parquet(documents)
     texts = docs.loc[docs["split"] == "train", "text"].tolist()
     settings = config["tokenizer"]
     tokenizer = train_tokenizer(texts, settings["vocab_size"], settings["min_frequency"], progress=progress)

@@ -12,6 +12,7 @@ from influence_study.analyses.cross_lingual import (ENGLISH, choose_examples, en
                                                     percentile_scale, summarise, translated_percentiles,
                                                     translated_scores, translation_pairs, verdicts)
 from influence_study.stages.tables import correct_answers, load_family_tables, read_learning, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, documents: str,
@@ -21,8 +22,8 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, d
     the models' evaluations give the v2 query sets."""
     section = config["analyses"]["cross_lingual"]
     learning_table = read_learning(learning)
-    pairs = translation_pairs(pd.read_parquet(queries))
-    corpus = pd.read_parquet(documents, columns=["doc_id", "language", "split"])
+    pairs = translation_pairs(read_parquet(queries))
+    corpus = read_parquet(documents, columns=["doc_id", "language", "split"])
     corpus = corpus[corpus["split"] == "train"]
     english_docs = corpus.loc[corpus["language"] == ENGLISH, "doc_id"] if section["english_documents_only"] else None
     examples = choose_examples(pairs, section["examples"], config["seed"])

@@ -11,7 +11,7 @@ from influence_study.analyses.datainf import (MISLABEL_TASK, class_detection, co
                                               mislabel_tables, statistics, times_table, verdicts)
 from influence_study.stages.finetune import detection_rank
 from influence_study.stages.tables import write_analysis
-from influence_study.study.io import read_json, read_parquet_metadata
+from influence_study.study.io import read_json, read_parquet, read_parquet_metadata
 
 
 def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], finetunes: Sequence[str],
@@ -23,16 +23,16 @@ def run(config: Mapping, influence: Sequence[str], pairwise: Sequence[str], fine
     totals = []
     for path in influence:
         meta = read_parquet_metadata(path)
-        totals.append(pd.read_parquet(path).assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
+        totals.append(read_parquet(path).assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
     totals = pd.concat(totals, ignore_index=True)
-    examples = pd.read_parquet(tasks, columns=["example_id", "class"])
+    examples = read_parquet(tasks, columns=["example_id", "class"])
     class_of = dict(zip(examples["example_id"], examples["class"]))
     class_rows = []
     for path in pairwise:
         meta = read_parquet_metadata(path)
         if meta["task"] == MISLABEL_TASK or int(meta["rank"]) != rank:
             continue
-        table = class_detection(pd.read_parquet(path), class_of)
+        table = class_detection(read_parquet(path), class_of)
         class_rows.append(table.assign(model=meta["model"], task=meta["task"], rank=int(meta["rank"])))
     class_table = (pd.concat(class_rows, ignore_index=True) if class_rows else
                    pd.DataFrame(columns=["method", "test_id", "auc", "recall", "model", "task", "rank"]))

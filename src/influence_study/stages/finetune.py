@@ -14,7 +14,7 @@ from influence_study.finetune.influence import lora_influence
 from influence_study.finetune.lora import add_lora, encode_examples, train_lora
 from influence_study.models.build import context_length
 from influence_study.models.evaluation import evaluate_completions
-from influence_study.study.io import write_json, write_parquet
+from influence_study.study.io import read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 from influence_study.study.seeds import datainf_finetune_seed
@@ -53,7 +53,7 @@ def finetune_and_score(config: Mapping, model_name: str, task: str, rank: int | 
     section = config["finetune"]
     rank = int(rank)
     device = resolve_device(config["device"])
-    table = pd.read_parquet(tasks)
+    table = read_parquet(tasks)
     rows = table[table["task"] == task].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{tasks}: no example of task {task!r} (tasks: {sorted(table['task'].unique())})")

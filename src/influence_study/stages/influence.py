@@ -52,12 +52,12 @@ def _inputs(config: Mapping, model_dir: str, documents: str, queries: str | None
 
 def load_study_factors(factors_dir: str, model, device: str = "cpu") -> Factors:
     """``Factors.load`` with the study's advice when the files changed since they were written or cannot be
-    read: delete the directory (write-protected) and rerun the workflow, which refits them and rescores."""
+    read: delete the directory (its files are read-only) and rerun the workflow, which refits them and rescores."""
     try:
         return Factors.load(factors_dir, model=model, device=device)
     except FileIntegrityError as err:
         raise FileIntegrityError(
-            f"{err}. In the workflow: `chmod -R u+w {factors_dir} && rm -r {factors_dir}`, then rerun snakemake: "
+            f"{err}. In the workflow: `rm -rf {factors_dir}`, then rerun snakemake: "
             f"it refits the factors and recomputes every score table made from them") from err
 
 
@@ -131,9 +131,9 @@ def fit_model_factors(config: Mapping, model_name: str, strategy: str, model_dir
 
 def make_candidates(config: Mapping, documents: str, queries: str, candidates: str) -> None:
     """The paper's BM25 top-k training documents of every query (``query_id, doc_id, rank, bm25``)."""
-    docs = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
+    docs = read_parquet(documents, columns=["doc_id", "text", "split"])
     docs = docs[docs["split"] == "train"]
-    table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
+    table = read_parquet(queries, columns=["query_id", "prompt", "completion"])
     section = config["candidates"]
     frame = bm25_candidates(docs, table, section["top_k"], k1=section["k1"])
     record = provenance(config, [documents, queries], top_k=section["top_k"], k1=section["k1"])
@@ -156,7 +156,7 @@ def _with_positions(frame: pd.DataFrame, documents: pd.DataFrame, queries: pd.Da
 
 def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
     """The candidate table as ``query_index, doc_index, bm25_rank, bm25``."""
-    frame = _with_positions(pd.read_parquet(candidates), documents, queries, candidates)
+    frame = _with_positions(read_parquet(candidates), documents, queries, candidates)
     return frame.rename(columns={"rank": "bm25_rank"})[["query_index", "doc_index", "bm25_rank", "bm25"]]
 
 
@@ -190,9 +190,9 @@ def _with_ids(frame: pd.DataFrame, documents: pd.DataFrame, queries: pd.DataFram
 
 
 def _tables(documents: str, queries: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    docs = pd.read_parquet(documents, columns=["doc_id", "split"])
+    docs = read_parquet(documents, columns=["doc_id", "split"])
     docs = docs[docs["split"] == "train"].reset_index(drop=True)
-    return docs, pd.read_parquet(queries, columns=["query_id"])
+    return docs, read_parquet(queries, columns=["query_id"])
 
 
 def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: str, documents: str, queries: str,
@@ -261,7 +261,7 @@ def bm25_recall_table(config: Mapping, pairwise: Sequence[str], candidates: str,
     """For each model, strategy and query: the share of the unfiltered top documents that BM25's top-k holds,
     for every k of ``candidates.recall_k`` (per-query table and a mean per model, strategy and k)."""
     section = config["candidates"]
-    bm25 = pd.read_parquet(candidates)
+    bm25 = read_parquet(candidates)
     frames = []
     for path in pairwise:
         record = read_parquet_metadata(path)
@@ -285,11 +285,11 @@ def explorer_page(config: Mapping, model_name: str, strategy: str, pairwise: str
     wanted = token_table[["query_id", "doc_id", "rank"]].drop_duplicates()
     scores = read_scores(pairwise).astype({"query_id": str, "doc_id": str})
     top = wanted.merge(scores, on=["query_id", "doc_id"], how="left").sort_values(["query_id", "rank"])
-    docs = pd.read_parquet(documents, columns=["doc_id", "family", "text"])
+    docs = read_parquet(documents, columns=["doc_id", "family", "text"])
     record = read_parquet_metadata(pairwise)
     shown = {k: record.get(k) for k in ("config_hash", "model_fingerprint", "factor_fingerprint", "version",
                                         "strategy", "query_rank", "rescore_top_k", "n_train")}
-    write_explorer(page, model_name=model_name, strategy=strategy, queries=pd.read_parquet(queries), top=top,
-                   tokens=token_table, documents=docs, relations=pd.read_parquet(relations), provenance=shown,
+    write_explorer(page, model_name=model_name, strategy=strategy, queries=read_parquet(queries), top=top,
+                   tokens=token_table, documents=docs, relations=read_parquet(relations), provenance=shown,
                    max_queries=config["explorer"]["max_queries"])
     write_provenance(page, config, [pairwise, tokens], model=model_name, strategy=strategy)

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from influence_study.corpus.tokenizer import encode_documents
 from influence_study.models.build import context_length
 from influence_study.models.evaluation import completion_sequences, padded_batches
-from influence_study.study.io import require_columns
+from influence_study.study.io import read_parquet, require_columns
 
 
 @dataclass
@@ -153,13 +153,13 @@ def load_study_inputs(model_dir: str | os.PathLike, documents: str | os.PathLike
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{model_dir}: the tokenizer has no EOS token; documents are scored as 'EOS document'")
     max_length = min(max_length or context_length(model), context_length(model))
-    docs = pd.read_parquet(documents)
+    docs = read_parquet(documents)
     require_columns(docs, ["doc_id", "text", "split"], str(documents))
     docs = docs.loc[docs["split"] == "train"].reset_index(drop=True)
     if docs.empty:
         raise ValueError(f"{documents}: no document in the training split")
-    table = pd.read_parquet(queries) if queries is not None else pd.DataFrame(columns=["query_id", "prompt",
-                                                                                        "completion"])
+    table = (read_parquet(queries) if queries is not None
+             else pd.DataFrame(columns=["query_id", "prompt", "completion"]))
     require_columns(table, ["query_id", "prompt", "completion"], str(queries))
     table = table.reset_index(drop=True)
     doc_sequences = encode_training_documents(tokenizer, docs["text"], max_length)

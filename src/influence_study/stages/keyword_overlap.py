@@ -13,7 +13,7 @@ from influence_study.analyses.keyword_overlap import (STRATEGIES, keywords, over
                                                       verdicts)
 from influence_study.analyses.layers import score_array, top_documents
 from influence_study.stages.tables import load_family_tables, read_learning, write_analysis
-from influence_study.study.io import require_columns
+from influence_study.study.io import read_parquet, require_columns
 
 
 def run(config: Mapping, learning: str, queries: str, documents: str, table: str, summary: str,
@@ -23,8 +23,8 @@ def run(config: Mapping, learning: str, queries: str, documents: str, table: str
     finding is then "not measured"."""
     section = config["analyses"]["keyword_overlap"]
     k = section["top_k"]
-    query_table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
-    corpus = pd.read_parquet(documents, columns=["doc_id", "text", "split"])
+    query_table = read_parquet(queries, columns=["query_id", "prompt", "completion"])
+    corpus = read_parquet(documents, columns=["doc_id", "text", "split"])
     require_columns(corpus, ["doc_id", "text", "split"], "corpus table")
     corpus = corpus[corpus["split"] == "train"]
     query_ids = query_table["query_id"].astype(str).tolist()

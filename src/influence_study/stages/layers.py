@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from influence_study.analyses.layers import layer_columns, model_layer_tables, summarise, verdicts
 from influence_study.stages.tables import load_family_tables, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, relations: str, profile: str,
@@ -17,9 +18,9 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, queries: str, r
     """Step of ``analysis_layers``: layer profiles, centres of mass and depth-restricted top documents of every
     model (``analyses.layers.top_k`` documents per query)."""
     k = config["analyses"]["layers"]["top_k"]
-    query_table = pd.read_parquet(queries, columns=["query_id", "analysis"])
+    query_table = read_parquet(queries, columns=["query_id", "analysis"])
     query_table["query_id"] = query_table["query_id"].astype(str)
-    ground_truth = pd.read_parquet(relations, columns=["query_id", "doc_id", "relation"])
+    ground_truth = read_parquet(relations, columns=["query_id", "doc_id", "relation"])
     tables = load_family_tables(pairwise, learning)
     profiles, longs, restricteds = [], [], []
     for model in tqdm(list(tables), desc="layers", unit="model"):

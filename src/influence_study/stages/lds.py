@@ -16,7 +16,7 @@ from influence_study.models.build import build_model_config, count_parameters
 from influence_study.stages.retrain import document_logprobs, query_logprobs, retrain_on
 from influence_study.stages.tables import query_families, table_strategy, write_analysis
 from influence_study.study.config import model_entry, training_settings
-from influence_study.study.io import read_parquet_metadata, write_parquet
+from influence_study.study.io import read_parquet, read_parquet_metadata, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 
@@ -48,7 +48,7 @@ def parameter_count(entry: Mapping, config: Mapping) -> int:
 def make_subsets(config: Mapping, documents: str, subsets: str, n_subsets: int, fraction: float) -> None:
     """Step of ``lds_subsets``: draw ``n_subsets`` random subsets of the training documents, each a share
     ``fraction`` of them (``analyses.lds``; rule parameters, so that changing them redraws the subsets)."""
-    docs = pd.read_parquet(documents, columns=["doc_id", "split"])
+    docs = read_parquet(documents, columns=["doc_id", "split"])
     table = draw_subsets(docs.loc[docs["split"] == "train", "doc_id"].to_numpy(), n_subsets, fraction,
                          config["seed"])
     write_parquet(table, subsets, metadata=provenance(config, [documents], fraction=fraction))
@@ -64,11 +64,11 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
     ``EOS document`` (``subset, doc_id, in_subset, logprob, n_tokens``; the memorisation analysis compares them
     between the retrains with and without each document). The weights are not kept."""
     subset = int(subset)
-    membership = pd.read_parquet(subsets)
+    membership = read_parquet(subsets)
     chosen = membership.loc[membership["subset"] == subset, "doc_id"]
     if chosen.empty:
         raise ValueError(f"subset {subset}: not in {subsets} (it holds subsets 0..{membership['subset'].max()})")
-    docs = pd.read_parquet(documents)
+    docs = read_parquet(documents)
     train_docs = docs[docs["split"] == "train"].reset_index(drop=True)
     in_subset = train_docs["doc_id"].isin(set(chosen))
     fraction = read_parquet_metadata(subsets).get("fraction", config["analyses"]["lds"]["fraction"])
@@ -77,7 +77,7 @@ def retrain_subset(config: Mapping, model_name: str, subset: str | int, document
     device = resolve_device(config["device"])
     model, result, seed = retrain_on(config, model_name, docs, train_docs.loc[in_subset, "doc_id"], tokenizer,
                                      settings, device, progress)
-    table = pd.read_parquet(queries, columns=["query_id", "prompt", "completion"])
+    table = read_parquet(queries, columns=["query_id", "prompt", "completion"])
     frame = query_logprobs(config, model, tokenizer, table, device)
     frame.insert(0, "subset", subset)
     valid_loss = float(result.history["valid_loss"].iloc[-1]) if len(result.history) else float("nan")
@@ -103,9 +103,9 @@ def run(config: Mapping, pairwise: Sequence[str], subsets: str, measurements: Se
     section = config["analyses"]["lds"]
     tables = {}
     for path in pairwise:
-        tables[table_strategy(path)] = pd.read_parquet(path, columns=["query_id", "doc_id", "score"])
-    membership = pd.read_parquet(subsets)
-    measured = pd.concat([pd.read_parquet(p) for p in measurements], ignore_index=True)
+        tables[table_strategy(path)] = read_parquet(path, columns=["query_id", "doc_id", "score"])
+    membership = read_parquet(subsets)
+    measured = pd.concat([read_parquet(p) for p in measurements], ignore_index=True)
     family_of = query_families(queries)
     lds_per_query, lds_points = lds_tables(tables, membership, measured, family_of)
     by_family = family_table(lds_per_query, section["resamples"], config["seed"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import pandas as pd
 
 from influence_study.analyses.math_code import GROUP_ORDER, MEASURES, math_code_table, query_groups, verdicts
 from influence_study.analyses.relations import nested_statistics, summarise
 from influence_study.analyses.scale import bm25_ranked, scale_numbers
 from influence_study.stages.tables import correct_answers, ranked_documents, read_columns, read_learning, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, relations: str,
@@ -25,7 +25,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
     ranked = ranked_documents(pairwise, learning_table, groups["query_id"], k)
     table = math_code_table(ranked, relation_table, document_table, groups)
     by_model_table = summarise(table, MEASURES, by=("model", "group"), seed=config["seed"])
-    bm25 = math_code_table(bm25_ranked(pd.read_parquet(candidates), groups["query_id"], k), relation_table,
+    bm25 = math_code_table(bm25_ranked(read_parquet(candidates), groups["query_id"], k), relation_table,
                            document_table, groups)
     correct = correct_answers(evaluations)
     scale = {g: scale_numbers(table[table["group"] == g], bm25[bm25["group"] == g], "share_same_schema",

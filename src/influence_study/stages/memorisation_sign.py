@@ -12,14 +12,14 @@ import pandas as pd
 from influence_study.analyses.common import model_sizes
 from influence_study.analyses.memorisation_sign import (INFLUENCE_COLUMNS, SIGN_AUC_THRESHOLD, document_table,
                                                         loss_gaps, statistics, verdicts)
-from influence_study.engine.factors import Factors
 from influence_study.engine.scoring import pairwise_scores, self_scores
 from influence_study.engine.tasks import LanguageModelingTask
-from influence_study.stages.influence import table_provenance, write_table
+from influence_study.stages.influence import load_study_factors, table_provenance, write_table
 from influence_study.stages.influence_inputs import document_batches, load_study_inputs
 from influence_study.stages.lds import lds_model as find_lds_model
 from influence_study.stages.tables import read_learning, table_model, write_analysis
 from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.io import read_parquet
 
 
 def score_documents(config: Mapping, model_name: str, model_dir: str, factors_dir: str, documents: str,
@@ -28,9 +28,9 @@ def score_documents(config: Mapping, model_name: str, model_dir: str, factors_di
     influence on the summed log-likelihood of the validation documents (one summed query), with the model's
     factors (``doc_id, family, n_tokens, self_influence, valid_influence``, raw)."""
     inputs = load_study_inputs(model_dir, documents, device=resolve_device(config["device"]))
-    factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
+    factors = load_study_factors(factors_dir, inputs.model, device="cpu")
     section = config["influence"]
-    docs = pd.read_parquet(documents, columns=["split", "text"])  # the inputs hold the training split only
+    docs = read_parquet(documents, columns=["split", "text"])  # the inputs hold the training split only
     valid_texts = docs.loc[docs["split"] == "valid", "text"].tolist()
     if not valid_texts:
         raise ValueError(f"{documents}: no validation document; the influence on held-out data needs some "
@@ -62,13 +62,13 @@ def run(config: Mapping, influence: Sequence[str], document_losses: Sequence[str
         per_document: str, summary: str) -> None:
     """Step of ``analysis_memorisation_sign``: the gaps of the LDS retrains, the groups and the statistics."""
     section = config["analyses"]["memorisation_sign"]
-    by_model = {table_model(p): pd.read_parquet(p) for p in influence}
+    by_model = {table_model(p): read_parquet(p) for p in influence}
     order = [m for m in model_sizes(read_learning(learning)).index if m in by_model]
     by_model = {m: by_model[m] for m in order}
     lds_model = find_lds_model(config)
     gaps = None
     if document_losses:
-        gaps = loss_gaps(pd.concat([pd.read_parquet(p) for p in document_losses], ignore_index=True),
+        gaps = loss_gaps(pd.concat([read_parquet(p) for p in document_losses], ignore_index=True),
                          section["min_subsets"])
     table = document_table(by_model, gaps, lds_model, section["memorised_share"])
     stats = statistics(table, lds_model if gaps is not None else None, seed=config["seed"])

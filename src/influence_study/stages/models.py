@@ -17,7 +17,7 @@ from influence_study.models.evaluation import completion_scores, heldout_loss
 from influence_study.models.training import train_language_model
 from influence_study.plots import plot_loss_curves, save_figure
 from influence_study.study.config import model_entry, training_settings
-from influence_study.study.io import atomic_path, read_json, write_json, write_parquet
+from influence_study.study.io import atomic_path, read_json, read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance, write_provenance
 from influence_study.study.runtime import autocast, get_logger, resolve_device
 from influence_study.study.seeds import model_seed
@@ -38,7 +38,7 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
     else:
         settings = training_settings(config, model_name)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model, result, seed = train_from_scratch(config, model_name, pd.read_parquet(documents), tokenizer,
+        model, result, seed = train_from_scratch(config, model_name, read_parquet(documents), tokenizer,
                                                  settings, device, progress)
         history = result.history
         info = {"source": "scratch", "seconds": result.seconds, "tokens": result.tokens, "settings": settings,
@@ -83,9 +83,9 @@ def evaluate_model(config: Mapping, model_name: str, model_dir: str, documents: 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_len = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     batch_size = config["evaluation"]["batch_size"]
-    docs = pd.read_parquet(documents)
+    docs = read_parquet(documents)
     valid = [d[:max_len - 1] for d in encode_documents(tokenizer, docs.loc[docs["split"] == "valid", "text"])]
-    table = pd.read_parquet(queries)
+    table = read_parquet(queries)
     with autocast(config["dtype"], device):
         loss = heldout_loss(model, valid, tokenizer.eos_token_id, batch_size, device) if valid else float("nan")
         if len(table):

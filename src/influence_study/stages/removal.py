@@ -20,7 +20,7 @@ from influence_study.models.build import context_length
 from influence_study.models.evaluation import evaluate_completions
 from influence_study.stages.finetune import detection_rank
 from influence_study.stages.tables import write_analysis
-from influence_study.study.io import read_parquet_metadata, require_columns, write_parquet
+from influence_study.study.io import read_parquet, read_parquet_metadata, require_columns, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 from influence_study.study.seeds import removal_finetune_seed
@@ -39,14 +39,14 @@ def run_removal(config: Mapping, model_name: str, model_dir: str, tasks: str, pa
     for key, expected in (("model", model_name), ("task", task), ("rank", rank)):
         if key in stored and stored[key] != expected:
             raise ValueError(f"{pairwise}: a table of {key} {stored[key]!r}, expected {expected!r}")
-    table = pd.read_parquet(tasks)
+    table = read_parquet(tasks)
     rows = table[table["task"] == task].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{tasks}: no example of task {task!r} (finetune.removal.task)")
     train = rows[rows["split"] == "train"]
     test_ids = rows.loc[rows["split"] == "test", "example_id"].tolist()
     selection, evaluation = split_test(test_ids, config["seed"])
-    scores = pd.read_parquet(pairwise)
+    scores = read_parquet(pairwise)
     require_columns(scores, ["method", "test_id", "example_id", "score"], f"pairwise table {pairwise}")
     scores = scores[scores["method"] == method]
     if scores.empty:
@@ -100,7 +100,7 @@ def run_removal(config: Mapping, model_name: str, model_dir: str, tasks: str, pa
 
 def load_runs(paths: Sequence[str]) -> pd.DataFrame:
     """The runs of every model, in the order of ``paths``."""
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [read_parquet(p) for p in paths]
     for path, frame in zip(paths, frames):
         require_columns(frame, RUN_COLUMNS, f"removal runs {path}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 from influence_study.findings import write_findings_report
 from influence_study.notebooks import execute_notebook
+from influence_study.run_notes import TINY_CAVEAT
 from influence_study.study.runtime import get_logger
 
 
@@ -21,5 +22,7 @@ def run_notebook(config: Mapping, notebook: str, executed: str, html: str, **ana
 
 def findings_report(config: Mapping, summaries: Sequence[str], report: str) -> None:
     """Step of the ``findings`` rule: ``reports/findings.md`` from every analysis summary
-    (:func:`influence_study.findings.write_findings_report`)."""
-    write_findings_report(summaries, report, [m["name"] for m in config["models"]])
+    (:func:`influence_study.findings.write_findings_report`), opening with the tiny-configuration caveat when the
+    config is marked ``tiny``."""
+    write_findings_report(summaries, report, [m["name"] for m in config["models"]],
+                          caveat=TINY_CAVEAT if config["tiny"] else "")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import pandas as pd
 
 from influence_study.analyses.relations import nested_statistics, queries_of, summarise
 from influence_study.analyses.roleplay import MEASURES, roleplay_table, verdicts
 from influence_study.analyses.scale import bm25_ranked, scale_numbers
 from influence_study.stages.tables import correct_answers, ranked_documents, read_columns, read_learning, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str, queries: str, candidates: str,
@@ -24,7 +24,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, documents: str,
     ranked = ranked_documents(pairwise, learning_table, query_ids, k)
     table = roleplay_table(ranked, document_table, query_ids)
     by_model_table = summarise(table, MEASURES, by=("model",), seed=config["seed"])
-    bm25 = roleplay_table(bm25_ranked(pd.read_parquet(candidates), query_ids, k), document_table, query_ids)
+    bm25 = roleplay_table(bm25_ranked(read_parquet(candidates), query_ids, k), document_table, query_ids)
     statistics = {"k": k, "queries": int(len(query_ids)), "models": nested_statistics(by_model_table),
                   "scale": scale_numbers(table, bm25, "share_survival", learning_table, correct_answers(evaluations),
                                          chance="chance_survival", seed=config["seed"])}

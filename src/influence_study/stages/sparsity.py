@@ -13,6 +13,7 @@ from influence_study.analyses.common import scale_models
 from influence_study.analyses.sparsity import (among, distinct_documents, sparsity_table, summarise, summarise_families,
                                                survival_curves, verdicts)
 from influence_study.stages.tables import load_family_tables, query_families, read_learning, write_analysis
+from influence_study.study.io import read_parquet
 
 
 def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, curves: str, summary: str,
@@ -35,7 +36,7 @@ def run(config: Mapping, pairwise: Sequence[str], learning: str, table: str, cur
         if documents is None:
             raise ValueError("analyses.sparsity.dedupe: true needs the corpus table (documents) to find identical "
                              "texts; pass documents= or set dedupe: false")
-        keep = distinct_documents(pd.read_parquet(documents))
+        keep = distinct_documents(read_parquet(documents))
     families = query_families(queries) if queries is not None else None
     tail = section["tail_size"]
     per_query, survival = [], []

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from influence_study.analyses.common import model_sizes
 from influence_study.analyses.relations import SCORE_COLUMNS, rank_documents
 from influence_study.findings import Finding
-from influence_study.study.io import read_parquet_metadata, require_columns, write_json, write_parquet
+from influence_study.study.io import read_parquet, read_parquet_metadata, require_columns, write_json, write_parquet
 from influence_study.study.provenance import provenance
 
 
@@ -29,12 +29,12 @@ def read_columns(path: str | os.PathLike, columns: Sequence[str], what: str) -> 
     missing = [c for c in columns if c not in present]
     if missing:
         raise ValueError(f"{what} {path} is missing column(s) {missing}; it has {sorted(present)}")
-    return pd.read_parquet(path, columns=list(columns))
+    return read_parquet(path, columns=list(columns))
 
 
 def read_learning(learning: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """The learning table (``tables/learning.parquet``: a path, or the table itself)."""
-    return learning if isinstance(learning, pd.DataFrame) else pd.read_parquet(learning)
+    return learning if isinstance(learning, pd.DataFrame) else read_parquet(learning)
 
 
 def table_model(path: str | os.PathLike) -> str:
@@ -58,7 +58,7 @@ def load_family_tables(paths: Iterable[str | os.PathLike], learning: str | os.Pa
     missing = sorted(set(by_model) - set(sizes.index))
     if missing:
         raise ValueError(f"models {missing} have scores but no row in the learning table")
-    return {m: pd.read_parquet(by_model[m], columns=list(columns) if columns else None)
+    return {m: read_parquet(by_model[m], columns=list(columns) if columns else None)
             for m in sizes.index if m in by_model}
 
 
@@ -79,7 +79,7 @@ def correct_answers(evaluations: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """``model, query_id, correct`` from the per-model evaluation tables ``evaluation/{model}/queries.parquet``."""
     frames = []
     for path in evaluations:
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
         require_columns(frame, ["query_id", "correct"], f"evaluation table {path}")
         frames.append(pd.DataFrame({"model": Path(path).parent.name, "query_id": frame["query_id"].astype(str),
                                     "correct": frame["correct"].astype(bool).to_numpy()}))
@@ -88,7 +88,7 @@ def correct_answers(evaluations: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 def query_families(queries: str | os.PathLike) -> pd.Series:
     """The family (``analysis`` column) of every query of the queries table, indexed by ``query_id`` as strings."""
-    table = pd.read_parquet(queries, columns=["query_id", "analysis"])
+    table = read_parquet(queries, columns=["query_id", "analysis"])
     return table.assign(query_id=table["query_id"].astype(str)).set_index("query_id")["analysis"]
 
 

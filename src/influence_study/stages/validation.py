@@ -21,7 +21,7 @@ from influence_study.engine.scoring import pairwise_scores
 from influence_study.models.toy import LM_SETTING, MLP_SETTINGS, build_lm_setting, build_mlp_setting, leave_one_out
 from influence_study.stages.influence_inputs import load_study_inputs
 from influence_study.stages.tables import read_learning, write_analysis
-from influence_study.study.io import read_json, write_json, write_parquet
+from influence_study.study.io import read_json, read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 
@@ -153,7 +153,7 @@ def run(config: Mapping, tables: Sequence[str], records: Sequence[str], correlat
         scores: str, summary: str) -> None:
     """Step of ``analysis_validation``: merge the settings, correlate every estimator with the PBRF (and with
     leave-one-out retraining where it was run), time them, and write the tables and verdicts."""
-    score_table = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)[SCORE_COLUMNS]
+    score_table = pd.concat([read_parquet(p) for p in tables], ignore_index=True)[SCORE_COLUMNS]
     documents = [read_json(p) for p in records]
     correlation_table = pd.concat(
         [correlations_of(score_table, reference) for reference in (GROUND_TRUTH, *LOO_REFERENCES)],

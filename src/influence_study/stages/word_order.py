@@ -12,13 +12,12 @@ import pandas as pd
 from influence_study.analyses.common import model_sizes, scale_models
 from influence_study.analyses.word_order import (PROBE_COLUMNS, SCORE_COLUMNS, contrast_statistics, group_statistics,
                                                  probes_in_training, summarise, verdicts)
-from influence_study.engine.factors import Factors
 from influence_study.engine.scoring import pairwise_scores
 from influence_study.engine.tasks import LanguageModelingTask
-from influence_study.stages.influence import table_provenance, write_table
+from influence_study.stages.influence import load_study_factors, table_provenance, write_table
 from influence_study.stages.influence_inputs import document_batches, load_study_inputs
 from influence_study.stages.tables import read_learning, write_analysis
-from influence_study.study.io import require_columns, write_parquet
+from influence_study.study.io import read_parquet, require_columns, write_parquet
 from influence_study.study.provenance import provenance
 from influence_study.study.runtime import get_logger, resolve_device
 
@@ -51,7 +50,7 @@ def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: s
                 probes: str, scores: str, progress: bool = True) -> None:
     """Step of ``word_order_scores``: every probe of the probe table scored against its query with one model's
     factors (``model, probe_id, query_id, probe_set, group, text, tokens, score, score_norm``)."""
-    table = pd.read_parquet(probes)
+    table = read_parquet(probes)
     if table.empty:  # a corpus without probes (e.g. the user's own): an empty table, nothing to score
         write_parquet(pd.DataFrame({c: pd.Series(dtype=float if "score" in c else np.int32 if c == "tokens" else str)
                                     for c in SCORE_COLUMNS}),
@@ -65,7 +64,7 @@ def score_model(config: Mapping, model_name: str, model_dir: str, factors_dir: s
     if unknown:
         raise ValueError(f"{probes}: probes of queries {unknown[:5]} that are not in {queries}; rebuild the corpus")
     probe_query = position.loc[table["query_id"].astype(str)].to_numpy()
-    factors = Factors.load(factors_dir, model=inputs.model, device="cpu")
+    factors = load_study_factors(factors_dir, inputs.model, device="cpu")
     section = config["influence"]
     sequences = inputs.encode_documents(table["text"].tolist())
     query_batches = inputs.query_batches(section["batch_size"], np.unique(probe_query))
@@ -90,7 +89,7 @@ def run(config: Mapping, scores: Sequence[str], learning: str, documents: str, t
         summary: str) -> None:
     """Step of ``analysis_word_order``: merge the per-model probe scores, statistics per group and model size."""
     section = config["analyses"]["word_order"]
-    frame = pd.concat([pd.read_parquet(p) for p in scores], ignore_index=True)
+    frame = pd.concat([read_parquet(p) for p in scores], ignore_index=True)
     learning_table = read_learning(learning)
     sizes = model_sizes(learning_table)
     order = [m for m in sizes.index if m in set(frame["model"])]
@@ -100,7 +99,7 @@ def run(config: Mapping, scores: Sequence[str], learning: str, documents: str, t
     stats = group_statistics(frame, order, section["confidence"], section["resamples"], config["seed"])
     learners, left_out = scale_models(learning_table)
     in_training = probes_in_training(frame.drop_duplicates("probe_id"),
-                                     pd.read_parquet(documents, columns=["text", "split"]))
+                                     read_parquet(documents, columns=["text", "split"]))
     statistics = {"probes": int(frame["probe_id"].nunique()), "queries": int(frame["query_id"].nunique()),
                   "probes_in_training": in_training, "confidence": section["confidence"],
                   "models": summarise(stats, sizes),
