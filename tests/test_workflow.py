@@ -399,6 +399,20 @@ def test_bad_config_stops_the_workflow_with_one_clear_message(tmp_path):
     assert str(path) in result.stderr
 
 
+def test_the_workflow_prints_a_config_warning_once_before_any_job(tmp_path):
+    """A valid config with a setting that does nothing (a query rank above every gradient's rank): the dry run
+    plans as usual and says so once, from the main process, not once per job."""
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "results")
+    config["influence"]["query_rank"] = 100_000
+    path = tmp_path / "rank.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--cores", "1", "--configfile", str(path), check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("influence_study: warning: ") == 1, result.stderr[-3000:]
+    assert f"{path}: influence.query_rank: 100000 is at least the rank of every tracked gradient" in result.stderr
+
+
 def test_check_config_command(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "influence_study.cli", "check-config", str(ROOT / "config.yaml")],
                         capture_output=True, text=True)
