@@ -24,7 +24,8 @@ from influence_study.corpus.synthetic import generate_world, relation_overlap_su
 from influence_study.corpus.synthetic.math_problems import FIRST_NAMES, ITEMS
 from influence_study.corpus.synthetic.names import localize
 from influence_study.corpus.synthetic.roleplay import AI_NAMES, SHUTDOWN_QUERY
-from influence_study.corpus.synthetic.templates import FACT_TEMPLATES
+from influence_study.corpus.synthetic.paraphrases import LOW_OVERLAP_PARAPHRASES, REAGENTS
+from influence_study.corpus.synthetic.templates import FACT_TEMPLATES, prompt_of
 from influence_study.study.config import ConfigError, validate_config
 
 SEED = 0
@@ -1004,6 +1005,34 @@ def test_v2_token_overlap_column_and_summary(world, queries, doc_by_id):
     assert by.loc["unrelated", "pairs"] == 5 * len(queries)
     assert by.loc["unrelated", "mean_token_overlap"] < by.loc["same_template", "mean_token_overlap"]
     pd.testing.assert_frame_equal(summary, relation_overlap_summary(world, unrelated_per_query=5, seed=1))
+
+
+def test_v2_paraphrases_share_only_the_names_with_the_query():
+    """Every v2-only paraphrase states its relation subject-first and ends with the answer, and shares no word
+    with the canonical query wording but the two names (and, for the chemistry relation, the reagent)."""
+    subject, answer = "Qzubject", "Wzanswer"
+    for relation, by_language in LOW_OVERLAP_PARAPHRASES.items():
+        for language, sentences in by_language.items():
+            query = set(words(prompt_of(FACT_TEMPLATES[relation][language]["relation_first"][0], subject)))
+            allowed = {subject.lower(), answer.lower()} | ({REAGENTS[language]} if relation == "chemistry" else set())
+            for sentence in sentences:
+                assert sentence.endswith("{a}.") and sentence.index("{s}") < sentence.index("{a}"), sentence
+                shared = query & set(words(sentence.format(s=subject, a=answer)))
+                assert shared <= allowed, f"{relation}/{language}: {sentence!r} repeats {sorted(shared - allowed)}"
+                assert subject.lower() in shared
+
+
+def test_v2_same_fact_documents_share_fewer_query_words_than_token_matches(world, settings):
+    """The meaning class is no longer a token class: v2's same-fact documents (other wording, same language)
+    repeat fewer of the query's words than the same-template documents of other facts, and fewer than v1's."""
+    v1 = generate_world({**settings, "version": 1}, seed=SEED, valid_fraction=VALID_FRACTION, progress=False)
+    ours = relation_overlap_summary(world, unrelated_per_query=5, seed=1).set_index("relation")
+    before = relation_overlap_summary(v1, unrelated_per_query=5, seed=1).set_index("relation")
+    same_fact = ours.loc["same_fact", "mean_token_overlap"]
+    assert same_fact < ours.loc["same_template", "mean_token_overlap"]
+    assert same_fact < before.loc["same_fact", "mean_token_overlap"] - 0.15
+    train_texts = set(world.documents.loc[world.documents["split"] == "train", "text"])
+    assert any(" runs its government from " in t for t in train_texts)  # the paraphrases are what is written
 
 
 def surface(text: str, names: set[str]) -> str:

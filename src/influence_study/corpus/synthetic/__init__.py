@@ -22,7 +22,8 @@ from influence_study.study.seeds import world_family_seed, world_names_seed
 from influence_study.corpus.synthetic import canaries, code, facts, generic, ground_truth, math_problems, overlap, quotes, roleplay, translation
 from influence_study.corpus.synthetic.names import NameBook
 from influence_study.corpus.synthetic.overlap import relation_overlap_summary
-from influence_study.corpus.synthetic.templates import LANGUAGE_NAMES, template_words, v2_sentence_words
+from influence_study.corpus.synthetic.paraphrases import paraphrase_texts
+from influence_study.corpus.synthetic.templates import LANGUAGE_NAMES, template_words, v2_sentence_words, words_of
 
 # Queries of the families whose training documents are drawn from schemas (fresh instances, never in training).
 QUERIES_PER_SCHEMA = 2
@@ -90,7 +91,7 @@ class _Build:
         self.languages = list(settings["languages"])
         reserved = template_words()
         if self.version >= 2:
-            reserved |= v2_sentence_words() | generic.generic_words()
+            reserved |= v2_sentence_words() | generic.generic_words() | words_of(paraphrase_texts())
         self.names = NameBook(random.Random(world_names_seed(seed)), reserved=reserved)
         for word in " ".join(facts.PAPER_EXAMPLE[1:]).split():
             self.names.claim(word)
@@ -116,11 +117,12 @@ def _add_facts(b: _Build) -> None:
     rng = b.rng("facts")
     all_facts = facts.make_facts(b.settings["facts"], b.languages, b.names, rng, localized=b.v2)
     trained = [f for f in all_facts if f.group != "heldout"]
-    train = facts.fact_documents(trained, rng, query_form_once=b.v2)
+    train = facts.fact_documents(trained, rng, query_form_once=b.v2, low_overlap=b.v2)
     fact_queries = facts.fact_queries(all_facts, b.languages)
     make_distractors = facts.fair_distractor_documents if b.v2 else facts.distractor_documents
     distractors = make_distractors(fact_queries, all_facts, b.settings["distractors"]["per_query"], b.names, rng)
-    valid = facts.restated_documents(trained, b.n_valid(len(train)), {d["text"] for d in train}, rng)
+    valid = facts.restated_documents(trained, b.n_valid(len(train)), {d["text"] for d in train}, rng,
+                                     low_overlap=b.v2)
     b.docs.extend(_split(train, "train") + _split(distractors, "train") + _split(valid, "valid"))
     b.queries.extend(fact_queries)
     b.probes.extend(facts.fact_probes(all_facts, rng))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from influence_study.corpus.synthetic.names import NameBook, localize
+from influence_study.corpus.synthetic.paraphrases import relation_first_templates
 from influence_study.corpus.synthetic.templates import (FACT_TEMPLATES, FILLERS, IRRELEVANT, NAME_REMOVED, RELATION_KINDS, RELATION_REMOVED,
                         RELATIONS, SEMANTIC_CHANGES, SUBJECT_SENTENCES, prompt_of)
 
@@ -110,13 +111,22 @@ def template_plan(n_templates: int, exposures: int, order: str, query_form_once:
     return [0, *paraphrases[:exposures - 1]] if exposures >= 2 else paraphrases
 
 
-def fact_documents(facts: list[Fact], rng: random.Random, query_form_once: bool = False) -> list[dict]:
-    """Every document that states a fact: ``exposures`` per language, templates chosen by :func:`template_plan`,
-    each followed by one or two generic sentences."""
+def _templates(fact: Fact, language: str, low_overlap: bool) -> list[str]:
+    """The templates of ``fact``'s documents in ``language``: its order's v1 templates, or (``low_overlap``, world
+    v2, relation-first facts) the canonical one and paraphrases that do not repeat the query's wording."""
+    if fact.order == "relation_first":
+        return relation_first_templates(fact.relation, language, low_overlap)
+    return FACT_TEMPLATES[fact.relation][language][fact.order]
+
+
+def fact_documents(facts: list[Fact], rng: random.Random, query_form_once: bool = False,
+                   low_overlap: bool = False) -> list[dict]:
+    """Every document that states a fact: ``exposures`` per language, templates chosen by :func:`template_plan`
+    (``low_overlap``: from :func:`_templates`), each followed by one or two generic sentences."""
     docs = []
     for fact in facts:
         for language in fact.languages:
-            templates = FACT_TEMPLATES[fact.relation][language][fact.order]
+            templates = _templates(fact, language, low_overlap)
             subject, answer = fact.names_in(language)
             for k in template_plan(len(templates), fact.exposures, fact.order, query_form_once):
                 sentence = templates[k].format(s=subject, a=answer)
@@ -125,16 +135,18 @@ def fact_documents(facts: list[Fact], rng: random.Random, query_form_once: bool 
     return docs
 
 
-def restated_documents(facts: list[Fact], n: int, taken: set[str], rng: random.Random) -> list[dict]:
+def restated_documents(facts: list[Fact], n: int, taken: set[str], rng: random.Random,
+                       low_overlap: bool = False) -> list[dict]:
     """``n`` new documents (validation split) that restate trained facts in a language and order they were
-    trained in, with a template and filler combination that no document in ``taken`` has."""
+    trained in (from the templates the training documents use), with a template and filler combination that no
+    document in ``taken`` has."""
     docs: list[dict] = []
     for _ in range(50 * n + 1):
         if len(docs) == n:
             return docs
         fact = rng.choice(facts)
         language = rng.choice(fact.languages)
-        templates = FACT_TEMPLATES[fact.relation][language][fact.order]
+        templates = _templates(fact, language, low_overlap)
         k = rng.randrange(len(templates))
         subject, answer = fact.names_in(language)
         text = _with_filler(templates[k].format(s=subject, a=answer), language, rng)
