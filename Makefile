@@ -13,6 +13,9 @@ REPORT ?= report.html
 # The output directory of the CI study (`output_dir` of configs/ci.yaml), what `make clean-ci` removes.
 CI_OUTPUT ?= results-ci
 BIN := $(VENV)/bin
+# kronfluence, the reference of tests/test_conformance.py, without its dependencies: its torchvision requirement
+# would replace the CPU torch (the others are here or listed; accelerate also comes with peft).
+KRONFLUENCE := kronfluence==1.0.1 einconv einops opt_einsum accelerate
 STAMP := $(VENV)/.installed
 
 .PHONY: setup study report test lint clean-ci
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps $(KRONFLUENCE)
 	touch $(STAMP)
 
 setup: $(STAMP)

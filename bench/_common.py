@@ -181,6 +181,35 @@ class PeakMemory:
         return False
 
 
+def release_memory() -> None:
+    """Collect garbage and hand the allocator's free memory back to the OS (glibc ``malloc_trim``), so that the
+    resident set at the start of a measured phase is what is really held and :class:`PeakMemory` of a phase run
+    after others in the same process is not hidden by memory they freed."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class Timer:
+    """Wall and CPU (user + system of this process) seconds of a block: ``wall``, ``cpu``. On a machine shared
+    with other jobs, CPU time is the steadier measure of the work a phase does (it excludes time spent waiting
+    for a core)."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        return False
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
     value = fn()
@@ -195,12 +224,13 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
     return statistics.median(times), times
 
 
-def run_worker(script: Path, args: Sequence[str], threads: int, env: dict | None = None) -> dict:
-    """Run ``script --worker ARGS`` in a fresh interpreter (with ``env`` added to its environment); it must print
-    one JSON object as its last line."""
+def run_worker(script: Path, args: Sequence[str], threads: int, env: dict | None = None,
+               flag: str = "--worker") -> dict:
+    """Run ``script FLAG ARGS`` (``--worker`` by default) in a fresh interpreter (with ``env`` added to its
+    environment); it must print one JSON object as its last line."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1",
                TOKENIZERS_PARALLELISM="false", **(env or {}))
-    cmd = [sys.executable, str(script), "--worker", *map(str, args), "--threads", str(threads)]
+    cmd = [sys.executable, str(script), flag, *map(str, args), "--threads", str(threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"worker failed ({' '.join(cmd)}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -36,12 +36,13 @@ def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> list[torch.Tensor]:
     return [matrix[sl, sl].clone() for sl in block_slices(matrix.shape[0], blocks)]
 
 
-def eigendecompose(blocks: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def eigendecompose(blocks: Sequence[torch.Tensor], dtype: torch.dtype = torch.float64
+                   ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Eigen-decomposition of each symmetric block: ``(eigenvector blocks, all eigenvalues concatenated)``.
-    Computed in float64 for stability, returned in the input dtype."""
+    Computed in ``dtype`` (float64 by default, for stability), returned in the input dtype."""
     vectors, values = [], []
     for block in blocks:
-        lam, q = torch.linalg.eigh(block.double())
+        lam, q = torch.linalg.eigh(block.to(dtype))
         vectors.append(q.to(block.dtype))
         values.append(lam.to(block.dtype))
     return vectors, torch.cat(values)
@@ -51,17 +52,51 @@ def rotate(matrix: torch.Tensor, q_s: Sequence[torch.Tensor], q_a: Sequence[torc
            inverse: bool = False) -> torch.Tensor:
     """``Q_S^T M Q_A`` (or, with ``inverse=True``, ``Q_S M Q_A^T``) for block-diagonal ``Q_S`` and ``Q_A``
     given as blocks; ``matrix`` may have leading batch dimensions."""
-    rows = _offsets(q_s)
-    cols = _offsets(q_a)
+    return rotate_columns(rotate_rows(matrix, q_s, inverse), q_a, inverse)
+
+
+def rotate_rows(matrix: torch.Tensor, q_s: Sequence[torch.Tensor], inverse: bool = False) -> torch.Tensor:
+    """``Q_S^T M`` (``inverse``: ``Q_S M``), the left half of :func:`rotate`."""
     left = [(q.T if not inverse else q) for q in q_s]
-    right = [(q if not inverse else q.T) for q in q_a]
     if len(left) == 1:
-        out = left[0] @ matrix
-    else:
-        out = torch.cat([lq @ matrix[..., sl, :] for lq, sl in zip(left, rows)], dim=-2)
+        return left[0] @ matrix
+    return torch.cat([lq @ matrix[..., sl, :] for lq, sl in zip(left, _offsets(q_s))], dim=-2)
+
+
+def rotate_columns(matrix: torch.Tensor, q_a: Sequence[torch.Tensor], inverse: bool = False) -> torch.Tensor:
+    """``M Q_A`` (``inverse``: ``M Q_A^T``), the right half of :func:`rotate`; for a ``matrix`` of row vectors
+    (tokens ``[.., T, in]``) it rotates each row into the eigenbasis (``Q_A^T a_t``)."""
+    right = [(q if not inverse else q.T) for q in q_a]
     if len(right) == 1:
-        return out @ right[0]
-    return torch.cat([out[..., :, sl] @ rq for rq, sl in zip(right, cols)], dim=-1)
+        return matrix @ right[0]
+    return torch.cat([matrix[..., :, sl] @ rq for rq, sl in zip(right, _offsets(q_a))], dim=-1)
+
+
+def token_rotation_is_cheaper(tokens: int, q_s: Sequence[torch.Tensor], q_a: Sequence[torch.Tensor]) -> bool:
+    """Whether rotating each of ``tokens`` tokens' ``s_t`` and ``a_t`` into the eigenbasis and then forming
+    ``(S Q_S)^T (A Q_A)`` takes fewer multiply-adds than forming ``DW = S^T A`` and rotating it (``Q_S^T DW Q_A``)."""
+    n_out, n_in = sum(q.shape[0] for q in q_s), sum(q.shape[0] for q in q_a)
+    s_square, a_square = sum(q.shape[0] ** 2 for q in q_s), sum(q.shape[0] ** 2 for q in q_a)
+    gradient_route = tokens * n_out * n_in + s_square * n_in + n_out * a_square
+    token_route = tokens * (s_square + a_square + n_out * n_in)
+    return token_route < gradient_route
+
+
+def squared_rotation_sum(a: torch.Tensor, s: torch.Tensor, q_s: Sequence[torch.Tensor],
+                         q_a: Sequence[torch.Tensor], token_rotation: bool = False) -> torch.Tensor:
+    """``sum_b (Q_S^T DW_b Q_A)^2`` ``[out, in]`` over the examples of inputs ``a`` [B, T, in] and output
+    gradients ``s`` [B, T, out], with ``DW_b = s_b^T a_b`` (the EK-FAC eigenvalue correction of one batch).
+
+    By default ``DW`` is formed and rotated (the reference order; one ``[B, out, in]`` intermediate is freed
+    before the next is made). With ``token_rotation`` and where :func:`token_rotation_is_cheaper`, the tokens
+    are rotated first and ``(S Q_S)^T (A Q_A)`` formed in one batched product: the same numbers up to float
+    round-off (relative ~1e-6 in float32), with fewer multiply-adds and no unrotated ``DW``."""
+    if token_rotation and token_rotation_is_cheaper(a.shape[1], q_s, q_a):
+        rotated = torch.bmm(rotate_columns(s, q_s).transpose(1, 2), rotate_columns(a, q_a))
+    else:
+        rotated = rotate_rows(torch.bmm(s.transpose(1, 2), a), q_s)
+        rotated = rotate_columns(rotated, q_a)
+    return rotated.square_().sum(0)
 
 
 def _offsets(blocks: Sequence[torch.Tensor]) -> list[slice]:
@@ -75,7 +110,7 @@ def _offsets(blocks: Sequence[torch.Tensor]) -> list[slice]:
 def eigenbasis_precondition(matrix: torch.Tensor, q_s: Sequence[torch.Tensor], q_a: Sequence[torch.Tensor],
                             eigenvalues: torch.Tensor, damping: float) -> torch.Tensor:
     """``Q_S [(Q_S^T V Q_A) ⊘ (Λ + λ)] Q_A^T``: the (E)K-FAC damped inverse applied to ``V``."""
-    rotated = rotate(matrix, q_s, q_a) / (eigenvalues + damping)
+    rotated = rotate(matrix, q_s, q_a).div_(eigenvalues + damping)
     return rotate(rotated, q_s, q_a, inverse=True)
 
 

@@ -17,17 +17,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from influence_study.engine.conventions import fit_conventions, forced_numerics, make_tracker
 from influence_study.engine.curvature import (diagonal_blocks, eigenbasis_precondition, eigendecompose,
-                                              kfac_eigenvalues, rotate)
+                                              kfac_eigenvalues, squared_rotation_sum)
 from influence_study.engine.damping import mean_damping
 from influence_study.engine.files import FileIntegrityError, atomic_path, check_sha256, file_sha256
+from influence_study.engine.fit_passes import ActivationCache, accumulate, covariance_pass, per_sequence_pass
+from influence_study.engine.memory_plan import available_memory, check_fits, loader_shape, plan_factor_fit
 from influence_study.engine.options import (FACTOR_STRATEGIES, SOLVER_STRATEGIES, STRATEGIES, FactorArguments,
                                             check_strategy_options, resolve_options)
-from influence_study.engine.passes import backward_gradients, check_finite, iterate, model_device, sampling_generator
+from influence_study.engine.passes import check_finite, model_device, sampling_generator
 from influence_study.engine.preconditioner import Preconditioner, fitted_metadata
 from influence_study.engine.solvers import make_solver
 from influence_study.engine.tasks import Task
-from influence_study.engine.tracking import ModuleTracker, evaluation_mode, select_modules
+from influence_study.engine.tracking import evaluation_mode, select_modules
 
 __all__ = ["FACTOR_STRATEGIES", "SOLVER_STRATEGIES", "STRATEGIES", "FACTORS_FILE", "METADATA_FILE", "CONTENT_KEY",
            "Factors", "FileIntegrityError", "fit_factors"]
@@ -48,7 +51,8 @@ class Factors(Preconditioner):
     ``A_covariance.k``, ``S_covariance.k``, ``A_eigenvectors.k``, ``S_eigenvectors.k`` (k = block),
     ``A_eigenvalues``, ``S_eigenvalues`` and ``eigenvalues`` (``Λ`` [out, in(+1)]: corrected for ``ekfac``,
     ``λ_S λ_A^T`` for ``kfac``); ``identity``: nothing. ``metadata`` records the model fingerprint, the module
-    shapes, how many sequences and tokens were used, and the options.
+    shapes, how many sequences and tokens were used, the options, and ``conventions`` (attention kernel, TF32, the
+    task's token reduction and prompt masking, Fisher, bias: :mod:`~influence_study.engine.conventions`).
     """
 
     def __init__(self, strategy: str, tensors: dict[str, dict[str, torch.Tensor]], metadata: dict):
@@ -161,54 +165,6 @@ class Factors(Preconditioner):
         return factors
 
 
-def _covariance_pass(model, task, loader, tracker, options: FactorArguments, kind: str,
-                     device) -> tuple[dict, dict, int, int]:
-    """Sums of ``a a^T`` over real tokens and of ``s s^T`` over tokens, with token and sequence counts."""
-    dtype = options.dtype
-    a_sum: dict[str, torch.Tensor] = {}
-    s_sum: dict[str, torch.Tensor] = {}
-    n_tokens = n_seq = 0
-    generator = sampling_generator(options.seed, device)
-    for step in iterate(loader, task, device, "fit_factors(loader)", options.max_examples,
-                        progress=options.progress, desc="covariances"):
-        backward_gradients(model, task, tracker, step.batch, kind, generator)
-        mask = task.token_mask(step.batch)
-        for name in tracker.modules:
-            record = tracker._get(name)
-            a, s = record.a.to(dtype), record.s.to(dtype)
-            if mask is not None and mask.shape == a.shape[:2]:
-                weight = mask.to(dtype).unsqueeze(-1)
-                a = a * weight
-                s = s * weight
-            a2, s2 = a.reshape(-1, a.shape[-1]), s.reshape(-1, s.shape[-1])
-            a_sum[name] = a_sum.get(name, 0) + a2.T @ a2
-            s_sum[name] = s_sum.get(name, 0) + s2.T @ s2
-        n_tokens += int(mask.sum()) if mask is not None and mask.dim() == 2 else step.size * _tokens(tracker)
-        n_seq += step.size
-    check_finite(a_sum, "activation covariance")
-    check_finite(s_sum, "output-gradient covariance")
-    return a_sum, s_sum, n_tokens, n_seq
-
-
-def _tokens(tracker) -> int:
-    record = next(iter(tracker.captured.values()))
-    return record.a.shape[1]
-
-
-def _per_sequence_pass(model, task, loader, tracker, options: FactorArguments, kind: str, device, update,
-                       desc) -> int:
-    """Call ``update(name, DW [B, out, in])`` with per-sequence pseudo-gradients of every batch."""
-    n_seq = 0
-    generator = sampling_generator(options.seed + 1, device)
-    for step in iterate(loader, task, device, "fit_factors(loader)", options.max_examples,
-                        progress=options.progress, desc=desc):
-        backward_gradients(model, task, tracker, step.batch, kind, generator)
-        for name in tracker.modules:  # one module at a time: peak memory is one module's [B, out, in]
-            update(name, tracker._get(name).per_example_gradient(options.dtype))
-        n_seq += step.size
-    return n_seq
-
-
 def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, options: FactorArguments | str | None = None,
                 **overrides) -> Preconditioner:
     """Fit the curvature of ``model`` on the examples of ``loader``.
@@ -241,47 +197,67 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, options: F
         model.to(options.device)
     selected = select_modules(model, options.modules)
     if strategy in SOLVER_STRATEGIES:
-        return make_solver(model, task, loader, selected, options)
+        if not options.track_bias:
+            raise ValueError(f"track_bias=False: only {FACTOR_STRATEGIES} leave biases out, not {strategy!r}")
+        with forced_numerics(model, options) as numerics:
+            solver = make_solver(model, task, loader, selected, options)
+        solver.metadata["conventions"] = fit_conventions(numerics, task, solver.metadata.get("sampled_labels"), True)
+        return solver
     blocks, dtype = options.blocks, options.dtype
     sampled_labels = True if options.sampled_labels is None else options.sampled_labels
     if blocks != 1 and strategy not in ("kfac", "ekfac"):
         raise ValueError(f"blocks: the block-diagonal split applies to kfac/ekfac, not {strategy!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: factors are accumulated in torch.float32 or torch.float64, got {dtype}")
+    if options.eigh_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"eigh_dtype: eigendecompositions run in torch.float32 or torch.float64, got "
+                         f"{options.eigh_dtype}")
+    ActivationCache(options.activation_cache)  # validated before any pass
     device = model_device(model)
+    if options.memory_check:  # engine.memory_plan: logged; a module or fit that cannot fit is refused before any pass
+        shape = loader_shape(task, loader, options.max_examples)
+        plan = plan_factor_fit(selected, options, shape.batch_size, shape.tokens, shape.masked)
+        log.info("%s", plan)
+        check_fits(plan, *available_memory(device, options.memory_limit))
     kind = "sampled" if sampled_labels else "loss"
-    tracker = ModuleTracker(model, selected)
+    tracker = make_tracker(model, selected, options.track_bias)
     started = time.perf_counter()
     tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in selected}
     counts: dict[str, int] = {}
-    with evaluation_mode(model):
+    correction_generator = sampling_generator(options.seed + 1, device)  # the per-sequence pass's labels
+    with evaluation_mode(model), forced_numerics(model, options) as numerics:
         with tracker.track():
             if strategy == "diagonal":
                 sums: dict[str, torch.Tensor] = {}
 
-                def add_square(name, grad):
-                    sums[name] = sums.get(name, 0) + (grad ** 2).sum(0)
+                def add_square(name, a, s):
+                    accumulate(sums, name, torch.bmm(s.transpose(1, 2), a).square_().sum(0))
 
-                counts["sequences"] = _per_sequence_pass(model, task, loader, tracker, options, kind, device,
-                                                          add_square, "diagonal")
+                counts["sequences"] = per_sequence_pass(model, task, loader, tracker, options, kind, device,
+                                                        add_square, "diagonal", correction_generator)
                 check_finite(sums, "diagonal Fisher")
                 for name in selected:
                     tensors[name]["diagonal"] = sums[name] / counts["sequences"]
             elif strategy in ("kfac", "ekfac"):
-                a_sum, s_sum, n_tokens, n_seq = _covariance_pass(model, task, loader, tracker, options, kind, device)
+                cache = ActivationCache(options.activation_cache if strategy == "ekfac" else 0)
+                a_sum, s_sum, n_tokens, n_seq = covariance_pass(model, task, loader, tracker, options, kind, device,
+                                                                sampling_generator(options.seed, device), cache,
+                                                                correction_generator)
                 counts.update(tokens=n_tokens, sequences=n_seq)
                 for name in selected:
-                    a_cov, s_cov = a_sum[name] / max(n_tokens, 1), s_sum[name] / max(n_seq, 1)
-                    _add_eigenbasis(tensors[name], a_cov, s_cov, _check_blocks(name, a_cov, s_cov, blocks))
+                    a_cov, s_cov = a_sum.pop(name) / max(n_tokens, 1), s_sum.pop(name) / max(n_seq, 1)  # freed as used
+                    _add_eigenbasis(tensors[name], a_cov, s_cov, _check_blocks(name, a_cov, s_cov, blocks),
+                                    options.eigh_dtype)
                 if strategy == "ekfac":
                     corrected: dict[str, torch.Tensor] = {}
 
-                    def add_rotated(name, grad):
+                    def add_rotated(name, a, s):
                         q_a, q_s = _eigenvectors(tensors[name], blocks)
-                        corrected[name] = corrected.get(name, 0) + (rotate(grad, q_s, q_a) ** 2).sum(0)
+                        accumulate(corrected, name, squared_rotation_sum(a, s, q_s, q_a, options.token_rotation))
 
-                    counts["correction_sequences"] = _per_sequence_pass(model, task, loader, tracker, options, kind,
-                                                                        device, add_rotated, "eigenvalue correction")
+                    counts["correction_sequences"] = per_sequence_pass(model, task, loader, tracker, options, kind,
+                                                                       device, add_rotated, "eigenvalue correction",
+                                                                       correction_generator, cache)
                     check_finite(corrected, "eigenvalue correction")
                     for name in selected:
                         tensors[name]["eigenvalues"] = corrected[name] / counts["correction_sequences"]
@@ -289,7 +265,13 @@ def fit_factors(model: torch.nn.Module, task: Task, loader: Iterable, options: F
     log.info("fit_factors(%s): %d modules, %s in %.1f s", strategy, len(selected), counts, elapsed)
     metadata = fitted_metadata(model, selected, strategy, counts=counts, blocks=blocks, sampled_labels=sampled_labels,
                                max_examples=options.max_examples, dtype=str(dtype).replace("torch.", ""),
-                               seed=options.seed, seconds=round(elapsed, 3))
+                               seed=options.seed, seconds=round(elapsed, 3), token_rotation=options.token_rotation,
+                               eigh_dtype=str(options.eigh_dtype).replace("torch.", ""),
+                               activation_cache=options.activation_cache,
+                               conventions=fit_conventions(numerics, task, sampled_labels, options.track_bias))
+    if not options.track_bias:  # the tracked gradient matrices are [out, in]: the weights only
+        for shape in metadata["modules"].values():
+            shape["bias"] = False
     return Factors(strategy, tensors, metadata)
 
 
@@ -311,10 +293,11 @@ def _check_blocks(name, a_cov, s_cov, blocks) -> int:
     return blocks
 
 
-def _add_eigenbasis(store: dict, a_cov: torch.Tensor, s_cov: torch.Tensor, blocks: int) -> None:
+def _add_eigenbasis(store: dict, a_cov: torch.Tensor, s_cov: torch.Tensor, blocks: int,
+                    eigh_dtype: torch.dtype = torch.float64) -> None:
     a_blocks, s_blocks = diagonal_blocks(a_cov, blocks), diagonal_blocks(s_cov, blocks)
-    q_a, lam_a = eigendecompose(a_blocks)
-    q_s, lam_s = eigendecompose(s_blocks)
+    q_a, lam_a = eigendecompose(a_blocks, eigh_dtype)
+    q_s, lam_s = eigendecompose(s_blocks, eigh_dtype)
     for k in range(blocks):
         store[f"A_covariance.{k}"], store[f"S_covariance.{k}"] = a_blocks[k], s_blocks[k]
         store[f"A_eigenvectors.{k}"], store[f"S_eigenvectors.{k}"] = q_a[k], q_s[k]

@@ -66,6 +66,39 @@ class FactorArguments:
     learning_rate: float = field(default=1e-3, metadata={"help": "pbrf: Adam's learning rate."})
     central: bool = field(default=True, metadata={"help": (
         "pbrf: the central difference (f(θ+) - f(θ-)) / 2ε; False: the one-sided (f(θ+) - f(θ_s)) / ε.")})
+    attention_kernel: str | None = field(default=None, metadata={"help": (
+        "None: the attention the model is configured with (recorded: config._attn_implementation and the enabled "
+        "torch SDPA backends); 'eager': a Hugging Face model's plain matmul-softmax attention for this call; "
+        "'math': torch's scaled_dot_product_attention restricted to its deterministic math backend (no fused "
+        "flash/memory-efficient kernels) for this call.")})
+    tf32: bool | None = field(default=None, metadata={"help": (
+        "None: float32 matmuls as torch's global settings say (recorded); False: full float32 (no TF32) for this "
+        "call; True: TF32 allowed for this call (CUDA only). The settings are restored afterwards.")})
+    track_bias: bool = field(default=True, metadata={"help": (
+        "Track the bias of modules that have one (the homogeneous column of the gradient matrix, as the paper "
+        "and kronfluence do); False: the weights only (factor strategies; the scores then leave the bias out).")})
+    memory_check: bool = field(default=True, metadata={"help": (
+        "Factor strategies: before any pass, plan the bytes each module needs (engine.memory_plan), log the plan "
+        "at INFO and refuse (MemoryPlanError) a module or a fit that needs more than memory_limit; False: neither.")})
+    memory_limit: int | None = field(default=None, metadata={"help": (
+        "Bytes the memory plan may use; None: what the device has free (torch.cuda.mem_get_info on CUDA, "
+        "MemAvailable of /proc/meminfo on the CPU).")})
+    token_rotation: bool = field(default=False, metadata={"help": (
+        "ekfac: form each batch's eigenvalue correction from tokens rotated into the eigenbasis, (S Q_S)^T (A Q_A), "
+        "where that takes fewer multiply-adds than rotating each per-sequence gradient (Q_S^T DW Q_A; short "
+        "sequences, wide modules): the same Λ up to float round-off (relative ~1e-6 in float32), not bit-identical. "
+        "False: the reference order.")})
+    eigh_dtype: torch.dtype = field(default=torch.float64, metadata={"help": (
+        "kfac/ekfac: dtype of the eigendecompositions of A and S. float64 (as kronfluence) or float32 (about twice "
+        "as fast on the CPU; the eigenvectors of weak directions then differ, which moved ekfac scores by up to "
+        "1.2e-3 of the largest, Pearson >= 0.999996, in bench/README.md's sweep).")})
+    activation_cache: int = field(default=0, metadata={"help": (
+        "ekfac: bytes of memory for keeping the covariance pass's captured inputs and output gradients of each "
+        "batch (in loader order, until one does not fit) for the eigenvalue correction, which then runs the model "
+        "on none of those batches (true labels) or only backpropagates the correction's sampled labels through the "
+        "covariance pass's graph (sampled labels: one forward pass instead of two). The factors are bit-identical "
+        "to 0 (no cache); the fit holds up to this many more bytes: about tokens x the sum over modules of (in + out) "
+        "x 4 bytes per sequence (float32 activations).")})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,10 +128,23 @@ class ScoreArguments:
         "total measurement of a query set for the cost of one query; equal to summing the rows of the unsummed "
         "scores.")})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    mean_queries: bool = field(default=False, metadata={"help": (
+        "As sum_queries, but the MEAN of the queries' measurements (the summed scores divided by the number of "
+        "queries); not with sum_queries.")})
+    n_train: int | None = field(default=None, metadata={"help": (
+        "Divide every score (and its per-module and per-token shares) by this number of training sequences N: "
+        "the change of f from adding one copy, as Scores.normalised. None: raw scores.")})
+    attention_kernel: str | None = field(default=None, metadata={"help": (
+        "As FactorArguments.attention_kernel, for the scoring passes.")})
+    tf32: bool | None = field(default=None, metadata={"help": "As FactorArguments.tf32, for the scoring passes."})
+    memory_check: bool = field(default=True, metadata={"help": (
+        "As FactorArguments.memory_check: plan, log and check the memory of the scoring before any pass.")})
+    memory_limit: int | None = field(default=None, metadata={"help": "As FactorArguments.memory_limit."})
 
 
 #: the fields of :class:`ScoreArguments` that :func:`~influence_study.self_scores` takes
-SELF_SCORE_OPTIONS = ("damping", "per_module", "train_slice", "dtype", "progress")
+SELF_SCORE_OPTIONS = ("damping", "per_module", "train_slice", "dtype", "progress", "n_train", "attention_kernel",
+                      "tf32", "memory_check", "memory_limit")
 #: the fields of :class:`ScoreArguments` that :func:`~influence_study.query_gradients` takes
 QUERY_GRADIENT_OPTIONS = ("dtype", "progress")
 

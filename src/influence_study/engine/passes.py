@@ -93,6 +93,13 @@ def backward_gradients(model, task: Task, tracker: ModuleTracker, batch: dict, k
     """
     tracker.clear()
     outputs = task.outputs(model, batch)
+    return backward_from(task, outputs, batch, kind, generator)
+
+
+def backward_from(task: Task, outputs: torch.Tensor, batch: dict, kind: str, generator: torch.Generator | None = None,
+                  retain_graph: bool = False) -> torch.Tensor:
+    """The backward half of :func:`backward_gradients`, from the model's ``outputs`` (with ``retain_graph``, the
+    graph is kept for another backward pass from the same outputs); returns the scalar that was differentiated."""
     if kind == "sampled":
         value = task.train_loss(outputs, batch, sample=True, generator=generator)
     elif kind == "loss":
@@ -105,7 +112,7 @@ def backward_gradients(model, task: Task, tracker: ModuleTracker, batch: dict, k
         raise ValueError(kind)
     if not value.requires_grad:
         raise RuntimeError(f"the task's {kind} does not depend on any tracked module")
-    value.backward()
+    value.backward(retain_graph=retain_graph)
     return value.detach()
 
 

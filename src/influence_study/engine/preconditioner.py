@@ -32,7 +32,8 @@ def model_fingerprint(model: torch.nn.Module, module_names) -> str:
 
 def fitted_metadata(model: torch.nn.Module, modules: Mapping[str, torch.nn.Module], strategy: str, **extra) -> dict:
     """The metadata every fitted preconditioner records: strategy, package version, model class and fingerprint,
-    tracked module shapes, and ``extra`` (counts, options)."""
+    tracked module shapes, and ``extra`` (counts, options, the ``conventions`` of
+    :func:`~influence_study.engine.conventions.fit_conventions`)."""
     return {
         "strategy": strategy,
         "package": "influence_study",

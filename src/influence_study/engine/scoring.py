@@ -19,6 +19,9 @@ from typing import Iterable
 
 import torch
 
+from influence_study.engine.conventions import (finish_scores, forced_numerics, make_tracker, reduce_queries,
+                                               tracks_bias, weight_columns)
+from influence_study.engine.memory_plan import available_memory, check_fits, plan_for_scores
 from influence_study.engine.options import (QUERY_GRADIENT_OPTIONS, SELF_SCORE_OPTIONS, ScoreArguments,
                                             check_unused_options, resolve_options)
 from influence_study.engine.passes import (backward_gradients, check_finite, iterate, model_device,
@@ -41,7 +44,8 @@ class Scores:
     (raw, see the module docstring for sign and scale). ``train_indices``: the position in the training loader
     of each column. ``per_module``: ``[modules, *scores.shape]`` (sums to ``scores``), in ``module_names``
     order. ``per_token``: ``[queries, examples, tokens]`` (sums over tokens to ``scores``; zero at padding) and
-    ``token_mask`` ``[examples, tokens]``. ``metadata``: strategy, damping per module, query rank, counts.
+    ``token_mask`` ``[examples, tokens]``. ``metadata``: strategy, damping per module, query rank, counts, and
+    ``conventions`` (attention kernel, TF32, task, queries' reduction, N, and the factors' conventions).
     """
 
     scores: torch.Tensor
@@ -140,6 +144,7 @@ def _score_batch(tracker: ModuleTracker, queries: dict[str, _Query], dtype, toke
             check_finite({name: s}, "training gradients")
             check_finite({name: query.dense if query.dense is not None else query.left}, "preconditioned query gradient")
             raise FloatingPointError(f"NaN or Inf in the scores of module {name!r}")
+        record.x = record.s = None  # released as soon as used (no module's tensors wait for the others')
         totals.append(module_total)
         if tokens:
             per_token = module_tokens if per_token is None else per_token + module_tokens
@@ -195,7 +200,9 @@ def _scoring_pass(model, task, tracker, queries, train_loader, device, dtype, st
         width = max(t.shape[-1] for t in token_parts)
         token_parts = [torch.nn.functional.pad(t, (0, width - t.shape[-1])) for t in token_parts]
         mask_parts = [torch.nn.functional.pad(m, (0, width - m.shape[-1])) for m in mask_parts]
+        tracker.clear()
         return per_module, torch.cat(token_parts, dim=1), torch.cat(mask_parts, dim=0), indices
+    tracker.clear()
     return per_module, None, None, indices
 
 
@@ -238,8 +245,8 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors: Preconditioner,
             ``options`` (``damping=1e-3, query_rank=32``); a name that is not a field raises ``TypeError``.
 
     Returns:
-        :class:`Scores` with ``scores`` ``[queries, examples]``, raw (unnormalised). Positive = adding the
-        example raises f.
+        :class:`Scores` with ``scores`` ``[queries, examples]``, raw (unnormalised; divided by N with ``n_train``).
+        Positive = adding the example raises f.
     """
     started = time.perf_counter()
     options = resolve_options(ScoreArguments, options, overrides, "pairwise_scores")
@@ -253,24 +260,31 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors: Preconditioner,
     start, stop = _resolve_slice(options.train_slice)
     factors.check_model(model)
     device = model_device(model)
-    with evaluation_mode(model):
+    with evaluation_mode(model), forced_numerics(model, options) as numerics:
         factors.check_score_options(options)
         damping_used = factors.damping_values(options.damping)  # validated once; used for every batch below
         direct = factors.direct_pairwise(query_loader, train_loader, damping_used, start, stop)
         if direct is not None:  # a preconditioner that computes the scores itself (the PBRF)
             values, indices = direct
-            return Scores(values, indices, list(factors.module_names),
-                          metadata=_metadata(factors, damping_used, None, None, started))
+            return finish_scores(Scores(values, indices, list(factors.module_names),
+                                        metadata=_metadata(factors, damping_used, None, None, started)),
+                                 numerics, task, factors, options, "none")
         modules = select_modules(model, list(factors.module_names))
-        grads = _query_gradients(model, task, modules, query_loader, dtype, progress)
-        if options.sum_queries:
-            grads = {name: g.sum(0, keepdim=True) for name, g in grads.items()}
+        if options.memory_check:  # engine.memory_plan: logged; refused before any pass if it cannot fit
+            plan = plan_for_scores(task, factors, modules, query_loader, train_loader, options, start, stop,
+                                   DENSE_QUERY_LIMIT_BYTES)
+            log.info("%s", plan)
+            check_fits(plan, *available_memory(device, options.memory_limit))
+        grads = weight_columns(_query_gradients(model, task, modules, query_loader, dtype, progress), modules,
+                               tracks_bias(factors))
+        grads, query_reduction = reduce_queries(grads, options)
         preconditioned = factors.precondition_with(grads, damping_used)
         check_finite(preconditioned, "preconditioned query gradient")
         tokens_per_example = _tokens_per_example(train_loader)
         queries = _prepare_queries(preconditioned, query_rank, tokens_per_example,
                                    keep_full_rank=rescore_top_k is not None)
-        tracker = ModuleTracker(model, modules)
+        del grads, preconditioned  # from here only the prepared queries are held (what the memory plan counts)
+        tracker = make_tracker(model, modules, tracks_bias(factors))
         per_token = options.per_token
         with tracker.track():
             per_mod, tok, mask, indices = _scoring_pass(model, task, tracker, queries, train_loader, device, dtype,
@@ -290,7 +304,8 @@ def pairwise_scores(model: torch.nn.Module, task: Task, factors: Preconditioner,
                     tok[:, columns, :re_tok.shape[-1]] = re_tok
                 total = per_mod.sum(0)
     meta = _metadata(factors, damping_used, query_rank, rescore_top_k, started)
-    return Scores(total, indices, list(modules), per_mod if options.per_module else None, tok, mask, meta)
+    return finish_scores(Scores(total, indices, list(modules), per_mod if options.per_module else None, tok, mask,
+                                meta), numerics, task, factors, options, query_reduction)
 
 
 def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, train_loader: Iterable,
@@ -299,8 +314,9 @@ def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, tra
     ``[examples]``, raw, non-negative for a positive-definite preconditioner).
 
     Of :class:`~influence_study.engine.options.ScoreArguments` (``options`` and keyword ``overrides``) it takes
-    ``damping``, ``per_module``, ``train_slice``, ``dtype`` and ``progress``; another keyword raises ``TypeError``,
-    another field set in ``options`` ``ValueError``."""
+    ``damping``, ``per_module``, ``train_slice``, ``dtype``, ``progress``, ``n_train``, ``attention_kernel``,
+    ``tf32``, ``memory_check`` and ``memory_limit``; another keyword raises ``TypeError``, another field set in
+    ``options`` ``ValueError``."""
     started = time.perf_counter()
     options = resolve_options(ScoreArguments, options, overrides, "self_scores", SELF_SCORE_OPTIONS)
     check_unused_options(options, SELF_SCORE_OPTIONS, "self_scores")
@@ -310,9 +326,13 @@ def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, tra
     device = model_device(model)
     modules = select_modules(model, list(factors.module_names))
     damping_used = factors.damping_values(options.damping)  # validated once; used for every batch below
-    tracker = ModuleTracker(model, modules)
+    if options.memory_check:  # engine.memory_plan: logged; refused before any pass if it cannot fit
+        plan = plan_for_scores(task, factors, modules, None, train_loader, options)
+        log.info("%s", plan)
+        check_fits(plan, *available_memory(device, options.memory_limit))
+    tracker = make_tracker(model, modules, tracks_bias(factors))
     parts, index_parts = [], []
-    with evaluation_mode(model):
+    with evaluation_mode(model), forced_numerics(model, options) as numerics:
         with tracker.track():
             for step in iterate(train_loader, task, device, "train_loader", start=start, stop=stop,
                                 progress=options.progress, desc="self-influence"):
@@ -324,8 +344,9 @@ def self_scores(model: torch.nn.Module, task: Task, factors: Preconditioner, tra
                 index_parts.append(step.indices)
     per_mod = torch.cat(parts, dim=-1)
     meta = _metadata(factors, damping_used, None, None, started)
-    return Scores(per_mod.sum(0), torch.cat(index_parts), list(modules), per_mod if options.per_module else None,
-                  metadata=meta)
+    return finish_scores(Scores(per_mod.sum(0), torch.cat(index_parts), list(modules),
+                                per_mod if options.per_module else None, metadata=meta),
+                         numerics, task, factors, options, None)
 
 
 def _tokens_per_example(loader) -> int:

@@ -5,7 +5,8 @@ A :class:`Task` is the one place where a user says how loss and measurement are 
 through it. Conventions, shared by every task:
 
 - ``train_loss`` is SUMMED over examples and tokens (not averaged), so that the gradient of one example's share
-  is the gradient of its whole-sequence loss ``L(z) = -log p(z)``.
+  is the gradient of its whole-sequence loss ``L(z) = -log p(z)``. (``LanguageModelingTask(token_reduction=
+  "mean")`` averages over each sequence's tokens instead; factors and scores record it: :meth:`Task.conventions`.)
 - ``measurement`` is f SUMMED over the batch; for a language model f = log p(completion | prompt).
 - Dimension 0 of every batch tensor indexes examples, and examples do not interact inside the model (no batch
   norm), so per-example gradients can be read off one batched backward pass.
@@ -20,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 Batch = Mapping[str, torch.Tensor]
+#: how :class:`LanguageModelingTask` reduces a sequence's token losses
+TOKEN_REDUCTIONS = ("sum", "mean")
 
 
 class Task(ABC):
@@ -54,6 +57,12 @@ class Task(ABC):
         a tracked activation is real."""
         return None
 
+    def conventions(self) -> dict:
+        """The task's choices that change scores without changing the model (how tokens are reduced, which are
+        masked), as JSON values; :func:`~influence_study.fit_factors` and the scoring functions record them in
+        their metadata. The base class has none."""
+        return {}
+
     def num_examples(self, batch: Batch) -> int:
         """Number of examples in ``batch`` (the length of its first tensor)."""
         return len(next(iter(batch.values())))
@@ -87,9 +96,29 @@ class LanguageModelingTask(Task):
     Batches hold ``input_ids``, ``attention_mask`` and ``labels`` (the tokens to predict, -100 where ignored;
     labels are shifted inside the task as Hugging Face does). For a training sequence every real token after
     the first is a label; for a query the prompt positions are -100, so f = log p(completion | prompt).
+
+    Args:
+        token_reduction: ``"sum"`` (the default: a sequence's loss is ``-log p(z)``, its measurement
+            ``log p(completion | prompt)``) or ``"mean"`` (both divided by the sequence's number of predicted
+            tokens, as Hugging Face's mean loss is).
+        mask_prompt: ``True`` (the default): positions labelled -100 (a query's prompt, padding) are not
+            predicted. ``False``: every real token after the first (``attention_mask``) is predicted from
+            ``input_ids`` and ``labels`` are not read, so f = log p(prompt and completion) (the unmasked prompt).
     """
 
     required_keys = ("input_ids", "attention_mask", "labels")
+
+    def __init__(self, token_reduction: str = "sum", mask_prompt: bool = True):
+        if token_reduction not in TOKEN_REDUCTIONS:
+            raise ValueError(f"token_reduction: expected one of {TOKEN_REDUCTIONS}, got {token_reduction!r}")
+        if not isinstance(mask_prompt, bool):
+            raise TypeError(f"mask_prompt: expected True or False, got {mask_prompt!r}")
+        self.token_reduction = token_reduction
+        self.mask_prompt = mask_prompt
+
+    def conventions(self) -> dict:
+        """``{"token_reduction": "sum" | "mean", "mask_prompt": bool}``."""
+        return {"token_reduction": self.token_reduction, "mask_prompt": self.mask_prompt}
 
     def outputs(self, model, batch):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -100,19 +129,30 @@ class LanguageModelingTask(Task):
         labels = labels[:, 1:]
         return logits, labels
 
+    def _targets(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, targets, mask)`` of the predicted positions (shifted by one), by :attr:`mask_prompt`."""
+        if self.mask_prompt:
+            logits, labels = self._shifted(outputs, batch["labels"])
+            return logits, labels, labels != -100
+        logits, labels = self._shifted(outputs, batch["input_ids"])
+        return logits, labels, batch["attention_mask"][:, 1:].bool()
+
+    def _reduce(self, losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.token_reduction == "sum":
+            return (losses * mask).sum()
+        return ((losses * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
+
     def train_loss(self, outputs, batch, sample=False, generator=None):
-        logits, labels = self._shifted(outputs, batch["labels"])
-        mask = labels != -100
+        logits, labels, mask = self._targets(outputs, batch)
         if sample:
             labels = sample_like(logits, generator).to(labels.device)
         losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-        return (losses * mask).sum()
+        return self._reduce(losses, mask)
 
     def measurement(self, outputs, batch):
-        logits, labels = self._shifted(outputs, batch["labels"])
-        mask = labels != -100
+        logits, labels, mask = self._targets(outputs, batch)
         losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-        return -(losses * mask).sum()
+        return -self._reduce(losses, mask)
 
     def token_mask(self, batch):
         return batch["attention_mask"].bool()

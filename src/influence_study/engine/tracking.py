@@ -14,7 +14,7 @@ import contextlib
 import fnmatch
 import sys
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -104,12 +104,26 @@ def with_bias_column(activations: torch.Tensor, has_bias: bool) -> torch.Tensor:
 
 @dataclass
 class Captured:
-    """What one forward/backward pass left for one module: inputs ``a`` [B, T, in(+1)] and output gradients
-    ``s`` [B, T, out] (T = 1 for modules without a token dimension)."""
+    """What one forward/backward pass left for one module: its input ``x`` [B, T, in] (a view of what the module
+    received), the output gradients ``s`` [B, T, out] (T = 1 for modules without a token dimension), and
+    ``tokens`` = T. ``a`` is ``x`` with the bias column. ``received``: the output gradient arrived (a consumer of
+    :class:`ModuleTracker` may have released ``x`` or ``s`` since, by setting them to None)."""
 
-    a: torch.Tensor | None = None
+    x: torch.Tensor | None = None
     s: torch.Tensor | None = None
     has_bias: bool = False
+    tokens: int = 0
+    received: bool = False
+    version: int = 0  # x._version when captured: an in-place change of the input afterwards is refused
+
+    @property
+    def a(self) -> torch.Tensor:
+        """The inputs with the homogeneous coordinate (a 1 appended for the bias): ``[B, T, in(+1)]``, formed on
+        each access, so that only the module being used holds that copy."""
+        if self.x._version != self.version:
+            raise RuntimeError("the input of a tracked module was modified in place after the module used it; the "
+                               "engine reads it after the forward pass: make that operation out of place")
+        return with_bias_column(self.x, self.has_bias)
 
     def per_example_gradient(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``DW_b = sum_t s_bt a_bt^T`` for every example b: ``[B, out, in(+1)]``."""
@@ -149,15 +163,23 @@ class ModuleTracker:
     """Capture inputs and output gradients of ``modules`` during the passes made inside :meth:`track`.
 
     Inside the context every parameter of the model has ``requires_grad`` switched off (and restored after),
-    and the input of a tracked module is made a leaf that requires gradient when nothing upstream does: the
-    backward pass then computes only activation gradients, never weight gradients that the engine would throw
-    away. Captured tensors are detached and kept in ``self.captured[name]``.
+    and the output of a tracked module that nothing upstream differentiates starts the graph (a copy of it that
+    requires gradient): the backward pass then computes only the activation gradients the engine reads, never
+    weight gradients that it would throw away, nor the input gradient of the lowest tracked module. Captured
+    tensors are detached and kept in ``self.captured[name]``.
+
+    A pass may consume them as they come instead: ``on_input(name, record)`` is called in the forward pass once a
+    module's input is captured, ``on_gradient(name, record)`` in the backward pass once its output gradient is;
+    a consumer that is done with ``record.x`` or ``record.s`` may release it (set it to None), so that it is not
+    held until the end of the pass.
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module]):
         self.model = model
         self.modules = modules
         self.captured: dict[str, Captured] = {}
+        self.on_input: Callable[[str, Captured], None] | None = None
+        self.on_gradient: Callable[[str, Captured], None] | None = None
 
     @contextlib.contextmanager
     def track(self) -> Iterator["ModuleTracker"]:
@@ -166,7 +188,6 @@ class ModuleTracker:
             try:
                 for name, module in self.modules.items():
                     has_bias = module_dims(module)[2]
-                    handles.append(module.register_forward_pre_hook(self._pre_hook))
                     handles.append(module.register_forward_hook(self._make_forward_hook(name, has_bias)))
                 with torch.enable_grad():
                     yield self
@@ -177,25 +198,30 @@ class ModuleTracker:
     def clear(self) -> None:
         self.captured = {}
 
-    @staticmethod
-    def _pre_hook(module, args):
-        x = args[0]
-        if torch.is_tensor(x) and not x.requires_grad and x.is_floating_point():
-            return (x.detach().requires_grad_(True), *args[1:])
-        return None
-
     def _make_forward_hook(self, name: str, has_bias: bool):
         def hook(module, args, output):
             x = args[0].detach()
             x = x.reshape(x.shape[0], -1, x.shape[-1])
-            record = Captured(a=with_bias_column(x, has_bias), has_bias=has_bias)
+            record = Captured(x=x, has_bias=has_bias, tokens=x.shape[1], version=x._version)
             self.captured[name] = record
+            if self.on_input is not None:
+                self.on_input(name, record)
             batch = output.shape[0]
+            starts_graph = not output.requires_grad
+            if starts_graph:
+                # nothing upstream is differentiated: the graph starts at this output, so the backward pass stops
+                # here instead of computing the input gradient (a [tokens, out] x [out, in] product) that nothing
+                # reads. The clone keeps the returned output a non-leaf, so in-place ops on it stay legal.
+                output = output.detach().requires_grad_(True).clone()
 
             def grad_hook(grad):
                 record.s = grad.detach().reshape(batch, -1, grad.shape[-1])
+                record.received = True
+                if self.on_gradient is not None:
+                    self.on_gradient(name, record)
 
             output.register_hook(grad_hook)
+            return output if starts_graph else None
         return hook
 
     def gradients(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -204,7 +230,7 @@ class ModuleTracker:
 
     def _get(self, name: str) -> Captured:
         record = self.captured.get(name)
-        if record is None or record.s is None:
+        if record is None or not record.received:
             raise RuntimeError(f"module {name!r} received no gradient: is it used by the task's loss? "
                                f"(modules that the measurement or loss does not depend on cannot be tracked)")
         return record
