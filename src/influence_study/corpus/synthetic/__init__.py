@@ -117,7 +117,7 @@ def _add_facts(b: _Build) -> None:
     rng = b.rng("facts")
     all_facts = facts.make_facts(b.settings["facts"], b.languages, b.names, rng, localized=b.v2)
     trained = [f for f in all_facts if f.group != "heldout"]
-    train = facts.fact_documents(trained, rng, query_form_once=b.v2, low_overlap=b.v2)
+    train = facts.fact_documents(trained, rng, v2=b.v2)
     fact_queries = facts.fact_queries(all_facts, b.languages)
     make_distractors = facts.fair_distractor_documents if b.v2 else facts.distractor_documents
     distractors = make_distractors(fact_queries, all_facts, b.settings["distractors"]["per_query"], b.names, rng)

@@ -119,16 +119,16 @@ def _templates(fact: Fact, language: str, low_overlap: bool) -> list[str]:
     return FACT_TEMPLATES[fact.relation][language][fact.order]
 
 
-def fact_documents(facts: list[Fact], rng: random.Random, query_form_once: bool = False,
-                   low_overlap: bool = False) -> list[dict]:
-    """Every document that states a fact: ``exposures`` per language, templates chosen by :func:`template_plan`
-    (``low_overlap``: from :func:`_templates`), each followed by one or two generic sentences."""
+def fact_documents(facts: list[Fact], rng: random.Random, v2: bool = False) -> list[dict]:
+    """Every document that states a fact: ``exposures`` per language, each followed by one or two generic
+    sentences. ``v2``: the query's wording at most once (:func:`template_plan`), the other relation-first
+    documents from the low-overlap paraphrases (:func:`_templates`)."""
     docs = []
     for fact in facts:
         for language in fact.languages:
-            templates = _templates(fact, language, low_overlap)
+            templates = _templates(fact, language, v2)
             subject, answer = fact.names_in(language)
-            for k in template_plan(len(templates), fact.exposures, fact.order, query_form_once):
+            for k in template_plan(len(templates), fact.exposures, fact.order, query_form_once=v2):
                 sentence = templates[k].format(s=subject, a=answer)
                 docs.append({"family": "facts", "language": language, "order": fact.order, "template": k,
                              "text": _with_filler(sentence, language, rng), **fact.labels(language)})
