@@ -86,6 +86,27 @@ def test_training_is_deterministic_and_learns(tokenizer, documents):
     assert not torch.equal(other.state_dict()["lm_head.weight"], states[0]["lm_head.weight"])
 
 
+def test_a_run_stopped_at_a_loss_is_the_full_runs_checkpoint_at_that_step(tokenizer, documents):
+    def run(stop=None):
+        model = tiny_model(tokenizer, seed=1)
+        result = train_language_model(model, documents, documents[:8], SETTINGS, tokenizer.eos_token_id, seed=1,
+                                      progress=False, log=lambda _: None, stop_at_valid_loss=stop)
+        return model, result
+
+    _, full = run()
+    losses = list(full.history["valid_loss"])
+    assert losses[1] < losses[0], "the test needs a loss that falls between the first two measurements"
+    model, stopped = run(stop=losses[1])  # reached at the second measurement (step 20), not the first
+    assert list(stopped.history["step"]) == [10, 20]
+    # the same trajectory (the schedule is the full run's): the history is an exact prefix of the full run's
+    assert list(stopped.history["valid_loss"]) == losses[:2]
+    assert stopped.tokens == 20 * 4 * 32
+    # the model returned is the step-20 checkpoint, not a later one
+    assert heldout_loss(model, documents[:8], tokenizer.eos_token_id) == pytest.approx(losses[1], abs=1e-6)
+    _, never = run(stop=min(losses) - 1.0)  # never reached: the whole run
+    assert list(never.history["valid_loss"]) == losses and never.tokens == full.tokens
+
+
 def test_bfloat16_training_keeps_float32_weights_and_still_learns(tokenizer, documents):
     runs = {}
     for dtype in ("float32", "bfloat16"):

@@ -20,7 +20,8 @@ import pytest
 from influence_study.analyses.validation import SETTINGS
 from influence_study.models.toy import SETTINGS as TOY_SETTINGS
 from influence_study.stages import runner
-from influence_study.stages.config_slices import FACTOR_KEYS, SCORING_KEYS, config_value, model_slice, select
+from influence_study.stages.config_slices import (FACTOR_KEYS, FIT_AND_SCORE_KEYS, SCORING_KEYS, config_value,
+                                                  model_slice, select)
 from influence_study.stages.registry import CONFIG_STEPS, FILE_STEPS, READS_CONFIG, STEPS, UnknownStep, step_function
 from influence_study.stages.runner import RUNNER_PARAMS
 from influence_study.stages.sharded_scores import ScoringSettings
@@ -57,8 +58,9 @@ def unpacked(expression: str, text: str, analyses: dict) -> tuple[str, ...]:
     match = re.fullmatch(r"(\w+)\(.*\)", expression)
     if match and match.group(1) in HELPER_KEYS:
         return HELPER_KEYS[match.group(1)]
-    match = re.fullmatch(r"unpack\(lambda wildcards: (\w+) if .*", expression)
-    if match:  # a dict of inputs defined in the same file: VALIDATION_LM_INPUTS = {"model_dirs": ..., ...}
+    match = (re.fullmatch(r"unpack\(lambda wildcards: (\w+) if .*", expression)
+             or re.fullmatch(r"([A-Z_]+)", expression))
+    if match:  # a dict of files defined in the same file: VALIDATION_LM_INPUTS = {"model_dirs": ..., ...}
         block = re.search(rf"^{match.group(1)} = \{{(.*?)\}}$", text, re.S | re.M)
         assert block, f"no definition of {match.group(1)}"
         return tuple(re.findall(r'"(\w+)":', block.group(1)))
@@ -196,7 +198,7 @@ def test_the_validation_settings_are_the_toy_settings():
 SLICE = re.compile(r"^\s*config_slice=(model_config_slice|config_slice)\((.*?)\),$", re.S | re.M)
 # Steps that read no config value (only the config hash their provenance records): their rules pass no slice.
 READS_NO_CONFIG_VALUE = {"models.learning_table"}
-SLICE_CONSTANTS = {"FACTOR_KEYS": FACTOR_KEYS, "SCORING_KEYS": SCORING_KEYS}
+SLICE_CONSTANTS = {"FACTOR_KEYS": FACTOR_KEYS, "SCORING_KEYS": SCORING_KEYS, "FIT_AND_SCORE_KEYS": FIT_AND_SCORE_KEYS}
 
 
 def rule_slices() -> dict[str, tuple[str, tuple[str, ...]]]:

@@ -179,6 +179,35 @@ def test_finetune_and_memorisation_tables(study):
         assert "canaries" in set(table["family"])
 
 
+@pytest.mark.slow
+def test_the_matched_loss_checkpoint_is_the_original_run_stopped_early_and_is_scored(study):
+    root, config = study["root"], study["config"]
+    section = config["analyses"]["abstraction"]["matched_loss"]
+    where = root / "analyses" / "abstraction" / "matched_loss"
+    record = json.loads((where / "checkpoint.json").read_text())
+    assert record["measured"] and (record["reference"], record["model"]) == (section["reference"], section["model"])
+    original = pd.read_csv(root / "models" / record["model"] / "history.csv")
+    reference = pd.read_csv(root / "models" / record["reference"] / "history.csv")
+    assert record["target_loss"] == reference["valid_loss"].iloc[-1]
+    # the retrain is the original run up to where it stopped (same seed, data order and schedule)
+    retrained = pd.DataFrame(record["history"]).merge(original, on="step", suffixes=("", "_original"))
+    assert len(retrained) == len(record["history"]) and record["trajectory_difference"] == 0.0
+    np.testing.assert_array_equal(retrained["valid_loss"], retrained["valid_loss_original"])
+    # stopped at the first measurement at or below the reference's final loss (the end if none is)
+    below = original[original["valid_loss"] <= record["target_loss"]]
+    assert record["step"] == (int(below["step"].iloc[0]) if len(below) else int(original["step"].max()))
+    assert record["reached"] == (len(below) > 0)
+    # the abstraction analysis's queries against every training document, and its finding at matched loss
+    docs = pd.read_parquet(root / "corpus" / f"{config['corpus']['name']}.parquet")
+    pairwise = pd.read_parquet(where / "pairwise.parquet")
+    assert record["queries"] > 0 and len(pairwise) == record["queries"] * int((docs["split"] == "train").sum())
+    assert len(pd.read_parquet(where / "answers.parquet")) == record["queries"]
+    summary = json.loads((root / "analyses" / "abstraction.json").read_text())
+    matched = [f for f in summary["findings"] if "held-out loss" in f["claim"]]
+    assert len(matched) == 1 and f"stopped at step {record['step']}" in matched[0]["statistic"]
+    assert summary["statistics"]["matched_loss"]["numbers"]["model"] == section["model"]
+
+
 def copy_upstream(study, root: Path, **influence) -> Path:
     """A new output directory holding the study's corpus, models and factors (mtimes kept), and its config
     with ``influence`` overrides: only the scoring stages have anything to do there."""
@@ -193,9 +222,16 @@ def copy_upstream(study, root: Path, **influence) -> Path:
     return path
 
 
+def scored_models(config: dict) -> list[str]:
+    """The two models the scoring tests rerun: the first trained GPT-2 and the imported checkpoint (two
+    architectures, one trained here and one loaded), so that each rerun costs a few jobs, not the family's."""
+    names = [m["name"] for m in config["models"]]
+    return [names[0], names[-1]]
+
+
 def scores_targets(config_path: Path, strategy: str = "ekfac") -> list[str]:
     config = yaml.safe_load(config_path.read_text())
-    return [f"{config['output_dir']}/scores/{m['name']}/{strategy}/pairwise.parquet" for m in config["models"]]
+    return [f"{config['output_dir']}/scores/{name}/{strategy}/pairwise.parquet" for name in scored_models(config)]
 
 
 def assert_same_scores(first: Path, second: Path) -> None:
@@ -212,14 +248,15 @@ def assert_same_scores(first: Path, second: Path) -> None:
 
 @pytest.mark.slow
 def test_sharding_is_exact(study, tmp_path):
-    """The CI study's scores with 3 shards (an uneven split of its training documents) equal its 2-shard tables.
+    """The CI study's scores with 3 shards (an uneven split of its training documents) equal its 2-shard tables
+    (for the two models of :func:`scored_models`).
     One shard is not run: it is the unsharded pass that every shard is a slice of."""
     for shards in (3,):
         config_path = copy_upstream(study, tmp_path / f"shards-{shards}", shards=shards)
         run = snakemake(*scores_targets(config_path), "--cores", "2", "--configfile", str(config_path))
         assert "rule train_model" not in run.stdout + run.stderr  # only the scoring stages ran
         root = tmp_path / f"shards-{shards}" / "results"
-        for model in [m["name"] for m in study["config"]["models"]]:
+        for model in scored_models(study["config"]):
             shard_files = sorted((root / "scores" / model / "ekfac").glob("shard-*.parquet"))
             assert [p.name for p in shard_files] == [f"shard-{i}-of-{shards}.parquet" for i in range(1, shards + 1)]
             assert_same_scores(study["root"] / "scores" / model / "ekfac" / "pairwise.parquet",
@@ -246,7 +283,7 @@ def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
     process.wait()
     log.close()
     gathered = list(root.glob("scores/*/ekfac/pairwise.parquet"))
-    assert len(gathered) < len(study["config"]["models"]), "the kill came after scoring had finished"
+    assert len(gathered) < len(scored_models(study["config"])), "the kill came after scoring had finished"
     for shard in root.glob("scores/*/ekfac/shard-*.parquet"):  # what exists under a final name is complete
         assert read_parquet_metadata(shard)["shard"] and len(pd.read_parquet(shard)) > 0
     # what a user does after a crash: release the killed run's lock, rerun what it left incomplete
@@ -254,7 +291,7 @@ def test_killed_scoring_resumes_to_the_uninterrupted_tables(study, tmp_path):
     rerun = snakemake(*scores_targets(config_path), "--cores", "2", "--rerun-incomplete", "--configfile",
                       str(config_path), cwd=tmp_path)
     assert "score_shard" in rerun.stdout + rerun.stderr
-    for model in [m["name"] for m in study["config"]["models"]]:
+    for model in scored_models(study["config"]):
         assert_same_scores(study["root"] / "scores" / model / "ekfac" / "pairwise.parquet",
                            root / "scores" / model / "ekfac" / "pairwise.parquet")
     assert not list(root.rglob(".*.tmp")), "temporary files of the killed jobs are left behind"

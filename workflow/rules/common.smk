@@ -132,7 +132,7 @@ def analysis_targets():
 # editing a config value reruns exactly the steps that read it. The runner never passes `config_slice` to the step
 # (influence_study.stages.runner.RUNNER_PARAMS); keys are dotted ("influence.damping", "analyses.sparsity").
 # A rule whose step reads no config value (beyond the config hash of its provenance) passes no slice.
-from influence_study.stages.config_slices import FACTOR_KEYS, SCORING_KEYS, model_slice, select
+from influence_study.stages.config_slices import FACTOR_KEYS, FIT_AND_SCORE_KEYS, SCORING_KEYS, model_slice, select
 
 
 def config_slice(*keys):

@@ -20,6 +20,7 @@ import pandas as pd
 from influence_study.analyses.relations import (COPY_RELATIONS, MEANING_RELATIONS, RELATIONS, TOKEN_RELATIONS,
                                                 UNRELATED, category_shares, describe, interval_above, label_relations,
                                                 model_values, relation_counts, summarise, with_documents)
+from influence_study.analyses.matched_loss import matched_finding
 from influence_study.analyses.scale import scale_evidence
 from influence_study.findings import finding, increasing
 
@@ -103,5 +104,10 @@ def verdicts(statistics: Mapping) -> list:
         checks = {"index increases with model size": increasing(list(index.values())),
                   "largest model's 95% CI lies above the smallest's": interval_above(models, "abstraction_index", ALL)}
     evidence = scale_evidence(statistics["scale"], "abstraction index") if "scale" in statistics else None
-    return [finding("Abstraction", claim, "qualitative (0.81B → 52B): token matches → meaning and theme", measured,
-                    checks, evidence)]
+    found = [finding("Abstraction", claim, "qualitative (0.81B → 52B): token matches → meaning and theme", measured,
+                     checks, evidence)]
+    if "matched_loss" in statistics:
+        matched = statistics["matched_loss"]
+        found.append(matched_finding(matched.get("numbers"), matched["checkpoint"], "abstraction index",
+                                     "Abstraction"))
+    return found

@@ -65,13 +65,18 @@ class TrainingResult:
 def train_language_model(model: torch.nn.Module, train_documents: Sequence[Sequence[int]],
                          valid_documents: Sequence[Sequence[int]], settings: Mapping, eos_id: int, seed: int,
                          device: torch.device | str = "cpu", progress: bool = True,
-                         log: Callable[[str], None] = print, dtype: str = "float32") -> TrainingResult:
+                         log: Callable[[str], None] = print, dtype: str = "float32",
+                         stop_at_valid_loss: float | None = None) -> TrainingResult:
     """Train ``model`` in place with AdamW, linear warmup and cosine decay, on packed training documents.
 
     ``settings`` holds ``seq_len, batch_size, steps, learning_rate, warmup_steps, weight_decay, grad_clip,
-    eval_every`` and optionally ``epochs`` (which then sets the steps: :func:`steps_for`). The validation loss (nats per token on held-out documents) is measured every ``eval_every``
-    steps and at the end. ``dtype="bfloat16"`` computes in bf16 autocast. Deterministic on CPU for a fixed seed
-    and thread count.
+    eval_every`` and optionally ``epochs`` (which then sets the steps: :func:`steps_for`). The validation loss
+    (nats per token on held-out documents) is measured every ``eval_every`` steps and at the end.
+    ``dtype="bfloat16"`` computes in bf16 autocast. Deterministic on CPU for a fixed seed and thread count.
+
+    ``stop_at_valid_loss``: stop at the first measurement whose validation loss is at or below it (the run's
+    checkpoint at that step: the schedule is still the full run's, so the history is a prefix of the full run's);
+    the run goes to the end when no measurement reaches it. ``TrainingResult.tokens`` counts the steps taken.
     """
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -111,6 +116,10 @@ def train_language_model(model: torch.nn.Module, train_documents: Sequence[Seque
             bar.set_postfix(train=f"{running / count:.3f}", valid=f"{valid:.3f}")
             log(f"step {step}/{steps}: train loss {running / count:.4f}, valid loss {valid:.4f}")
             running, count = 0.0, 0
+            if stop_at_valid_loss is not None and valid <= stop_at_valid_loss:
+                log(f"stopped at step {step}/{steps}: valid loss {valid:.4f} <= {stop_at_valid_loss:.4f}")
+                break
+    bar.close()
     model.eval()
     seconds = time.perf_counter() - start
-    return TrainingResult(pd.DataFrame(rows), seconds, steps * settings["batch_size"] * settings["seq_len"])
+    return TrainingResult(pd.DataFrame(rows), seconds, step * settings["batch_size"] * settings["seq_len"])

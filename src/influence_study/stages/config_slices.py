@@ -22,6 +22,8 @@ SCORING_KEYS: tuple[str, ...] = ("influence.batch_size", "influence.query_batch_
 # The ``influence`` keys the factors are fitted with (:func:`influence_study.stages.influence.fit_study_factors`).
 FACTOR_KEYS: tuple[str, ...] = ("influence.fit_documents", "influence.batch_size", "influence.modules",
                                 "influence.sampled_labels")
+# Both, each key once: what a step that fits factors and scores with them reads (the matched-loss comparison).
+FIT_AND_SCORE_KEYS: tuple[str, ...] = tuple(dict.fromkeys((*FACTOR_KEYS, *SCORING_KEYS)))
 
 
 def config_value(config: Mapping, key: str) -> Any:

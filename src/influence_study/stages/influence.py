@@ -154,9 +154,14 @@ def _with_positions(frame: pd.DataFrame, documents: pd.DataFrame, queries: pd.Da
     return frame.astype({"query_index": np.int32, "doc_index": np.int32})
 
 
-def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
-    """The candidate table as ``query_index, doc_index, bm25_rank, bm25``."""
-    frame = _with_positions(read_parquet(candidates), documents, queries, candidates)
+def _candidate_positions(candidates: str, documents: pd.DataFrame, queries: pd.DataFrame,
+                         these_queries_only: bool = False) -> pd.DataFrame:
+    """The candidate table as ``query_index, doc_index, bm25_rank, bm25`` (``these_queries_only``: the rows of
+    the ``queries`` given, when they are a subset of the study's)."""
+    frame = read_parquet(candidates)
+    if these_queries_only:
+        frame = frame[frame["query_id"].astype(str).isin(set(queries["query_id"].astype(str)))]
+    frame = _with_positions(frame, documents, queries, candidates)
     return frame.rename(columns={"rank": "bm25_rank"})[["query_index", "doc_index", "bm25_rank", "bm25"]]
 
 
@@ -221,6 +226,18 @@ def gather_scores(config: Mapping, model_name: str, strategy: str, factors_dir: 
                 read_only=READ_ONLY_SCORES)
     get_logger().info("%s/%s: %d pairs (%d re-scored at full rank), %d candidate pairs", model_name, strategy,
                       len(full), int(full["rescored"].sum()), len(restricted))
+
+
+def score_in_memory(config: Mapping, inputs, factors, candidates: str, progress: bool = True) -> pd.DataFrame:
+    """Every query of ``inputs`` against every training document in one pass, as :func:`score_shard` and
+    :func:`gather_scores` compute them (the ``influence`` settings, re-scoring each query's top-k overall and among
+    its BM25 ``candidates`` at full rank): the pairwise table's columns (``query_id, doc_id, score, score_norm,
+    layer_*, rescored``), for a model that is not one of the family's (e.g. an early checkpoint)."""
+    settings = scoring_settings(config)
+    pairs = _candidate_positions(candidates, inputs.documents, inputs.queries, these_queries_only=True)
+    frame = sharded_scores.score_shard(inputs, factors, 0, 1, settings, pairs, progress=progress)
+    full, _ = gather_shards([frame], len(inputs.queries), len(inputs.documents), settings)
+    return _with_ids(full, inputs.documents, inputs.queries, len(inputs.documents))
 
 
 def top_documents(pairwise: pd.DataFrame, k: int) -> pd.DataFrame:

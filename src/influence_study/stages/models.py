@@ -55,11 +55,12 @@ def train_model(config: Mapping, model_name: str, documents: str, tokenizer_dir:
 
 
 def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tokenizer, settings: Mapping,
-                       device, progress: bool = True):
+                       device, progress: bool = True, stop_at_valid_loss: float | None = None):
     """Build model ``model_name`` of the family (its config entry and its init seed,
     :func:`~influence_study.study.seeds.model_seed`) and train it from scratch with ``settings`` on the ``train``
     rows of ``docs`` (validation loss on the ``valid`` rows). The recipe of :func:`train_model`; the LDS retrains
-    subsets with it. Returns ``(model, TrainingResult, seed)``."""
+    subsets with it, the matched-loss comparison stops it early (``stop_at_valid_loss``, see
+    :func:`~influence_study.models.training.train_language_model`). Returns ``(model, TrainingResult, seed)``."""
     log = get_logger()
     entry = model_entry(config, model_name)
     train_ids = encode_documents(tokenizer, docs.loc[docs["split"] == "train", "text"])
@@ -71,7 +72,8 @@ def train_from_scratch(config: Mapping, model_name: str, docs: pd.DataFrame, tok
     model = build_model(model_config, seed)
     log.info("model %s: %s, %s", model_name, entry["architecture"], count_parameters(model))
     result = train_language_model(model, train_ids, valid_ids, settings, tokenizer.eos_token_id, seed,
-                                  device=device, progress=progress, log=log.info, dtype=config["dtype"])
+                                  device=device, progress=progress, log=log.info, dtype=config["dtype"],
+                                  stop_at_valid_loss=stop_at_valid_loss)
     return model, result, seed
 
 

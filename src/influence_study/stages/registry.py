@@ -44,6 +44,7 @@ CONFIG_STEPS: dict[str, str] = {
     "calibration.run": "stages.calibration.run",
     "approximations.run": "stages.approximations.run",
     "sparsity.run": "stages.sparsity.run",
+    "matched_loss.run": "stages.matched_loss.run",
     "abstraction.run": "stages.abstraction.run",
     "layers.run": "stages.layers.run",
     "math_code.run": "stages.math_code.run",

@@ -328,6 +328,16 @@ def _check_semantics(config: dict, source: str) -> None:
     unknown = sorted(set(config["analyses"]["memorisation_sign"]["models"] or []) - {m["name"] for m in config["models"]})
     if unknown:
         raise ConfigError(f"{source}: analyses.memorisation_sign.models: {unknown} are not names of `models`")
+    matched = config["analyses"]["abstraction"]["matched_loss"]
+    scratch = {m["name"] for m in config["models"] if not m.get("checkpoint")}
+    for key in ("reference", "model"):
+        if matched[key] is not None and matched[key] not in scratch:
+            raise ConfigError(f"{source}: analyses.abstraction.matched_loss.{key}: {matched[key]!r} is not a model "
+                              f"trained from scratch (those of `models`: {sorted(scratch)}); the comparison "
+                              f"retrains the model, so neither can be an imported checkpoint")
+    if matched["reference"] is not None and matched["reference"] == matched["model"]:
+        raise ConfigError(f"{source}: analyses.abstraction.matched_loss: reference and model are both "
+                          f"{matched['model']!r}; give two models")
     if "exact" not in finetune["methods"]:
         raise ConfigError(f"{source}: finetune.methods: 'exact' is the reference every method is compared with; "
                           f"keep it in the list")
