@@ -168,6 +168,32 @@ def test_a_step_imports_only_its_own_module():
         assert other not in loaded, loaded
 
 
+# Steps that read and write tables only: their jobs must not import torch (about 1.3 CPU-seconds each).
+TORCH_FREE_STEPS = ("corpus.make_corpus", "sparsity.run", "abstraction.run", "layers.run", "math_code.run",
+                    "cross_lingual.run", "roleplay.run", "memorisation.run", "keyword_overlap.run",
+                    "fewer_parameters.run", "reports.run_notebook", "reports.findings_report")
+
+
+def test_the_table_steps_and_the_figures_do_not_import_torch():
+    names = [*TORCH_FREE_STEPS, *(name for name in STEPS if name.endswith(".figure") and name != "models.loss_figure")]
+    code = ("import sys; from influence_study.stages.registry import step_function; from influence_study.study import "
+            f"runtime; [step_function(n) for n in {names!r}]; print('torch' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False", f"one of {names} imports torch"
+
+
+@pytest.mark.parametrize("torch_first", [True, False])
+def test_a_jobs_threads_reach_torch_whether_it_is_imported_before_or_during_the_step(torch_first):
+    """The rule's ``threads`` (the runner's ``logged_to``) limit torch imported before the step starts, and torch
+    imported by the step itself (through OMP_NUM_THREADS, which torch reads when it starts)."""
+    code = ("import os, sys; os.environ.pop('OMP_NUM_THREADS', None); "
+            + ("import torch; " if torch_first else "")
+            + "from influence_study.study.runtime import logged_to\n"
+            "with logged_to(None, threads=1):\n    import torch; print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"
+
+
 def test_an_unknown_step_is_refused_by_name():
     with pytest.raises(UnknownStep, match=r"step 'lds:run': no such step; the known steps are .*lds\.run"):
         step_function("lds:run")

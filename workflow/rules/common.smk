@@ -1,5 +1,5 @@
 # Paths shared by the rules. Every output lives under config["output_dir"].
-from influence_study.study.runtime import gpu_jobs
+from influence_study.study.devices import gpu_jobs
 
 # Absolute paths, so that rule files in subdirectories (workflow/rules/analyses/) share them.
 STEP_SCRIPT = f"{workflow.basedir}/workflow/scripts/step.py"

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from influence_study.models.evaluation import heldout_loss
-from influence_study.study.runtime import autocast
+from influence_study.study.devices import autocast
 from influence_study.study.seeds import epoch_order_seed
 
 

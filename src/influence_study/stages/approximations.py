@@ -20,7 +20,8 @@ from influence_study.engine.tracking import select_modules
 from influence_study.stages.influence import factor_fit_documents, fit_study_factors, load_study_factors
 from influence_study.stages.influence_inputs import load_study_inputs
 from influence_study.stages.tables import read_learning, write_analysis
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 
 # stored tensors of a kfac/ekfac module whose size the block-diagonal split divides (d x d blocks)
 BLOCKED_KEYS = ("A_covariance", "S_covariance", "A_eigenvectors", "S_eigenvectors")

@@ -23,7 +23,8 @@ from influence_study.stages.tables import (load_family_tables, query_families, t
 from influence_study.study.config import training_settings
 from influence_study.study.io import read_parquet, read_parquet_metadata, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 
 
 def make_plan(config: Mapping, pairwise: str, queries: str, plan: str, targets: int, copies: int,

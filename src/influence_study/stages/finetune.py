@@ -16,7 +16,8 @@ from influence_study.models.build import context_length
 from influence_study.models.evaluation import evaluate_completions
 from influence_study.study.io import read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 from influence_study.study.seeds import datainf_finetune_seed
 
 SIGN = "positive = adding the training example raises the test example's log-likelihood (helps); DataInf: opposite"

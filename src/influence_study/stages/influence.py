@@ -27,7 +27,8 @@ from influence_study.study.config import model_entry
 from influence_study.study.io import (atomic_path, read_json, read_parquet, read_parquet_metadata, write_json,
                                      write_parquet)
 from influence_study.study.provenance import file_hash, provenance, write_provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 from influence_study.study.seeds import factor_fit_seed
 
 # Score tables (shards, pairwise, candidates, tokens) stay writable (0o644, never executable): Snakemake counts a

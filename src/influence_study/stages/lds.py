@@ -18,7 +18,8 @@ from influence_study.stages.tables import query_families, table_strategy, write_
 from influence_study.study.config import model_entry, training_settings
 from influence_study.study.io import read_parquet, read_parquet_metadata, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 
 
 def lds_model(config: Mapping) -> str | None:

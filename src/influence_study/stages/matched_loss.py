@@ -26,7 +26,8 @@ from influence_study.stages.tables import read_columns, read_learning
 from influence_study.study.config import model_entry, training_settings
 from influence_study.study.io import read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import autocast, get_logger, resolve_device
+from influence_study.study.devices import autocast, resolve_device
+from influence_study.study.runtime import get_logger
 
 
 def choose_pair(config: Mapping, learning: pd.DataFrame) -> tuple[str, str] | str:

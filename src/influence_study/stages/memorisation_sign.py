@@ -18,7 +18,8 @@ from influence_study.stages.influence import load_study_factors, table_provenanc
 from influence_study.stages.influence_inputs import document_batches, load_study_inputs
 from influence_study.stages.lds import lds_model as find_lds_model
 from influence_study.stages.tables import read_learning, table_model, write_analysis
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 from influence_study.study.io import read_parquet
 
 

@@ -19,7 +19,8 @@ from influence_study.plots import plot_loss_curves, save_figure
 from influence_study.study.config import model_entry, training_settings
 from influence_study.study.io import atomic_path, read_json, read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance, write_provenance
-from influence_study.study.runtime import autocast, get_logger, resolve_device
+from influence_study.study.devices import autocast, resolve_device
+from influence_study.study.runtime import get_logger
 from influence_study.study.seeds import model_seed
 
 

@@ -22,7 +22,8 @@ from influence_study.stages.finetune import detection_rank
 from influence_study.stages.tables import write_analysis
 from influence_study.study.io import read_parquet, read_parquet_metadata, require_columns, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 from influence_study.study.seeds import removal_finetune_seed
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from influence_study.models.evaluation import completion_scores
 from influence_study.stages.models import train_from_scratch
-from influence_study.study.runtime import autocast
+from influence_study.study.devices import autocast
 
 
 def retrain_on(config: Mapping, model_name: str, docs: pd.DataFrame, train_doc_ids: Sequence, tokenizer,

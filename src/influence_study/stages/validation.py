@@ -23,7 +23,8 @@ from influence_study.stages.influence_inputs import load_study_inputs
 from influence_study.stages.tables import read_learning, write_analysis
 from influence_study.study.io import read_json, read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 
 
 def estimate_influence(setting, lissa: Mapping, pbrf: Mapping, factor_batch_size: int, seed: int = 0,

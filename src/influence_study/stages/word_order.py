@@ -19,7 +19,8 @@ from influence_study.stages.influence_inputs import document_batches, load_study
 from influence_study.stages.tables import read_learning, write_analysis
 from influence_study.study.io import read_parquet, require_columns, write_parquet
 from influence_study.study.provenance import provenance
-from influence_study.study.runtime import get_logger, resolve_device
+from influence_study.study.devices import resolve_device
+from influence_study.study.runtime import get_logger
 
 
 def probe_scores(model, factors, query_batches, probe_sequences: Sequence[Sequence[int]],

@@ -1,4 +1,8 @@
-"""Run-time settings shared by every step: device choice, threads, logging to a per-rule log file."""
+"""Run-time settings shared by every step: threads and logging to a per-rule log file.
+
+No torch here (the device helpers are in :mod:`influence_study.study.devices`), so that a step that uses none (an
+analysis of tables, a figure, the findings report) does not pay for importing it (about 1.3 CPU-seconds per job).
+"""
 
 from __future__ import annotations
 
@@ -9,37 +13,12 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
-import torch
-
 LOGGER_NAME = "influence_study"
 
 
 def get_logger() -> logging.Logger:
     """The package logger (messages go to stderr, and to the rule's log file inside :func:`logged_to`)."""
     return logging.getLogger(LOGGER_NAME)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' was requested but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
-def gpu_jobs(config) -> int:
-    """The ``gpu`` resource a job on the model's device declares: 1 when the config's device is (or, for
-    ``auto``, resolves here to) CUDA, else 0. With ``--resources gpu=1`` a local run serialises those jobs."""
-    device = config["device"]
-    return int(device == "cuda" or (device == "auto" and torch.cuda.is_available()))
-
-
-def autocast(dtype: str, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the config's ``dtype``: ``bfloat16`` runs matrix products in bf16 (weights and
-    optimiser state stay float32); ``float32`` changes nothing."""
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 class _Tee:
@@ -67,9 +46,12 @@ class _Tee:
 @contextlib.contextmanager
 def logged_to(log_path: str | os.PathLike | None, threads: int | None = None) -> Iterator[logging.Logger]:
     """Send stderr (progress bars, warnings) and the package logger to ``log_path`` as well as the terminal,
-    and limit torch to ``threads`` CPU threads."""
+    and limit torch to ``threads`` CPU threads: now if torch is imported, through ``OMP_NUM_THREADS`` if it is
+    imported later (torch reads it when it starts)."""
     if threads:
-        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     logger = get_logger()
     logger.setLevel(logging.INFO)
     if log_path is None:
