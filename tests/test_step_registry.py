@@ -71,7 +71,7 @@ def parse_rules(path: Path) -> list[dict]:
     """Every rule of a rule file: ``{"rule", "file", "step", "input", "output", "params"}`` (sets of names)."""
     text = path.read_text()
     analyses = {**analysis_tables(text), **ALL_ANALYSES}
-    rules, current, section, indent = [], None, None, None
+    rules, current, section = [], None, None
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
