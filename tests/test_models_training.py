@@ -105,6 +105,11 @@ def test_a_run_stopped_at_a_loss_is_the_full_runs_checkpoint_at_that_step(tokeni
     assert heldout_loss(model, documents[:8], tokenizer.eos_token_id) == pytest.approx(losses[1], abs=1e-6)
     _, never = run(stop=min(losses) - 1.0)  # never reached: the whole run
     assert list(never.history["valid_loss"]) == losses and never.tokens == full.tokens
+    # evaluating more often (as the matched-loss retrain does) leaves the trajectory as it was
+    often = train_language_model(tiny_model(tokenizer, seed=1), documents, documents[:8], {**SETTINGS, "eval_every": 5},
+                                 tokenizer.eos_token_id, seed=1, progress=False, log=lambda _: None).history
+    assert list(often["step"]) == list(range(5, 31, 5))
+    assert list(often.set_index("step").loc[[10, 20, 30], "valid_loss"]) == losses
 
 
 def test_bfloat16_training_keeps_float32_weights_and_still_learns(tokenizer, documents):

@@ -87,7 +87,10 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
     original = pd.read_csv(Path(model_dir) / "history.csv")
     device = resolve_device(config["device"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    settings = training_settings(config, model)
+    # evaluated more often than the original run (same steps and schedule: the same trajectory) to stop close to
+    # the reference's loss; the original's measurements are a subset, which trajectory_difference compares
+    settings = {**training_settings(config, model),
+                "eval_every": config["analyses"]["abstraction"]["matched_loss"]["eval_every"]}
     started = time.perf_counter()
     network, result, seed = train_from_scratch(config, model, read_parquet(documents), tokenizer, settings, device,
                                                progress, stop_at_valid_loss=target)
