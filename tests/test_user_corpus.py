@@ -83,6 +83,7 @@ def user_config(work: Path, checkpoint: Path) -> dict:
     config["influence"]["strategies"] = ["ekfac"]
     analyses = config["analyses"]
     analyses["validation"]["settings"] = ["mlp_regression"]
+    analyses["abstraction"] = {"top_k": 10}  # ci.yaml's matched-loss pair names models this config does not have
     analyses["calibration"].update(family="food", targets=1)
     analyses["memorisation_sign"]["models"] = None
     analyses["sparsity"]["bootstrap"] = 0

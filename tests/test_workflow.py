@@ -353,7 +353,9 @@ def test_rerun_has_nothing_to_do_and_outputs_are_deterministic(study, tmp_path):
     # sections that name other models take every (that is, the one) model
     config["finetune"] = dict(config["finetune"], models=None)
     config["analyses"] = dict(config["analyses"], memorisation_sign=dict(config["analyses"]["memorisation_sign"],
-                                                                        models=None))
+                                                                        models=None),
+                              abstraction=dict(config["analyses"]["abstraction"],
+                                               matched_loss={"reference": None, "model": None}))
     path = tmp_path / "again.yaml"
     path.write_text(yaml.safe_dump(config))
     target = tmp_path / "again" / "models" / config["models"][0]["name"]
