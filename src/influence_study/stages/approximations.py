@@ -5,7 +5,6 @@ memory of the stored factors."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ from influence_study.engine.tasks import LanguageModelingTask
 from influence_study.engine.tracking import select_modules
 from influence_study.stages.influence import factor_fit_documents, fit_study_factors, load_study_factors
 from influence_study.stages.influence_inputs import load_study_inputs
-from influence_study.stages.tables import read_learning, write_analysis
+from influence_study.stages.tables import path_of_model, read_learning, write_analysis
 from influence_study.study.devices import resolve_device
 from influence_study.study.runtime import get_logger
 
@@ -83,18 +82,6 @@ def choose_model(config: Mapping, learning: str) -> str:
     return str(model_sizes(read_learning(learning)).index[-1])
 
 
-def _path_of(model_name: str, paths: Sequence[str], levels_up: int, what: str) -> str | None:
-    """The path among ``paths`` named ``model_name`` ``levels_up`` levels up (0: ``models/{model}``, 1:
-    ``factors/{model}/{strategy}``); ``None`` if there is none and ``what`` is empty, else a ValueError."""
-    for path in paths:
-        path = Path(path)
-        if (path.parents[levels_up - 1] if levels_up else path).name == model_name:
-            return str(path)
-    if what:
-        raise ValueError(f"{what}: no path for model {model_name!r} among {list(paths)}")
-    return None
-
-
 def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str, learning: str, ranks: str,
         blocks: str, memory: str, summary: str, factors_dirs: Sequence[str] = (), progress: bool = True) -> None:
     """Step of ``analysis_approximations``: query-rank and block-diagonal checks on one model (see the module
@@ -103,7 +90,7 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
     log = get_logger()
     section = config["analyses"]["approximations"]
     model_name = choose_model(config, learning)
-    model_dir = _path_of(model_name, model_dirs, 0, "model_dirs")
+    model_dir = path_of_model(model_name, model_dirs, 0, "model_dirs")
     inputs = load_study_inputs(model_dir, documents, queries, device=resolve_device(config["device"]))
     n_docs, n_queries = len(inputs.document_sequences), len(inputs.query_sequences)
     if n_queries == 0:
@@ -116,7 +103,7 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
     doc_batches = inputs.document_batches(batch_size, doc_positions)
     damping = config["influence"]["damping"]
 
-    stored = _path_of(model_name, factors_dirs, 1, "")
+    stored = path_of_model(model_name, factors_dirs, 1, "")
     modules = list(select_modules(inputs.model, config["influence"]["modules"]))
     factors_by_blocks, fit_seconds = {}, {}
     if stored is not None:

@@ -22,7 +22,7 @@ from influence_study.models.evaluation import completion_scores
 from influence_study.stages.influence import fit_study_factors, score_in_memory
 from influence_study.stages.influence_inputs import StudyInputs, load_study_inputs
 from influence_study.stages.models import train_from_scratch
-from influence_study.stages.tables import read_columns, read_learning
+from influence_study.stages.tables import path_of_model, read_columns, read_learning
 from influence_study.study.config import model_entry, training_settings
 from influence_study.study.io import read_parquet, write_json, write_parquet
 from influence_study.study.provenance import provenance
@@ -59,13 +59,6 @@ def query_subset(inputs: StudyInputs, query_ids: Sequence[str]) -> StudyInputs:
                                query_starts=[inputs.query_starts[i] for i in keep])
 
 
-def _directory(model_dirs: Sequence[str], name: str) -> str:
-    by_name = {Path(p).name: str(p) for p in model_dirs}
-    if name not in by_name:
-        raise ValueError(f"matched loss: model {name!r} has no directory among {list(model_dirs)}")
-    return by_name[name]
-
-
 def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str, relations: str, candidates: str,
         learning: str, scores: str, answers: str, checkpoint: str, progress: bool = True) -> None:
     """Step of ``matched_loss_scores``: writes ``scores`` (the matched checkpoint's pairwise table for the
@@ -82,7 +75,7 @@ def run(config: Mapping, model_dirs: Sequence[str], documents: str, queries: str
         write_json({"measured": False, "reason": pair, "provenance": record}, checkpoint)
         return
     reference, model = pair
-    reference_dir, model_dir = _directory(model_dirs, reference), _directory(model_dirs, model)
+    reference_dir, model_dir = (path_of_model(name, model_dirs, 0, "model_dirs") for name in (reference, model))
     target = final_valid_loss(pd.read_csv(Path(reference_dir) / "history.csv"), f"{reference_dir}/history.csv")
     original = pd.read_csv(Path(model_dir) / "history.csv")
     device = resolve_device(config["device"])

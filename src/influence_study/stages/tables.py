@@ -49,6 +49,18 @@ def table_strategy(path: str | os.PathLike) -> str:
     return read_parquet_metadata(path).get("strategy") or Path(path).parent.name
 
 
+def path_of_model(model_name: str, paths: Sequence[str], levels_up: int, what: str) -> str | None:
+    """The path among ``paths`` named ``model_name`` ``levels_up`` levels up (0: ``models/{model}``, 1:
+    ``factors/{model}/{strategy}``); ``None`` if there is none and ``what`` is empty, else a ValueError."""
+    for path in paths:
+        path = Path(path)
+        if (path.parents[levels_up - 1] if levels_up else path).name == model_name:
+            return str(path)
+    if what:
+        raise ValueError(f"{what}: no path for model {model_name!r} among {list(paths)}")
+    return None
+
+
 def load_family_tables(paths: Iterable[str | os.PathLike], learning: str | os.PathLike | pd.DataFrame,
                        columns: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """Read one scores table per model (``pairwise.parquet``, ``tokens.parquet``, ...), keyed by model and ordered
