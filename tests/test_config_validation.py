@@ -155,6 +155,12 @@ BAD_CONFIGS = [
                  ["models[1].training.warmup_steps", "steps = 50"], id="override-makes-warmup-too-long"),
     pytest.param(lambda r, t: _set(r["models"][1], "training", {"batch_size": 0}),
                  ["models[1].training.batch_size", ">= 1"], id="out-of-range-model-override"),
+    pytest.param(lambda r, t: _set(r["influence"], "token_strategies", ["ekfac", "kfac"]),
+                 ["influence.token_strategies", "['kfac'] not in influence.strategies"],
+                 id="token-scores-of-an-unscored-strategy"),
+    pytest.param(lambda r, t: _set(r["influence"], "token_strategies", ["identity"]),
+                 ["influence.token_strategies", "lacks explorer.strategy 'ekfac'"],
+                 id="token-scores-without-the-explorers-strategy"),
 ]
 
 

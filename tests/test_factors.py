@@ -741,3 +741,26 @@ def test_sampled_labels_approach_the_expected_fisher():
     # and the true-label (empirical) S is measurably different from the expected Fisher here
     empirical = fit(model, ClassificationTask(), base, "kfac", modules=["2"]).covariances("2")[1]
     assert (empirical - expected).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_finds_one_bad_element_and_names_its_module(bad):
+    from influence_study.engine.passes import check_finite
+
+    tensors = {"fine": torch.randn(3, 4), "bad": torch.randn(5, 6)}
+    check_finite(tensors, "test tensors")  # finite: no error
+    tensors["bad"][4, 5] = bad
+    with pytest.raises(FloatingPointError, match="NaN or Inf in the test tensors of module 'bad'"):
+        check_finite(tensors, "test tensors")
+    # an infinity and its opposite sum to NaN: still found
+    tensors["bad"][0, 0] = -tensors["bad"][4, 5] if bad == bad else bad
+    with pytest.raises(FloatingPointError, match="module 'bad'"):
+        check_finite(tensors, "test tensors")
+
+
+def test_check_finite_accepts_finite_values_whose_sum_overflows():
+    from influence_study.engine.passes import check_finite
+
+    big = torch.full((4,), 3.0e38)  # each finite in float32, their sum is not
+    assert not torch.isfinite(big.sum())
+    check_finite({"big": big, "integers": torch.arange(3)}, "test tensors")

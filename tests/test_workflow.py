@@ -642,3 +642,21 @@ def test_make_clean_ci_removes_the_ci_study_outputs(tmp_path):
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not output.exists() and f"removed {output}/" in result.stdout
+
+
+def test_token_scores_are_planned_for_the_token_strategies_only(tmp_path):
+    """``influence.token_strategies`` limits the token-score jobs (and the targets) to its strategies; null plans
+    them for every scored strategy; scores, factors and the explorer are planned as before."""
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "results")
+    every = planned(dict(config, influence=dict(config["influence"], token_strategies=None)), tmp_path / "all.yaml")[0]
+    explorer = planned(dict(config, influence=dict(config["influence"], token_strategies=["ekfac"])),
+                       tmp_path / "ekfac.yaml")[0]
+    token_jobs = {name: sorted(job["wildcards"]["strategy"] for job in jobs if job["rule"] == "token_scores")
+                  for name, jobs in (("every", every), ("explorer", explorer))}
+    n_models = len(config["models"])
+    assert token_jobs["every"] == sorted(config["influence"]["strategies"] * n_models)
+    assert token_jobs["explorer"] == ["ekfac"] * n_models
+    others = [Counter(job["rule"] for job in jobs if job["rule"] not in ("token_scores", "all"))
+              for jobs in (every, explorer)]
+    assert others[0] == others[1]

@@ -4,6 +4,7 @@
 
 
 rule factors:
+    priority: CHAIN_PRIORITY["influence"]
     input:
         model_dir=out("models/{model}"),
         documents=corpus_outputs()["documents"],

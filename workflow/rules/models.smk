@@ -2,6 +2,7 @@
 
 
 rule train_model:
+    priority: CHAIN_PRIORITY["training"]
     input:
         documents=corpus_outputs()["documents"],
         tokenizer_dir=out(f"tokenizer/{CORPUS}"),
@@ -26,6 +27,7 @@ rule train_model:
 
 
 rule evaluate_model:
+    priority: CHAIN_PRIORITY["training"]
     input:
         model_dir=out("models/{model}"),
         documents=corpus_outputs()["documents"],
@@ -52,6 +54,7 @@ rule evaluate_model:
 
 
 rule learning_table:
+    priority: CHAIN_PRIORITY["training"]
     input:
         model_dirs=model_dirs(),
         summaries=evaluation_summaries(),

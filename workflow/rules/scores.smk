@@ -3,6 +3,7 @@
 
 
 rule score_shard:
+    priority: CHAIN_PRIORITY["influence"]
     input:
         model_dir=out("models/{model}"),
         factors_dir=out("factors/{model}/{strategy}"),
@@ -34,6 +35,7 @@ rule score_shard:
 
 
 rule gather_scores:
+    priority: CHAIN_PRIORITY["influence"]
     input:
         shards=gather.shards(out("scores/{{model}}/{{strategy}}/shard-{scatteritem}.parquet")),
         factors_dir=out("factors/{model}/{strategy}"),
@@ -64,6 +66,7 @@ rule gather_scores:
 
 
 rule token_scores:
+    priority: CHAIN_PRIORITY["influence"]
     input:
         model_dir=out("models/{model}"),
         factors_dir=out("factors/{model}/{strategy}"),

@@ -232,14 +232,14 @@ def plan_scoring(modules: Mapping[str, nn.Module], factors, n_queries: int, quer
         stored, factor_dtype = _stored_factors(factors, name)
         grads, unit = n_queries * n_out * n_in * size, q_eff * n_out * n_in
         to_dtype = (n_in + n_out) * size if dtype != module.weight.dtype else 0  # per token: a, s in dtype
-        batch_grads = (query_batch_size or batch_size) * n_out * n_in * (size + 3)  # check_finite: abs, 3 masks
+        batch_grads = (query_batch_size or batch_size) * n_out * n_in * size  # (check_finite: no mask when finite)
         phases.add("query gradients", name, grads + query_tokens * (n_in + n_out) * element,
                    max(query_tokens * to_dtype, batch_grads))
         concatenated = 2 * grads  # the batches' gradients and their torch.cat
-        phases.add("query concatenation", name, concatenated)
+        phases.add("query concatenation", name, grads, grads)  # one module's batches joined at a time
         grads = unit * size  # summed (sum_queries) or not, the gradients kept for preconditioning
         preconditioned, transient = _preconditioning(strategy, blocks, unit, factor_dtype, dtype)
-        phases.add("preconditioning", name, grads + preconditioned, max(transient, unit * (size + 3)))  # isfinite
+        phases.add("preconditioning", name, grads + preconditioned, transient)
         dense = preconditioned or grads  # identity: the gradients are the preconditioned queries
         low_rank = query_rank is not None and query_rank < min(n_out, n_in)
         factored = low_rank and (sequence_length * q_eff * query_rank * (n_out + n_in)
@@ -292,7 +292,7 @@ def plan_self_scores(modules: Mapping[str, nn.Module], factors, batch_size: int 
         activations = batch_size * sequence_length * (n_in + n_out) * element
         preconditioned, transient = _preconditioning(strategy, blocks, unit, factor_dtype, dtype)
         grads = unit * dtype.itemsize  # the previous batch's gradients and preconditioned ones live until replaced
-        phases.add("gradients", name, activations + 2 * grads + preconditioned, unit * (dtype.itemsize + 3))
+        phases.add("gradients", name, activations + 2 * grads + preconditioned)  # (check_finite: no mask when finite)
         phases.add("preconditioning", name, activations + grads + 2 * preconditioned, max(transient, grads))
         rows[name] = dict(shape=(n_out, n_in), factors=stored, gradients=unit * dtype.itemsize,
                           activations=activations, workspace=preconditioned + transient)

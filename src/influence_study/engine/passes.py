@@ -117,8 +117,14 @@ def backward_from(task: Task, outputs: torch.Tensor, batch: dict, kind: str, gen
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise ``FloatingPointError`` naming the first module whose tensor has NaN or Inf."""
+    """Raise ``FloatingPointError`` naming the first module whose tensor has NaN or Inf.
+
+    A finite sum proves every element finite (a NaN or an infinity makes the sum NaN or infinite), in one read
+    of the tensor and no mask as large as it; only a non-finite sum (a bad element, or finite values whose sum
+    overflows) is checked element by element."""
     for name, tensor in tensors.items():
+        if tensor.is_floating_point() and torch.isfinite(tensor.sum()):
+            continue
         if not torch.isfinite(tensor).all():
             raise FloatingPointError(f"NaN or Inf in the {what} of module {name!r}: check the model's outputs, "
                                      f"the learning rate it was trained with, or use float32/float64")
@@ -156,5 +162,7 @@ def per_example_gradients(model, task, loader, modules, kind: str, max_examples=
                                           desc):
         for name, g in grads.items():
             chunks[name].append(g)
-    out = {name: torch.cat(parts) for name, parts in chunks.items()}
+    out = {}
+    for name in list(chunks):  # one module at a time, its batches freed as soon as they are joined
+        out[name] = torch.cat(chunks.pop(name))
     return out, len(next(iter(out.values())))

@@ -299,6 +299,15 @@ def _check_semantics(config: dict, source: str) -> None:
                 f"n_head = {entry['n_head']}"
             )
     influence = config["influence"]
+    token_strategies = influence.get("token_strategies")
+    if token_strategies is not None:
+        unscored = [s for s in token_strategies if s not in influence["strategies"]]
+        if unscored:
+            raise ConfigError(f"{source}: influence.token_strategies: {unscored} not in influence.strategies "
+                              f"{influence['strategies']} (token scores need the strategy's factors and scores)")
+        if config["explorer"]["strategy"] not in token_strategies:
+            raise ConfigError(f"{source}: influence.token_strategies: {token_strategies} lacks explorer.strategy "
+                              f"{config['explorer']['strategy']!r}, whose token scores the explorer shows")
     if config["explorer"]["strategy"] not in influence["strategies"]:
         raise ConfigError(f"{source}: explorer.strategy: {config['explorer']['strategy']!r} is not one of "
                           f"influence.strategies {influence['strategies']}")

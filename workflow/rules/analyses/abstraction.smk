@@ -12,6 +12,7 @@ MATCHED_LOSS = {
 
 # The larger model retrained to the smaller one's final held-out loss and scored (analyses.matched_loss).
 rule matched_loss_scores:
+    priority: CHAIN_PRIORITY["matched_loss"]
     input:
         model_dirs=model_dirs(),
         documents=corpus_outputs()["documents"],
