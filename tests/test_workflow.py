@@ -660,3 +660,28 @@ def test_token_scores_are_planned_for_the_token_strategies_only(tmp_path):
     others = [Counter(job["rule"] for job in jobs if job["rule"] not in ("token_scores", "all"))
               for jobs in (every, explorer)]
     assert others[0] == others[1]
+
+
+def test_every_rule_the_scheduling_chain_waits_for_has_a_priority_too(tmp_path):
+    """Snakemake starts the ready job of highest priority first, but a rule's priority does not pass to the rules
+    it waits for: a prioritised rule whose input comes from an unprioritised one (as the BM25 candidates were) waits
+    behind every other job. So each rule that a prioritised rule depends on is prioritised, and the chain holds the
+    training, the scores and the matched-loss retrain."""
+    config = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "results")
+    path = tmp_path / "ci.yaml"
+    text = planned(config, path)[1]
+    priority = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", text, flags=re.M)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        found = re.search(r"^    priority: (\d+)$", block, re.M)
+        priority[rule] = int(found.group(1)) if found else 0
+    assert {"corpus", "train_model", "candidates", "factors", "score_shard", "matched_loss_scores"} <= {
+        rule for rule, value in priority.items() if value > 0}, priority
+    graph = snakemake("--rulegraph", "--cores", "1", "--configfile", str(path)).stdout
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', graph, re.M))
+    edges = [(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", graph, re.M)]
+    assert edges, graph[:500]
+    waiting = sorted({(needed, rule) for needed, rule in edges if priority.get(rule, 0) > 0
+                      and priority.get(needed, 0) == 0})
+    assert not waiting, f"prioritised rules wait for unprioritised ones (needed, rule): {waiting}"

@@ -2,6 +2,7 @@
 
 
 rule candidates:
+    priority: CHAIN_PRIORITY["training"]
     input:
         documents=corpus_outputs()["documents"],
         queries=corpus_outputs()["queries"],

@@ -156,8 +156,10 @@ SMALL_JOB = {"mem_mb": 2000, "runtime": 30}
 TABLE_JOB = {"mem_mb": 4000, "runtime": 60}
 # a model trained, retrained or fine-tuned (add gpu=GPU)
 TRAINING_JOB = {"mem_mb": 4000, "runtime": 240}
-# Scheduling: of the jobs ready to run, Snakemake starts those of the highest priority first (default 0). The chain
-# to the study's last analyses (training, evaluation, factors, scores, the matched-loss retrain: its longest single
-# job) goes first; the independent fine-tunes, retrains and validation settings fill the other cores. Without it a
-# local run on 2 cores evaluated the largest model 26 min after training it and ended on one core for 9 min.
+# Scheduling: of the jobs ready to run, Snakemake starts those of the highest priority first (default 0; a job's
+# priority does not pass to the jobs it waits for, so every rule of the chain has one). The chain to the study's last
+# analyses (corpus, tokenizer, training, evaluation, BM25 candidates, factors, scores, the matched-loss retrain: its
+# longest single job) goes first; the independent fine-tunes, retrains and validation settings fill the other cores.
+# Without it a local run on 2 cores evaluated the largest model 26 min after training it and ended on one core for
+# 9 min.
 CHAIN_PRIORITY = {"training": 30, "matched_loss": 25, "influence": 20}

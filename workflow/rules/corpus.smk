@@ -2,6 +2,7 @@
 
 
 rule corpus:
+    priority: CHAIN_PRIORITY["training"]
     output:
         **corpus_outputs(),
     params:
@@ -18,6 +19,7 @@ rule corpus:
 
 
 rule tokenizer:
+    priority: CHAIN_PRIORITY["training"]
     input:
         documents=corpus_outputs()["documents"],
     output:
